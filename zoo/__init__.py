@@ -1,0 +1,1 @@
+"""zoo: a declarative model zoo turning HF-style checkpoints into verified LiteRT models."""

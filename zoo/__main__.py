@@ -1,0 +1,42 @@
+"""`python -m zoo [group=option ...] [key=value ...]`: compose the config, run the pipeline, print a summary.
+
+Groups: model= (conf/model/), quant= (conf/quant/), export= (conf/export/). `--cfg job` prints the composed
+config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.yaml go.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.checkpoint import CheckpointError, MappingError
+from zoo.config import ConfigError, load
+from zoo.pipeline import GateFailed, gate_line, run
+from zoo.report import write_atomic
+
+log = logging.getLogger("zoo")
+USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        zoo_cfg = load(cfg, dict(hc.runtime.choices))
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(zoo_cfg)))
+        report = run(zoo_cfg, run_dir)
+    except USER_ERRORS as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{report['model']}: {report['num_params'] / 1e6:.1f}M parameters from {report['checkpoint']}")
+    print(gate_line(report["golden"]))
+    print(f"report: {report.path}")
+
+
+if __name__ == "__main__":
+    main()

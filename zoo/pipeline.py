@@ -1,0 +1,107 @@
+"""The stages of a run as plain functions of plain values, and `run`, which calls them in order.
+
+Nothing here reads Hydra's global state: tests compose a config and call the same functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from zoo import golden
+from zoo.architectures import build
+from zoo.checkpoint import Checkpoint, check_config, load, resolve
+from zoo.config import ZooConfig
+from zoo.report import Report
+from zoo.runtime.tokenizer import load_tokenizer
+
+
+class GateFailed(RuntimeError):
+    """Our model does not reproduce transformers: nothing may be exported from it."""
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    checkpoint: Checkpoint
+    tokenizer: object | None
+
+
+def load_model(cfg: ZooConfig, report: Report) -> Loaded:
+    """Resolve the checkpoint, check it against the entry, build our module and fill it strictly."""
+    torch.manual_seed(cfg.seed)
+    with report.stage("checkpoint"):
+        checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
+        check_config(cfg.model.reference, checkpoint)
+        tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
+    with report.stage("build"):
+        model = build(cfg.model, cfg.export.kv_layout)
+    with report.stage("load"):
+        load(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+    report["model"] = cfg.model.name
+    report["checkpoint"] = checkpoint.description
+    report["num_params"] = sum(p.numel() for p in model.parameters())
+    return Loaded(model, checkpoint, tokenizer)
+
+
+def verify(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
+    """The golden gate against the entry's transformers class; raises GateFailed on a miss."""
+    with report.stage("golden"):
+        hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
+        chat = cfg.model.tokenizer.chat_template
+        prompts = golden.prompt_ids(cfg.golden, loaded.tokenizer, cfg.model.arch.vocab_size, cfg.seed, chat)
+        kv_max = cfg.export.kv_cache_max
+        longest = max(len(p) for p in prompts) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
+        if longest > kv_max:
+            raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
+        result = golden.gate(loaded.model, hf, prompts, cfg.golden, kv_max)
+        del hf
+        section = result.report()
+        expect = cfg.model.expect_answer
+        if expect and loaded.tokenizer is not None:
+            answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
+            section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
+        report["golden"] = section
+    if not result.passed or not section.get("answer_ok", True):
+        raise GateFailed(gate_line(section))
+    return result
+
+
+def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
+    """Our model's greedy answer, cut at the end-of-sequence token."""
+    out = golden.our_greedy(loaded.model, ids, tokens, kv_max)
+    eos = loaded.tokenizer.eos_token_id
+    return loaded.tokenizer.decode(out[: out.index(eos)] if eos in out else out, skip_special_tokens=True)
+
+
+def gate_line(section: dict) -> str:
+    verdict = "PASS" if section["passed"] and section.get("answer_ok", True) else "FAIL"
+    worst = section["worst"]
+    line = (f"golden {verdict}: max |logit diff| {section['max_abs_diff']:.2e} (atol {section['atol']:.0e}; worst at "
+            f"prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), greedy "
+            f"{section['greedy_tokens_equal']}, cached decode vs full forward {section['decode_vs_full_max_abs_diff']:.2e} "
+            f"(atol {section['decode_atol']:.0e})")
+    if "answer" in section:
+        line += f"\nanswer: {section['answer']!r} ({'contains' if section['answer_ok'] else 'MISSING'} {section['expect']!r})"
+    return line
+
+
+def run(cfg: ZooConfig, run_dir: Path) -> Report:
+    """One job: load, verify, and (with later stages) export/check/bench; report.json written even on failure."""
+    torch.set_num_threads(cfg.threads)
+    report = Report(run_dir / "report.json")
+    report["variant"] = cfg.variant.value
+    try:
+        loaded = load_model(cfg, report)
+        verify(cfg, loaded, report)
+    except Exception as err:
+        report["status"] = "failed"
+        report["error"] = str(err)
+        raise
+    else:
+        report["status"] = "ok"
+    finally:
+        report.write()
+    return report
