@@ -5,20 +5,21 @@ config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.ya
 """
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from zoo.checkpoint import CheckpointError, MappingError
-from zoo.config import ConfigError, load
+from zoo.config import ConfigError, composition_error, load
 from zoo.pipeline import GateFailed, gate_line, run
 from zoo.report import write_atomic
 
-log = logging.getLogger("zoo")
 USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed)
 
 
@@ -38,5 +39,15 @@ def main(cfg: DictConfig) -> None:
     print(f"report: {report.path}")
 
 
+def cli() -> None:
+    """Hydra re-raises composition errors (HYDRA_FULL_ERROR) so they can be shown as one line, exit status 1."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"zoo: error: {composition_error(err, sys.argv[1:])}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

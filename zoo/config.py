@@ -6,6 +6,7 @@ alone (divisibility, pattern lengths ...). Both end in a `ConfigError` naming th
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -218,23 +219,22 @@ class ZooConfig:
 
 
 SCHEMA = "zoo_schema"
+GROUPS = ("model", "quant", "export")
 ConfigStore.instance().store(name=SCHEMA, node=ZooConfig)
 
 
 def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
-    """The composed config checked against the registered schema, shrunk if `variant=small`, then validated.
+    """The composed (schema-typed) config shrunk if `variant=small`, resolved to dataclasses and validated.
 
     `choices` maps each config group to the option Hydra picked (e.g. model -> smollm2_135m), so an error can name
     the file it came from.
     """
     from zoo.variants import shrink
 
-    schema = ConfigStore.instance().load(f"{SCHEMA}.yaml").node
     try:
-        typed = OmegaConf.merge(schema, cfg)
-        if typed.variant == Variant.small:
-            shrink(typed)
-        obj: ZooConfig = OmegaConf.to_object(typed)
+        if cfg.variant == Variant.small:
+            shrink(cfg)
+        obj: ZooConfig = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(describe(err, choices)) from None
     validate(obj, source_file("model", choices))
@@ -245,11 +245,30 @@ def source_file(group: str, choices: dict[str, str]) -> str:
     return f"conf/{group}/{choices[group]}.yaml" if group in choices else "the command line"
 
 
-def describe(err: OmegaConfBaseException, choices: dict[str, str]) -> str:
-    """One line: the file, the dotted field and what is wrong with it."""
-    key = getattr(err, "full_key", None) or ""
-    msg = str(getattr(err, "msg", err)).splitlines()[0]
-    return f"{source_file(key.split('.')[0], choices)}: {key or 'config'}: {msg}"
+def describe(err: BaseException, choices: dict[str, str]) -> str:
+    """One line: the file, the dotted field and what is wrong with it, from OmegaConf's or Hydra's error."""
+    cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
+    text = str(err)
+    key = getattr(cause, "full_key", None) or next(iter(re.findall(r"full_key: (\S+)", text)), "")
+    lines = [ln.strip() for ln in str(getattr(cause, "msg", None) or text).splitlines()]
+    lines = [ln for ln in lines if ln and "raised while composing" not in ln and not ln.startswith("full_key")]
+    where = re.search(r"In '([\w/.-]+)'", text)
+    if where:
+        source = f"conf/{where.group(1)}.yaml"
+    elif text.startswith(("Error merging override", "Could not override")):
+        source = "command line override"
+    else:
+        source = source_file(key.split(".")[0], choices)
+    options = re.findall(r"^\t(\S+)$", text, flags=re.M)  # Hydra lists a group's options after a bad choice
+    hint = f" (available: {', '.join(options)})" if options else ""
+    return f"{source}: {key or 'config'}: {lines[0] if lines else type(err).__name__}{hint}"
+
+
+def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
+    """Hydra's multi-line composition error as one ConfigError line; `overrides` name the chosen group files."""
+    choices = dict(o.split("=", 1) for o in overrides if "=" in o and o.split("=", 1)[0] in GROUPS)
+    choices.setdefault("model", "smollm2_135m")
+    return ConfigError(describe(err, choices))
 
 
 def head_dim(arch: ArchConfig) -> int:

@@ -29,13 +29,18 @@ class Loaded:
     tokenizer: object | None
 
 
-def load_model(cfg: ZooConfig, report: Report) -> Loaded:
-    """Resolve the checkpoint, check it against the entry, build our module and fill it strictly."""
+def resolve_checkpoint(cfg: ZooConfig, report: Report) -> Checkpoint:
+    """The entry's checkpoint, checked against the architecture the entry states."""
     torch.manual_seed(cfg.seed)
     with report.stage("checkpoint"):
         checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
         check_config(cfg.model.reference, checkpoint)
-        tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
+    return checkpoint
+
+
+def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded:
+    """Build our module from the entry and fill it strictly from the checkpoint."""
+    tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
     with report.stage("build"):
         model = build(cfg.model, cfg.export.kv_layout)
     with report.stage("load"):
@@ -94,7 +99,7 @@ def run(cfg: ZooConfig, run_dir: Path) -> Report:
     report = Report(run_dir / "report.json")
     report["variant"] = cfg.variant.value
     try:
-        loaded = load_model(cfg, report)
+        loaded = load_model(cfg, resolve_checkpoint(cfg, report), report)
         verify(cfg, loaded, report)
     except Exception as err:
         report["status"] = "failed"

@@ -1,0 +1,35 @@
+"""Shared helpers: compose a config through Hydra's compose API exactly as `python -m zoo` does."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from zoo.config import ZooConfig, composition_error, load
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+GOLDEN = ROOT / "golden"
+ENTRIES = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str], search_path: Path | None = None) -> ZooConfig:
+    """The validated config of `python -m zoo <overrides>`, with the same one-line errors."""
+    hydra_overrides = [f"hydra.searchpath=[file://{search_path}]"] if search_path else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        try:
+            raw = compose("config", overrides=[*overrides, *hydra_overrides])
+        except (HydraException, OmegaConfBaseException) as err:
+            raise composition_error(err, overrides) from None
+    choices = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("model", "quant", "export"))
+    choices.setdefault("model", "smollm2_135m")
+    return load(raw, choices)
+
+
+@pytest.fixture(params=ENTRIES)
+def entry(request) -> str:
+    """Every YAML in conf/model/: a new entry is tested without touching test code."""
+    return request.param

@@ -1,0 +1,150 @@
+"""Checkpoint sources and the strict mapping engine: every mismatch is an error that names it."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from conftest import compose_cfg
+from zoo import golden, pipeline
+from zoo.checkpoint import CheckpointError, MappingError, check_config, load, resolve
+from zoo.checkpoint.mapping import map_tensors
+from zoo.config import MappingConfig, MappingRule
+from zoo.report import Report
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The small tinyllama variant and its transformers-initialised random checkpoint."""
+    cfg = compose_cfg(["model=tinyllama", "variant=small"])
+    return cfg, resolve("random", cfg.model.reference, 0)
+
+
+def model_and_shapes(cfg):
+    from zoo.architectures import build
+
+    model = build(cfg.model)
+    return model, {k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_missing_tensor_is_named(small):
+    cfg, ckpt = small
+    tensors = {k: v for k, v in ckpt.tensors.items() if k != "model.layers.1.self_attn.k_proj.weight"}
+    model, _ = model_and_shapes(cfg)
+    with pytest.raises(MappingError, match=r"parameters with no checkpoint tensor: model.layers.1.self_attn.qkv_proj."
+                                           r"weight \(rule needs model.layers.1.self_attn.k_proj.weight\)"):
+        load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+
+
+def test_extra_tensor_is_named(small):
+    cfg, ckpt = small
+    tensors = {**ckpt.tensors, "model.layers.0.mystery.weight": torch.zeros(3)}
+    model, _ = model_and_shapes(cfg)
+    with pytest.raises(MappingError, match=r"checkpoint tensors not used .*: model.layers.0.mystery.weight"):
+        load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+
+
+def test_shape_mismatch_is_named(small):
+    cfg, ckpt = small
+    tensors = {**ckpt.tensors, "model.norm.weight": torch.ones(65)}
+    model, _ = model_and_shapes(cfg)
+    with pytest.raises(MappingError, match=r"shape mismatches: model.norm.weight: checkpoint \(65,\) vs model \(64,\)"):
+        load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+
+
+def test_unmatched_names_fold_over_layers(small):
+    cfg, ckpt = small
+    tensors = {k: v for k, v in ckpt.tensors.items() if "input_layernorm" not in k}
+    model, _ = model_and_shapes(cfg)
+    with pytest.raises(MappingError, match=r"model.layers.\{0-1\}.input_layernorm.weight"):
+        load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+
+
+def test_named_ops_fuse_split_transpose_tie():
+    tensors = {"a": torch.arange(6.0).view(2, 3), "b": torch.ones(1, 3), "fused": torch.arange(12.0).view(4, 3)}
+    mapping = MappingConfig(
+        identity=False,
+        rules=[
+            MappingRule(ours="ab", fuse=["a", "b"]),
+            MappingRule(ours="at", hf="a", transpose=True),
+            MappingRule(ours="second", hf="fused", split=["1", "3"], split_index=1),
+            MappingRule(ours="tied", tie="ab"),
+        ],
+    )
+    shapes = {"ab": (3, 3), "at": (3, 2), "second": (3, 3), "tied": (3, 3)}
+    out = map_tensors(tensors, shapes, mapping, num_layers=1)
+    assert torch.equal(out["ab"], torch.cat([tensors["a"], tensors["b"]]))
+    assert torch.equal(out["at"], tensors["a"].t())
+    assert torch.equal(out["second"], tensors["fused"][1:])
+    assert out["tied"] is out["ab"]
+
+
+def test_drop_patterns_allow_unused(small):
+    cfg, ckpt = small
+    tensors = {**ckpt.tensors, "model.rotary_emb.inv_freq": torch.zeros(8)}
+    model, _ = model_and_shapes(cfg)
+    load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+
+
+def test_arch_mismatch_with_checkpoint_config_names_both_values(small):
+    _, ckpt = small
+    cfg = compose_cfg(["model=tinyllama", "variant=small", "model.arch.norm.eps=1e-6"])
+    with pytest.raises(CheckpointError, match=r"rms_norm_eps: the entry says 1e-06 but the checkpoint .* has 1e-05"):
+        check_config(cfg.model.reference, ckpt)
+
+
+def save_hf(small, folder, **kwargs):
+    """The small variant saved by transformers' own save_pretrained."""
+    cfg, ckpt = small
+    hf = golden.reference_model(cfg.model.reference, ckpt)
+    hf.save_pretrained(folder, **kwargs)
+    return cfg
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_shard_size": "100KB"}], ids=["single", "sharded"])
+def test_hf_folder_safetensors_passes_gate(small, tmp_path, kwargs):
+    cfg = save_hf(small, tmp_path, **kwargs)
+    assert (tmp_path / ("model.safetensors.index.json" if kwargs else "model.safetensors")).exists()
+    cfg.model.checkpoint = str(tmp_path)
+    report = Report(tmp_path / "report.json")
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+    assert pipeline.verify(cfg, loaded, report).passed
+
+
+def test_pytorch_bin_loads_weights_only(small, tmp_path):
+    cfg, ckpt = small
+    save_hf(small, tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(dict(ckpt.tensors), tmp_path / "pytorch_model.bin")
+    loaded = resolve(str(tmp_path), cfg.model.reference, 0)
+    assert set(loaded.tensors) == set(ckpt.tensors)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pytorch_bin_refuses_arbitrary_objects(small, tmp_path):
+    cfg, _ = small
+    save_hf(small, tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with open(tmp_path / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"x": Evil()}, f)
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        resolve(str(tmp_path), cfg.model.reference, 0)
+
+
+def test_bad_sources_are_clear(small, tmp_path):
+    cfg, _ = small
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve(str(tmp_path / "nope"), cfg.model.reference, 0)
+    with pytest.raises(CheckpointError, match="package 'not_a_pkg' is not installed"):
+        resolve("package:not_a_pkg/x.gguf", cfg.model.reference, 0)
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        resolve(str(tmp_path), cfg.model.reference, 0)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(CheckpointError, match="has no model.safetensors"):
+        resolve(str(tmp_path), cfg.model.reference, 0)

@@ -1,0 +1,116 @@
+"""Golden logits of every entry: transformers vs golden/ (regenerable), ours vs golden/, and the live gate.
+
+Regenerate golden/ (runs transformers only, never our model):
+    pytest tests/test_golden.py -k reference --force-regen
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ENTRIES, GOLDEN, compose_cfg
+from zoo import golden, pipeline
+from zoo.checkpoint import resolve
+from zoo.report import Report
+from zoo.runtime.tokenizer import load_tokenizer
+
+# (entry, variant): every entry as its small random variant; entries with real weights offline also at full size.
+CASES = [(e, "small") for e in ENTRIES] + [("smollm2_135m", "full")]
+
+
+def case_id(case) -> str:
+    return f"{case[0]}.{case[1]}"
+
+
+def golden_path(case) -> Path:
+    return GOLDEN / f"{case_id(case)}.npz"
+
+
+_cache: dict = {}
+
+
+def setup(case):
+    """Config, checkpoint, tokenizer and prompts of a case (cached: the real checkpoint takes ~20 s to read)."""
+    if case not in _cache:
+        cfg = compose_cfg([f"model={case[0]}", f"variant={case[1]}"])
+        checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
+        tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
+        prompts = golden.prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed,
+                                    cfg.model.tokenizer.chat_template)
+        _cache[case] = cfg, checkpoint, prompts
+    return _cache[case]
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_reference_matches_golden(case, ndarrays_regression):
+    """transformers' own output on the entry's weights is what golden/ holds (and what --force-regen writes)."""
+    cfg, checkpoint, prompts = setup(case)
+    hf = golden.reference_model(cfg.model.reference, checkpoint)
+    arrays = golden.reference_arrays(hf, prompts, cfg.golden.new_tokens)
+    ints = {k: {"atol": 0, "rtol": 0} for k in arrays if not k.endswith("_value")}
+    ndarrays_regression.check(arrays, fullpath=golden_path(case), default_tolerance={"atol": 1e-5, "rtol": 0},
+                              tolerances=ints)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_ours_matches_golden(case, tmp_path):
+    """Our model, built and loaded from the entry, against the stored transformers reference."""
+    cfg, checkpoint, prompts = setup(case)
+    stored = dict(np.load(golden_path(case)))
+    assert [stored[f"p{i}_ids"].tolist() for i in range(len(prompts))] == prompts
+    loaded = pipeline.load_model(cfg, checkpoint, Report(tmp_path / "report.json"))
+    result = golden.compare_to_golden(loaded.model, stored, cfg.export.kv_cache_max)
+    assert result["max_abs_diff"] <= cfg.golden.atol, result
+    assert result["greedy_equal"] == result["greedy_total"], result
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_live_gate(case, tmp_path):
+    """The run's own gate: ours vs transformers live, greedy tokens, cached decode vs full forward."""
+    cfg, checkpoint, prompts = setup(case)
+    report = Report(tmp_path / "report.json")
+    loaded = pipeline.load_model(cfg, checkpoint, report)
+    pipeline.verify(cfg, loaded, report)
+    section = report["golden"]
+    assert section["passed"] and section["max_abs_diff"] <= 1e-4, section
+    if cfg.model.expect_answer and case[1] == "full":
+        assert section["answer_ok"], section["answer"]
+
+
+def test_gate_catches_a_wrong_weight(tmp_path):
+    """A single perturbed weight (a copy: our params share storage with the reference) fails the gate."""
+    cfg, checkpoint, _ = setup(("tinyllama", "small"))
+    report = Report(tmp_path / "report.json")
+    loaded = pipeline.load_model(cfg, checkpoint, report)
+    weight = loaded.model.model.layers[1].mlp.down_proj.weight
+    weight.data = weight.data.clone()
+    weight.data[0, 0] += 0.05
+    with pytest.raises(pipeline.GateFailed, match="golden FAIL"):
+        pipeline.verify(cfg, loaded, report)
+    assert report["golden"]["max_abs_diff"] > cfg.golden.atol
+
+
+def test_gate_catches_a_wrong_rope_theta(tmp_path):
+    """An architecture slip that keeps every shape (RoPE theta) is caught by the numbers, not by loading."""
+    cfg = compose_cfg(["model=tinyllama", "variant=small"])
+    report = Report(tmp_path / "report.json")
+    checkpoint = pipeline.resolve_checkpoint(cfg, report)
+    loaded = pipeline.load_model(cfg, checkpoint, report)
+    cfg.model.arch.rope.theta = 500000.0
+    from zoo.architectures import build
+    from zoo.checkpoint import load
+
+    wrong = build(cfg.model)
+    load(wrong, loaded.checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+    cfg.model.arch.rope.theta = 10000.0
+    with pytest.raises(pipeline.GateFailed):
+        pipeline.verify(cfg, pipeline.Loaded(wrong, loaded.checkpoint, None), report)
+
+
+def test_prompts_are_chat_templated_for_real_weights():
+    cfg, _, prompts = setup(("smollm2_135m", "full"))
+    assert len(prompts) == len(cfg.golden.prompts) and all(len(p) > 5 for p in prompts)
+    assert torch.tensor(prompts[0]).max() < cfg.model.arch.vocab_size
