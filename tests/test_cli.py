@@ -1,0 +1,52 @@
+"""`python -m zoo` as a user runs it: exit codes, one-line errors, the run directory and nothing else."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from conftest import ROOT
+
+
+def zoo(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "zoo", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+
+
+def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    work = tmp_path / "cwd"
+    work.mkdir()
+    result = zoo("model=tinyllama", "variant=small", f"hydra.run.dir={run_dir}", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "golden PASS" in result.stdout
+    report = json.loads((run_dir / "report.json").read_text())
+    for key in ("model", "checkpoint", "num_params", "golden", "timings", "versions"):
+        assert key in report
+    assert report["golden"]["passed"] and report["golden"]["greedy_match"]
+    assert report["golden"]["max_abs_diff"] <= 1e-4
+    assert {"checkpoint", "build", "load", "golden"} <= set(report["timings"])
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["arch"]["dim"] == 64
+    assert list(work.iterdir()) == []
+
+
+def test_bad_config_is_one_line_and_exit_1(tmp_path):
+    result = zoo("model.arch.attention.num_kv_heads=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "zoo: error: conf/model/smollm2_135m.yaml: model.arch.attention.num_kv_heads: 2 does not divide num_heads=9"]
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_unknown_field_is_one_line(tmp_path):
+    result = zoo("model.arch.dimm=3", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "zoo: error: command line override: model.arch.dimm: Key 'dimm' not in 'ArchConfig'"
+
+
+def test_cfg_job_prints_composed_config(tmp_path):
+    result = zoo("--cfg", "job", "model=tinyllama", cwd=tmp_path)
+    assert result.returncode == 0
+    assert yaml.safe_load(result.stdout)["model"]["arch"]["num_layers"] == 22
