@@ -84,12 +84,19 @@ def from_path(path: Path) -> Checkpoint:
 
 
 def random_checkpoint(reference: ReferenceConfig, seed: int) -> Checkpoint:
-    """Weights initialised by the transformers class itself, so the golden reference uses its own init scheme."""
+    """Weights initialised by the transformers class itself, seeded.
+
+    Its init sets norm gammas and biases to constants (ones or zeros), which would hide a wrong gamma or bias path;
+    seeded noise on every 1-D tensor makes them count.
+    """
     model_cls, _ = hf_config_class(reference)
     config = reference_config(reference)
     torch.manual_seed(seed)
     model = model_cls(config).float()
     tensors = {k: v.detach() for k, v in model.state_dict().items()}
+    for tensor in tensors.values():
+        if tensor.ndim == 1 and tensor.is_floating_point():
+            tensor.add_(torch.randn(tensor.shape) * 0.1)
     if getattr(config, "tie_word_embeddings", False):  # HF checkpoints do not store a tied head twice
         tied = set(getattr(model, "_tied_weights_keys", None) or ())
         tensors = {k: v for k, v in tensors.items() if k not in tied}
