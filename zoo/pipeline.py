@@ -41,7 +41,7 @@ def resolve_checkpoint(cfg: ZooConfig, report: Report) -> Checkpoint:
 def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded:
     """Build our module from the entry and fill it strictly from the checkpoint."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
-    with report.stage("build"):
+    with report.stage("build"), torch.device("meta"):  # no init of weights the checkpoint replaces
         model = build(cfg.model, cfg.export.kv_layout)
     with report.stage("load"):
         load(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)

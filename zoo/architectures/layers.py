@@ -39,7 +39,8 @@ class Norm(nn.Module):
 def rope_inv_freq(arch: ArchConfig, theta: float) -> torch.Tensor:
     """Inverse frequencies of the rotated dims, with linear or llama3 scaling as transformers computes them."""
     dim, rope = rotary_dim(arch), arch.rope
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    # Explicitly on the CPU: the pipeline builds modules on the meta device, and this buffer is not in checkpoints.
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim))
     scaling = RopeScaling(rope.scaling)
     if scaling is RopeScaling.linear:
         return inv_freq / rope.factor
