@@ -17,10 +17,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.checkpoint import CheckpointError, MappingError
 from zoo.config import ConfigError, composition_error, load
-from zoo.pipeline import GateFailed, gate_line, run
+from zoo.pipeline import CheckFailed, GateFailed, gate_line, run
 from zoo.report import write_atomic
 
-USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed)
+USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -36,6 +36,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
     print(f"{report['model']}: {report['num_params'] / 1e6:.1f}M parameters from {report['checkpoint']}")
     print(gate_line(report["golden"]))
+    if "export" in report.data:
+        exp, chk = report["export"], report["check"]
+        print(f"export: {exp['path']} ({exp['size_bytes'] / 1e6:.1f} MB, {', '.join(exp['signatures'])}) in "
+              f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
+        print(f"check PASS over {chk['positions']} positions: max |logit diff| {chk['max_abs_diff']:.2e}, cosine "
+              f"{chk['cosine']:.5f}, top-1 {chk['top1']:.3f}, KL {chk['kl']:.2e}")
     print(f"report: {report.path}")
 
 

@@ -182,17 +182,65 @@ class ModelConfig:
     expect_answer: Optional[str] = None  # real weights: text our greedy answer to the first golden prompt contains
 
 
+class QuantMode(enum.Enum):
+    none = "none"  # float32
+    fp16 = "fp16"  # float16 weights, by the converter; whole model only
+    int8_dynamic = "int8_dynamic"  # int8 per-channel weights, activations quantized on the fly
+    int8_weight_only = "int8_weight_only"  # int8 per-channel weights dequantized to float32 compute
+    int4_block32 = "int4_block32"  # int4 weights, one scale per 32 inputs, dynamic activations
+    int4_block128 = "int4_block128"
+
+
+@dataclass
+class ComponentModes:
+    """Per-component precision; None takes the recipe's `mode`."""
+
+    embedding: Optional[QuantMode] = None
+    attention: Optional[QuantMode] = None
+    mlp: Optional[QuantMode] = None
+    lm_head: Optional[QuantMode] = None
+
+
+@dataclass
+class QuantCheck:
+    """Accuracy bounds of the quantized logits against the float32 model's; None skips a bound."""
+
+    max_abs_diff: Optional[float] = None
+    min_cosine: Optional[float] = None  # mean over positions
+    min_top1: Optional[float] = None  # share of positions whose argmax agrees
+    max_kl: Optional[float] = None  # mean KL(float || quantized) of the softmaxes, nats
+
+
 @dataclass
 class QuantConfig:
     name: str = "none"
+    mode: QuantMode = QuantMode.none  # every weight op no component override claims
+    components: ComponentModes = field(default_factory=ComponentModes)
+    tables: QuantMode = QuantMode.none  # GATHER tables other than the embedding (RoPE, positions, masks)
+    fallback: QuantMode = QuantMode.int8_dynamic  # for weights whose last dim is not a multiple of the block
+    # Dynamic modes: Hadamard-rotate weights and their inputs (extra small FULLY_CONNECTED ops) to spread the
+    # activation outliers that per-token int8 activations clip. SmolLM2 int8_dynamic, all prompt positions:
+    # cosine 0.988 -> 0.998, but prefill takes twice as long.
+    hadamard: bool = False
+    check: QuantCheck = field(default_factory=QuantCheck)
+
+
+class PrefillLogits(enum.Enum):
+    none = "none"  # prefill only fills the cache; the first token comes from decode of the last prompt token
+    last = "last"  # logits of the last position only: no vocab projection of every prompt position
+    all = "all"
 
 
 @dataclass
 class ExportConfig:
     name: str = "default"
+    enabled: bool = True  # false: stop after the golden gate
     kv_cache_max: int = 1024
     kv_layout: KVLayout = KVLayout.btnh
+    mask_as_input: bool = False  # a `mask` [1,1,T,kv_max] input instead of the mask computed from input_pos
     prefill_lens: list[int] = field(default_factory=lambda: [128])
+    prefill_logits: PrefillLogits = PrefillLogits.last
+    check_steps: int = 32  # teacher-forced decode steps of the post-export check (after one prefill)
 
 
 @dataclass

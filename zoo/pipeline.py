@@ -13,13 +13,17 @@ from torch import nn
 from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
-from zoo.config import ZooConfig
+from zoo.config import QuantMode, ZooConfig
 from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
 
 
 class GateFailed(RuntimeError):
     """Our model does not reproduce transformers: nothing may be exported from it."""
+
+
+class CheckFailed(RuntimeError):
+    """The exported flatbuffer is further from the PyTorch model than the quant recipe allows."""
 
 
 @dataclass
@@ -68,6 +72,7 @@ def verify(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
         if expect and loaded.tokenizer is not None:
             answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
             section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
+        section["check_prompt"] = prompts[0]
         report["golden"] = section
     if not result.passed or not section.get("answer_ok", True):
         raise GateFailed(gate_line(section))
@@ -93,14 +98,56 @@ def gate_line(section: dict) -> str:
     return line
 
 
+def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
+    return run_dir / f"{cfg.model.name}_{cfg.quant.name}_kv{cfg.export.kv_cache_max}.tflite"
+
+
+def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path:
+    """The multi-signature flatbuffer of the verified model, quantized by the recipe, written atomically."""
+    from zoo.export import export_tflite
+    from zoo.export.quantize import quantize
+
+    recipe = cfg.quant
+    with report.stage("export"):
+        export_tflite(model, path, cfg.export.kv_cache_max, list(cfg.export.prefill_lens),
+                      cfg.export.prefill_logits.value, cfg.export.mask_as_input,
+                      "fp16" if recipe.mode is QuantMode.fp16 else "none",
+                      postprocess=lambda data: quantize(data, recipe))
+    report["export"] = {
+        "path": str(path), "size_bytes": path.stat().st_size,
+        "signatures": [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"],
+        "convert_seconds": report["timings"]["export"]["seconds"],
+        "convert_peak_rss_bytes": report["timings"]["export"]["peak_rss_bytes"],  # the process's peak so far
+    }
+    return path
+
+
+def check(cfg: ZooConfig, model: nn.Module, prompt: list[int], path: Path, report: Report) -> dict:
+    """The flatbuffer against the PyTorch model on the same inputs; raises CheckFailed past the recipe's bounds."""
+    from zoo.check import check_failures, logit_metrics, run_check
+
+    with report.stage("check"):
+        logits = run_check(path, model, prompt, cfg.export, cfg.threads)
+        metrics = logit_metrics(logits["torch"], logits["tflite"])
+    failures = check_failures(metrics, cfg.quant.check)
+    report["check"] = {**metrics, "positions": len(logits["torch"]), "passed": not failures, "failures": failures,
+                       "bounds": {k: v for k, v in vars(cfg.quant.check).items() if v is not None}}
+    if failures:
+        raise CheckFailed(f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures))
+    return metrics
+
+
 def run(cfg: ZooConfig, run_dir: Path) -> Report:
-    """One job: load, verify, and (with later stages) export/check/bench; report.json written even on failure."""
+    """One job: load, verify, export, check; report.json is written even when a stage fails."""
     torch.set_num_threads(cfg.threads)
     report = Report(run_dir / "report.json")
     report["variant"] = cfg.variant.value
     try:
         loaded = load_model(cfg, resolve_checkpoint(cfg, report), report)
         verify(cfg, loaded, report)
+        if cfg.export.enabled:
+            path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
+            check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)
     except Exception as err:
         report["status"] = "failed"
         report["error"] = str(err)

@@ -1,0 +1,197 @@
+"""The export path: torch.export -> our ATen->TF lowering -> multi-signature .tflite, checked against torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ai_edge_litert.interpreter import Interpreter
+
+from zoo.architectures import build
+from zoo.architectures.layers import attention_mask
+from zoo.config import (
+    Activation, ArchConfig, AttentionConfig, KVLayout, LayerType, MLPConfig, MLPType, ModelConfig, NormConfig,
+    NormType, Positions, Residual, RopeConfig,
+)
+from zoo.export import LoweringError, export_tflite, lower
+from zoo.export.convert import SavedModelConverter, op_counts
+
+KV = 32
+PREFILL = 8
+DECODE_STEPS = 16
+
+
+def llama(**arch) -> ArchConfig:
+    base = dict(
+        vocab_size=100, num_layers=2, dim=64, mlp=MLPConfig(hidden_dim=128),
+        attention=AttentionConfig(num_heads=4, num_kv_heads=2),
+    )
+    return ArchConfig(**{**base, **arch})
+
+
+def gpt2() -> ArchConfig:
+    return llama(
+        norm=NormConfig(type=NormType.layer, bias=True), positions=Positions.learned, lm_head_bias=True,
+        mlp=MLPConfig(type=MLPType.plain, activation=Activation.gelu, hidden_dim=128, bias=True),
+        attention=AttentionConfig(num_heads=4, num_kv_heads=4, qkv_bias=True, out_bias=True),
+    )
+
+
+def gemma() -> ArchConfig:
+    return llama(
+        attention=AttentionConfig(
+            num_heads=4, num_kv_heads=1, head_dim=32, qk_norm=True, logit_softcap=30.0, query_pre_attn_scalar=24.0,
+            sliding_window=4, layer_types=[LayerType.sliding, LayerType.full],
+        ),
+        rope=RopeConfig(local_theta=100.0), norm=NormConfig(zero_centered=True), scale_embeddings=True,
+        post_attn_norm=True, post_mlp_norm=True, final_logit_softcap=20.0, tie_embeddings=True,
+        mlp=MLPConfig(activation=Activation.gelu_tanh, hidden_dim=128),
+    )
+
+
+def phi() -> ArchConfig:
+    return llama(
+        residual=Residual.parallel, rope=RopeConfig(fraction=0.4), norm=NormConfig(type=NormType.layer, bias=False),
+        mlp=MLPConfig(type=MLPType.plain, activation=Activation.gelu_tanh, hidden_dim=128), lm_head_bias=True,
+        attention=AttentionConfig(num_heads=4, num_kv_heads=2, qkv_bias=True),
+    )
+
+
+def model(arch: ArchConfig, layout: KVLayout) -> torch.nn.Module:
+    """Seeded, with parameters perturbed so norms and biases are not trivially 1 / 0."""
+    torch.manual_seed(0)
+    m = build(ModelConfig(name="t", arch=arch), layout)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m
+
+
+def max_logit_diff(m: torch.nn.Module, path: Path, mask_as_input: bool) -> float:
+    """Prefill then greedy decode steps, fed the same way to torch and to the .tflite signature runners."""
+    interpreter = Interpreter(str(path))
+    cache = m.empty_cache(KV)
+    feed = {f"kv_cache_{kind}_{i}": t.numpy() for i, pair in enumerate(cache) for kind, t in zip("kv", pair)}
+
+    def step(runner: str, tokens: torch.Tensor, pos: torch.Tensor) -> float:
+        nonlocal cache, feed
+        mask = attention_mask(pos, KV, None) if mask_as_input else None
+        with torch.no_grad():
+            ref, cache = m(tokens, pos, cache, mask)
+        inputs = dict(feed, tokens=tokens.numpy().astype(np.int32), input_pos=pos.numpy().astype(np.int32))
+        if mask_as_input:
+            inputs["mask"] = mask.numpy()
+        out = interpreter.get_signature_runner(runner)(**inputs)
+        feed = {k: out[k] for k in feed}
+        expected = ref.numpy()[:, -out["logits"].shape[1]:]  # prefill_logits="last" returns one position
+        return float(np.abs(out["logits"] - expected).max()), ref[:, -1:].argmax(-1)
+
+    diff, token = step(f"prefill_{PREFILL}", torch.randint(0, m.arch.vocab_size, (1, PREFILL)), torch.arange(PREFILL))
+    diffs = [diff]
+    for s in range(DECODE_STEPS):
+        diff, token = step("decode", token, torch.tensor([PREFILL + s]))
+        diffs.append(diff)
+    return max(diffs)
+
+
+@pytest.mark.parametrize("layout", list(KVLayout))
+def test_signature_names_and_shapes(tmp_path: Path, layout: KVLayout) -> None:
+    m = model(llama(), layout)
+    path = export_tflite(m, tmp_path / "m.tflite", KV, [4, 8], prefill_logits="last", mask_as_input=True)
+    interpreter = Interpreter(str(path))
+    k_shape, v_shape = m.kv_shapes(KV)
+    caches = {f"kv_cache_{kind}_{i}": list(s) for i in range(2) for kind, s in (("k", k_shape), ("v", v_shape))}
+    assert set(interpreter.get_signature_list()) == {"prefill_4", "prefill_8", "decode"}
+    for name, t, logits_t in (("prefill_4", 4, 1), ("prefill_8", 8, 1), ("decode", 1, 1)):
+        runner = interpreter.get_signature_runner(name)
+        inputs = {k: (list(v["shape"]), v["dtype"]) for k, v in runner.get_input_details().items()}
+        outputs = {k: list(v["shape"]) for k, v in runner.get_output_details().items()}
+        assert inputs == {
+            "tokens": ([1, t], np.int32), "input_pos": ([t], np.int32), "mask": ([1, 1, t, KV], np.float32),
+            **{k: (s, np.float32) for k, s in caches.items()},
+        }
+        assert outputs == {"logits": [1, logits_t, 100], **caches}
+
+
+def test_prefill_without_logits(tmp_path: Path) -> None:
+    path = export_tflite(model(llama(), KVLayout.btnh), tmp_path / "m.tflite", KV, [8], prefill_logits="none")
+    outputs = Interpreter(str(path)).get_signature_runner("prefill_8").get_output_details()
+    assert "logits" not in outputs and len(outputs) == 4
+
+
+@pytest.mark.parametrize("mask_as_input", [False, True])
+@pytest.mark.parametrize("layout", list(KVLayout))
+@pytest.mark.parametrize("arch", [llama, gpt2, gemma, phi])
+def test_fp32_matches_torch(tmp_path: Path, arch, layout: KVLayout, mask_as_input: bool) -> None:
+    m = model(arch(), layout)
+    path = export_tflite(m, tmp_path / "m.tflite", KV, [PREFILL], prefill_logits="all", mask_as_input=mask_as_input)
+    assert max_logit_diff(m, path, mask_as_input) <= 1e-4
+
+
+def test_fp32_last_logits_match_torch(tmp_path: Path) -> None:
+    m = model(llama(), KVLayout.transposed)
+    path = export_tflite(m, tmp_path / "m.tflite", KV, [PREFILL], prefill_logits="last", mask_as_input=True)
+    assert max_logit_diff(m, path, mask_as_input=True) <= 1e-4
+
+
+@pytest.mark.parametrize("quant_mode", ["none", "fp16", "int8_dynamic"])
+def test_only_builtin_ops(tmp_path: Path, quant_mode: str) -> None:
+    path = export_tflite(model(gemma(), KVLayout.btnh), tmp_path / "m.tflite", KV, [8], quant_mode=quant_mode)
+    assert not [op for op in op_counts(path.read_bytes()) if op.startswith("CUSTOM")]
+
+
+def test_decode_writes_caches_in_place_and_reads_them_untransposed(tmp_path: Path) -> None:
+    """Transposed layout: cache writes are DYNAMIC_UPDATE_SLICE and BATCH_MATMUL reads K/V via its adj flags."""
+    path = export_tflite(model(gemma(), KVLayout.transposed), tmp_path / "m.tflite", KV, [], mask_as_input=True)
+    ops = op_counts(path.read_bytes())
+    assert ops["DYNAMIC_UPDATE_SLICE"] == 2 * 2 and ops["BATCH_MATMUL"] == 2 * 2
+    assert "SCATTER_ND" not in ops and "TRANSPOSE" not in ops
+
+
+def test_weights_shared_between_signatures(tmp_path: Path) -> None:
+    arch = llama(vocab_size=16000)  # weights (8 MB) well above the per-signature graph metadata (~30 kB)
+    one = export_tflite(model(arch, KVLayout.btnh), tmp_path / "one.tflite", KV, [8])
+    three = export_tflite(model(arch, KVLayout.btnh), tmp_path / "three.tflite", KV, [4, 8, 16])
+    assert three.stat().st_size <= 1.02 * one.stat().st_size
+
+
+def test_unknown_op_names_op_and_module() -> None:
+    class Inner(torch.nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 0)
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Inner()
+
+        def forward(self, x):
+            return self.block(x) + 1
+
+    program = torch.export.export(Outer(), (torch.ones(3),))
+    with pytest.raises(LoweringError, match=r"aten\.cumsum.*module block\).*zoo/export/lower\.py") as err:
+        lower(program, {})
+    assert "\n" not in str(err.value)
+
+
+def test_interrupted_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(self):
+        raise RuntimeError("converter interrupted")
+
+    monkeypatch.setattr(SavedModelConverter, "convert", fail)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        export_tflite(model(llama(), KVLayout.btnh), tmp_path / "m.tflite", KV, [8])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous")
+
+    def broken(data: bytes) -> bytes:
+        raise ValueError("quantizer failed")
+
+    with pytest.raises(ValueError, match="quantizer"):
+        export_tflite(model(llama(), KVLayout.btnh), target, KV, [8], postprocess=broken)
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["m.tflite"]

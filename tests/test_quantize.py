@@ -1,0 +1,219 @@
+"""Every recipe in conf/quant/ on a small tied-embedding Llama-like .tflite with prefill and decode signatures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+tf = pytest.importorskip("tensorflow")
+from ai_edge_litert import schema_py_generated as schema  # noqa: E402
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
+from tensorflow.compiler.tf2xla.python import xla  # noqa: E402
+
+from zoo.check import check_failures, logit_metrics  # noqa: E402
+from zoo.config import ComponentModes, QuantConfig, QuantMode  # noqa: E402
+from zoo.export.quantize import configure_converter, quantize  # noqa: E402
+
+RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
+VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
+HEAD_DIM = DIM // HEADS
+_TYPE = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+class TinyLlama(tf.Module):
+    """Weights as tf.Variables shared by both signatures; ops named in TF scopes the way the exporter names them."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+
+        def weight(*shape, gain=1.0):
+            return tf.Variable(rng.normal(0, gain * shape[0] ** -0.5, shape).astype(np.float32))
+
+        # Trained-model-like scales: logits with std ~3 (SmolLM2: 3.4), branches smaller than the residual stream.
+        self.embed = weight(VOCAB, DIM, gain=3 * (VOCAB / DIM) ** 0.5)  # tied: also the lm_head matrix
+        self.layers = [{n: weight(DIM, DIM) for n in ("q_proj", "k_proj", "v_proj")}
+                       | {"o_proj": weight(DIM, DIM, gain=0.25), "gate_proj": weight(DIM, HIDDEN),
+                          "up_proj": weight(DIM, HIDDEN), "down_proj": weight(HIDDEN, DIM, gain=0.25)}
+                       for _ in range(LAYERS)]
+        angles = np.arange(KV_MAX)[:, None] / 10000 ** (np.arange(0, HEAD_DIM, 2) / HEAD_DIM)
+        self.rope = tf.Variable(np.concatenate([np.cos(angles), np.sin(angles)], -1).astype(np.float32))
+
+    def forward(self, tokens, input_pos, k_caches, v_caches):
+        with tf.name_scope("model.embed_tokens"):
+            x = tf.gather(self.embed, tokens[0])
+        cos, sin = tf.split(tf.gather(self.rope, input_pos)[:, None], 2, -1)
+        mask = tf.where(tf.range(KV_MAX)[None] <= input_pos[:, None], 0.0, -1e9)
+        out = {}
+        for i, w in enumerate(self.layers):
+            with tf.name_scope(f"model.layers.{i}.self_attn"):
+                x, out[f"kv_cache_k_{i}"], out[f"kv_cache_v_{i}"] = self._attention(
+                    x, w, input_pos, cos, sin, mask, k_caches[i], v_caches[i])
+            with tf.name_scope(f"model.layers.{i}.mlp"):
+                h = _rms(x)
+                x = x + _linear(tf.nn.silu(_linear(h, w, "gate_proj")) * _linear(h, w, "up_proj"), w, "down_proj")
+        with tf.name_scope("lm_head"):
+            logits = tf.matmul(_rms(x), self.embed, transpose_b=True)
+        return {"logits": logits[None], **out}
+
+    def _attention(self, x, w, input_pos, cos, sin, mask, k_cache, v_cache):
+        h = _rms(x)
+        q, k, v = (tf.reshape(_linear(h, w, n), [-1, HEADS, HEAD_DIM]) for n in ("q_proj", "k_proj", "v_proj"))
+        k_cache = xla.dynamic_update_slice(k_cache, _rope(k, cos, sin)[None], [0, input_pos[0], 0, 0])
+        v_cache = xla.dynamic_update_slice(v_cache, v[None], [0, input_pos[0], 0, 0])
+        scores = tf.einsum("thd,shd->hts", _rope(q, cos, sin), k_cache[0]) * HEAD_DIM ** -0.5 + mask
+        attn = tf.einsum("hts,shd->thd", tf.nn.softmax(scores), v_cache[0])
+        return x + _linear(tf.reshape(attn, [-1, DIM]), w, "o_proj"), k_cache, v_cache
+
+
+def _linear(x, w, name):
+    with tf.name_scope(name):
+        return tf.matmul(x, w[name])
+
+
+def _rms(x):
+    return x * tf.math.rsqrt(tf.reduce_mean(x * x, -1, keepdims=True) + 1e-6)
+
+
+def _rope(x, cos, sin):
+    a, b = tf.split(x, 2, -1)
+    return tf.concat([a * cos - b * sin, a * sin + b * cos], -1)
+
+
+def _convert(recipe: QuantConfig) -> bytes:
+    """prefill_{PREFILL} and decode over one module, converted with the recipe's converter flags."""
+    module = TinyLlama()
+    kv = [tf.TensorSpec([1, KV_MAX, HEADS, HEAD_DIM], tf.float32, f"kv_cache_{c}_{i}")
+          for c in "kv" for i in range(LAYERS)]
+
+    def signature(name, length):
+        def fn(tokens, input_pos, *caches):
+            return module.forward(tokens, input_pos, caches[:LAYERS], caches[LAYERS:])
+
+        fn.__name__ = name  # the signature key
+        specs = [tf.TensorSpec([1, length], tf.int32, "tokens"), tf.TensorSpec([length], tf.int32, "input_pos")]
+        return tf.function(fn, input_signature=specs + kv).get_concrete_function()
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [signature(f"prefill_{PREFILL}", PREFILL), signature("decode", 1)], module)
+    configure_converter(converter, recipe)
+    return converter.convert()
+
+
+def _logits(model: bytes) -> dict[str, np.ndarray]:
+    """Logits of every signature on fixed inputs: prefill from position 0, decode at position PREFILL."""
+    interpreter = Interpreter(model_content=model)
+    rng = np.random.default_rng(1)
+    out = {}
+    for name in interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(name)
+        length = runner.get_input_details()["tokens"]["shape"][1]
+        feeds = {"tokens": rng.integers(0, VOCAB, (1, length), dtype=np.int32),
+                 "input_pos": np.arange(length, dtype=np.int32) + (0 if length > 1 else PREFILL)}
+        for i in range(LAYERS):
+            for c in "kv":
+                feeds[f"kv_cache_{c}_{i}"] = rng.normal(0, 1, (1, KV_MAX, HEADS, HEAD_DIM)).astype(np.float32)
+        out[name] = runner(**feeds)["logits"]
+    return out
+
+
+def _stack(logits: dict[str, np.ndarray]) -> np.ndarray:
+    """All signatures' positions as rows, in a fixed order."""
+    return np.concatenate([logits[s].reshape(-1, VOCAB) for s in sorted(logits)])
+
+
+def _recipe(name: str) -> Path:
+    return RECIPES[0].with_name(f"{name}.yaml")
+
+
+def _load(path: Path) -> QuantConfig:
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QuantConfig), OmegaConf.load(path)))
+
+
+def _weights(model: bytes) -> dict[str, tuple[str, int]]:
+    """Constant tensors of rank >= 2 by name: (dtype, bytes of their buffer)."""
+    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    return {t.name.decode(): (_TYPE[t.type], len(fb.buffers[t.buffer].data))
+            for sg in fb.subgraphs for t in sg.tensors
+            if len(t.shape) >= 2 and fb.buffers[t.buffer].data is not None and len(fb.buffers[t.buffer].data)}
+
+
+def _weight_bytes(model: bytes) -> int:
+    """Bytes of all constant buffers, each counted once however many signatures use it."""
+    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    return sum(len(b.data) for b in fb.buffers if b.data is not None)
+
+
+@pytest.fixture(scope="module")
+def float_model() -> bytes:
+    return _convert(QuantConfig())
+
+
+@pytest.fixture(scope="module")
+def float_logits(float_model) -> dict[str, np.ndarray]:
+    return _logits(float_model)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_runs_within_its_thresholds(path, float_model, float_logits):
+    recipe = _load(path)
+    converted = float_model if recipe.mode is QuantMode.none else _convert(recipe)
+    model = quantize(converted, recipe)
+    logits = _logits(model)
+    assert set(logits) == {f"prefill_{PREFILL}", "decode"}
+    metrics = logit_metrics(_stack(float_logits), _stack(logits))
+    assert not check_failures(metrics, recipe.check), (recipe.name, metrics)
+
+
+@pytest.mark.parametrize("name, ratio", [("int8_dynamic", 0.27), ("int8_weight_only", 0.27),
+                                         ("int4_block32", 0.20), ("int4_block128", 0.17)])
+def test_weight_bytes_shrink(name, ratio, float_model):
+    """Weights are shared by the signatures (one buffer each) and int8 ~1/4, int4 ~1/8 of float plus float16
+    block scales; the int4 recipes keep the tied table int8 (28% of this model's weights)."""
+    recipe = _load(_recipe(name))
+    model = quantize(float_model, recipe)
+    assert _weight_bytes(model) <= ratio * _weight_bytes(float_model)
+    mlp = {dtype for n, (dtype, _) in _weights(model).items() if ".mlp/" in n}
+    int4 = recipe.mode in (QuantMode.int4_block32, QuantMode.int4_block128)
+    assert mlp == ({"INT4", "FLOAT16"} if int4 else {"INT8"})
+
+
+def test_fp16_halves_the_file(float_model):
+    assert len(_convert(_load(_recipe("fp16")))) < 0.55 * len(float_model)
+
+
+def test_component_overrides(float_model):
+    components = ComponentModes(embedding=QuantMode.int8_dynamic, attention=QuantMode.int8_weight_only,
+                                lm_head=QuantMode.none)
+    recipe = QuantConfig(name="mix", mode=QuantMode.int4_block32, tables=QuantMode.int8_dynamic, components=components)
+    model = quantize(float_model, recipe)
+    weights = _weights(model)
+    assert {d for n, (d, _) in weights.items() if ".mlp/" in n} == {"INT4", "FLOAT16"}  # values, block scales
+    assert {d for n, (d, _) in weights.items() if ".self_attn/" in n} == {"INT8"}
+    # The tied table: an int8 copy for the embedding lookup, the float original for the lm_head matmul.
+    assert {d for d, size in weights.values() if size >= VOCAB * DIM} == {"INT8", "FLOAT32"}
+    assert {d for d, size in weights.values() if size == KV_MAX * HEAD_DIM} == {"INT8"}  # the RoPE table
+    assert set(_logits(model)) == {f"prefill_{PREFILL}", "decode"}
+
+
+def test_tied_table_is_one_buffer(float_model):
+    """Same precision for embedding and lm_head: one int8 table serves both ops in both signatures."""
+    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(quantize(float_model, _load(_recipe("int8_dynamic")))))
+    tables = {t.buffer for sg in fb.subgraphs for t in sg.tensors if list(t.shape) == [VOCAB, DIM]}
+    assert len(tables) == 1 and len(fb.buffers[tables.pop()].data) == VOCAB * DIM
+
+
+def test_hadamard_stays_within_int8_bounds(float_model, float_logits):
+    recipe = _load(_recipe("int8_dynamic"))
+    recipe.hadamard = True
+    logits = _logits(quantize(float_model, recipe))
+    metrics = logit_metrics(_stack(float_logits), _stack(logits))
+    assert not check_failures(metrics, recipe.check), metrics
+
+
+def test_fp16_takes_no_overrides():
+    with pytest.raises(ValueError, match="fp16"):
+        quantize(b"", QuantConfig(mode=QuantMode.fp16, components=ComponentModes(mlp=QuantMode.int8_dynamic)))

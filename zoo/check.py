@@ -1,0 +1,111 @@
+"""The post-export check: the flatbuffer, run by ai_edge_litert's interpreter, against the PyTorch model.
+
+Both sides get the same inputs: one prefill of a fixed prompt, then teacher-forced decode steps whose tokens are
+the float32 PyTorch model's greedy choices; each side carries its own KV cache, so cache writes are checked too.
+The bounds come from the quant recipe (`quant.check`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.architectures.layers import attention_mask
+from zoo.config import ExportConfig, PrefillLogits, QuantCheck
+
+
+def prefill_length(prompt_len: int, prefill_lens: list[int]) -> int:
+    """The smallest prefill signature that holds the prompt (all but its last token, which decode takes)."""
+    fitting = [t for t in sorted(prefill_lens) if t >= prompt_len - 1]
+    if not fitting:
+        raise ValueError(f"check prompt of {prompt_len} tokens needs a prefill length >= {prompt_len - 1}, "
+                         f"export.prefill_lens={prefill_lens}")
+    return fitting[0]
+
+
+def step_inputs(tokens: list[int], positions: list[int], cache: list[np.ndarray], export: ExportConfig) -> dict:
+    feed = {"tokens": np.array([tokens], np.int32), "input_pos": np.array(positions, np.int32)}
+    for i in range(len(cache) // 2):
+        feed[f"kv_cache_k_{i}"], feed[f"kv_cache_v_{i}"] = cache[2 * i], cache[2 * i + 1]
+    if export.mask_as_input:
+        feed["mask"] = attention_mask(torch.tensor(positions), export.kv_cache_max, None).numpy()
+    return feed
+
+
+@torch.no_grad()
+def torch_step(model: nn.Module, feed: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The PyTorch model on the exact inputs of a signature call: all-position logits and the new cache."""
+    n = sum(k.startswith("kv_cache_k_") for k in feed)
+    cache = [(torch.from_numpy(feed[f"kv_cache_k_{i}"]), torch.from_numpy(feed[f"kv_cache_v_{i}"])) for i in range(n)]
+    mask = torch.from_numpy(feed["mask"]) if "mask" in feed else None
+    tokens, pos = torch.from_numpy(feed["tokens"]).long(), torch.from_numpy(feed["input_pos"]).long()
+    logits, cache = model(tokens, pos, cache, mask)
+    return logits[0].numpy(), [t.numpy() for pair in cache for t in pair]
+
+
+def run_check(path: Path, model: nn.Module, prompt: list[int], export: ExportConfig, threads: int) -> dict:
+    """Teacher-forced logits of the flatbuffer and of the PyTorch model: {'tflite': [N, V], 'torch': [N, V]}."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    t = prefill_length(len(prompt), list(export.prefill_lens))
+    body = prompt[:-1]
+    tokens = body + [0] * (t - len(body))  # padding slots are overwritten by decode and masked until then
+    k_shape, v_shape = model.kv_shapes(export.kv_cache_max)
+    cache = [np.zeros(v_shape if i % 2 else k_shape, np.float32) for i in range(2 * model.arch.num_layers)]
+    feed = step_inputs(tokens, list(range(t)), cache, export)
+    ours = interpreter.get_signature_runner(f"prefill_{t}")(**feed)
+    ref_logits, ref_cache = torch_step(model, feed)
+    got, want = [], []
+    if export.prefill_logits is not PrefillLogits.none:
+        got.append(ours["logits"][0])
+        want.append(ref_logits[-1:] if export.prefill_logits is PrefillLogits.last else ref_logits)
+    lite_cache = [ours[k] for k in cache_names(len(cache))]
+    decode = interpreter.get_signature_runner("decode")
+    token, pos = prompt[-1], len(prompt) - 1
+    for _ in range(export.check_steps):
+        out = decode(**step_inputs([token], [pos], lite_cache, export))
+        lite_cache = [out[k] for k in cache_names(len(cache))]
+        ref_logits, ref_cache = torch_step(model, step_inputs([token], [pos], ref_cache, export))
+        got.append(out["logits"][0])
+        want.append(ref_logits)
+        token, pos = int(ref_logits[-1].argmax()), pos + 1
+    return {"tflite": np.concatenate(got), "torch": np.concatenate(want)}
+
+
+def cache_names(n: int) -> list[str]:
+    return [f"kv_cache_{kind}_{i}" for i in range(n // 2) for kind in ("k", "v")]
+
+
+def logit_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """How far quantized logits are from the float ones, over the last axis (vocab), averaged over positions."""
+    ref = ref.reshape(-1, ref.shape[-1]).astype(np.float64)
+    got = got.reshape(-1, got.shape[-1]).astype(np.float64)
+    cosine = np.sum(ref * got, -1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1))
+    log_p, log_q = _log_softmax(ref), _log_softmax(got)
+    kl = np.sum(np.exp(log_p) * (log_p - log_q), -1)
+    return {
+        "max_abs_diff": float(np.abs(ref - got).max()),
+        "cosine": float(cosine.mean()),
+        "top1": float(np.mean(ref.argmax(-1) == got.argmax(-1))),
+        "kl": float(kl.mean()),
+    }
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def check_failures(metrics: dict[str, float], check: QuantCheck) -> list[str]:
+    """One line per bound of `check` that `metrics` (from logit_metrics) violates; empty when all hold."""
+    bounds = [
+        ("max_abs_diff", check.max_abs_diff, lambda v, b: v <= b),
+        ("cosine", check.min_cosine, lambda v, b: v >= b),
+        ("top1", check.min_top1, lambda v, b: v >= b),
+        ("kl", check.max_kl, lambda v, b: v <= b),
+    ]
+    return [f"{key} {metrics[key]:.6g} violates bound {bound}" for key, bound, ok in bounds
+            if bound is not None and not ok(metrics[key], bound)]

@@ -1,0 +1,180 @@
+"""Quantization recipes (conf/quant/*.yaml) applied to an exported multi-signature float .tflite.
+
+fp16 is the TFLite converter's own mode and must be set before conversion (`configure_converter`); every integer
+mode goes through ai-edge-quantizer after conversion (`quantize`), because only it can scope a precision to a
+component (embedding / attention / mlp / lm_head) or table and keep a tied embedding table one tensor. The
+converter's int8 mode does neither: it stores one int8 copy of a tied table for the embedding GATHER and another
+for the lm_head, and quantizes every GATHER table of >= 1024 elements (RoPE, masks) with no way to opt out.
+Keep a tied table whole in the float model too: the converter folds the final norm's weight into the lm_head
+matrix, a second float table, unless `converter._experimental_disable_fuse_mul_and_fc = True`.
+
+Naming contract with the exporter: a weight op belongs to a component when the component's pattern (COMPONENTS)
+is found in the op's scope (its output tensor names, as ai-edge-quantizer sees them) or in a constant input's
+name. TF name scopes give both, e.g. `model.layers.3.mlp/down_proj/MatMul`. An op whose output is a signature
+output is renamed `StatefulPartitionedCall:N`, so the lm_head of a tied model (weight named `arith.constantN`)
+must not be the last op, or its pattern is lost and it takes the recipe's `mode`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_quantizer import qtyping, quantizer
+from ai_edge_quantizer.algorithm_manager import AlgorithmName
+from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
+
+from zoo.config import ComponentModes, QuantCheck, QuantConfig, QuantMode
+
+log = logging.getLogger(__name__)
+
+_Op = schema.BuiltinOperator
+_OpName = qtyping.TFLOperationName
+
+
+# Regexes searched in an op's scope and constant input names; the first that matches names the component.
+COMPONENTS = {
+    "lm_head": r"lm_head",
+    "embedding": r"embed_tokens",
+    "attention": r"self_attn",
+    "mlp": r"mlp",
+}
+
+_BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block128: 128}
+_WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
+
+
+def validate(recipe: QuantConfig) -> None:
+    """fp16 is a converter flag for the whole model, so it cannot be one component's or table's precision."""
+    scoped = {f.name: getattr(recipe.components, f.name) for f in fields(ComponentModes)} | {"tables": recipe.tables}
+    for key, mode in (scoped | {"fallback": recipe.fallback}).items():
+        if mode is QuantMode.fp16:
+            raise ValueError(f"quant {recipe.name}: {key}: fp16 applies to the whole model (mode: fp16) only")
+    if recipe.mode is QuantMode.fp16 and any(m not in (None, QuantMode.none) for m in scoped.values()):
+        raise ValueError(f"quant {recipe.name}: mode fp16 is done by the converter and takes no overrides")
+    if recipe.fallback in _BLOCK:
+        raise ValueError(f"quant {recipe.name}: fallback must not be blockwise, got {recipe.fallback.value}")
+
+
+def configure_converter(converter: Any, recipe: QuantConfig) -> None:
+    """Sets the converter's own quantization flags; fp16 exists only at conversion time."""
+    validate(recipe)
+    if recipe.mode is QuantMode.fp16:
+        import tensorflow as tf
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+
+
+def quantize(float_tflite: bytes | str | Path, recipe: QuantConfig) -> bytes:
+    """The converted model with the recipe's post-conversion modes applied (unchanged for none / fp16)."""
+    validate(recipe)
+    data = Path(float_tflite).read_bytes() if isinstance(float_tflite, (str, Path)) else float_tflite
+    if recipe.mode in (QuantMode.none, QuantMode.fp16):
+        return bytes(data)
+    qz = quantizer.Quantizer(bytearray(data))
+    # The quantizer's parsed model is edited in place: re-serialising it would copy every weight once more.
+    model = qz._float_model  # pylint: disable=protected-access
+    plan = _plan(model, recipe)
+    if not plan:
+        raise ValueError(f"quant {recipe.name}: no weight op to quantize")
+    for (mode, op_name), scopes in plan.items():
+        regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
+        _add_config(qz, regex, op_name, mode, recipe.hadamard)
+    result = qz.quantize(enable_progress_bar=False, enable_progress_report=False)
+    return bytes(result.quantized_model)
+
+
+def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, hadamard: bool) -> None:
+    if mode is QuantMode.int8_weight_only:
+        qz.add_weight_only_config(regex, op_name, num_bits=8)
+        return
+    algorithm = AlgorithmName.DECOMPOSED_HADAMARD_ROTATION if hadamard else AlgorithmName.MIN_MAX_UNIFORM_QUANT
+    if mode is QuantMode.int8_dynamic:
+        qz.add_dynamic_config(regex, op_name, num_bits=8, algorithm_key=algorithm)
+    else:
+        granularity = qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
+        qz.add_dynamic_config(regex, op_name, num_bits=4, granularity=granularity, algorithm_key=algorithm)
+
+
+def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName], list[str]]:
+    """Op scopes per (mode, op type); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    plan: dict[tuple[QuantMode, _OpName], list[str]] = {}
+    modes_per_buffer: dict[int, set[QuantMode]] = {}
+    fallbacks = 0
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            weight, op_name, mode = _weight_op(model, sg, op, codes[op.opcodeIndex], recipe)
+            if weight is None:
+                continue
+            if mode in _BLOCK and weight.shape[-1] % _BLOCK[mode]:
+                mode, fallbacks = recipe.fallback, fallbacks + 1
+            modes_per_buffer.setdefault(weight.buffer, set()).add(mode)
+            if mode is QuantMode.none:
+                continue
+            if op_name is _OpName.EMBEDDING_LOOKUP:
+                _to_embedding_lookup(model, codes, sg, op)
+            plan.setdefault((mode, op_name), []).append(tfl_utils.get_op_scope(op, sg.tensors))
+    if any(len(modes) > 1 for modes in modes_per_buffer.values()):
+        log.warning("quant %s: a shared weight (tied embedding?) takes several modes: ai-edge-quantizer then stores "
+                    "one copy per mode per signature", recipe.name)
+    if fallbacks:
+        log.warning("quant %s: %d weights not divisible by the block size take %s", recipe.name, fallbacks,
+                    recipe.fallback.value)
+    return plan
+
+
+def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.OperatorT, code: int,
+               recipe: QuantConfig) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
+    """The op's constant weight (None if it has none), the quantizer's op type for it, and the recipe's mode."""
+    if code == _Op.GATHER:
+        component = _component(sg, op)
+        mode = _component_mode(recipe, component) if component == "embedding" else recipe.tables
+        return _const(model, sg, op.inputs[0]), _OpName.EMBEDDING_LOOKUP, mode
+    if code in _WEIGHT_OPS:
+        return _const(model, sg, op.inputs[1]), _WEIGHT_OPS[code], _component_mode(recipe, _component(sg, op))
+    return None, None, QuantMode.none
+
+
+def _component(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> Optional[str]:
+    """The first COMPONENTS pattern found in the op's scope or its constant inputs' names."""
+    names = tfl_utils.get_op_scope(op, sg.tensors) + ";".join(
+        tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0
+    )
+    return next((c for c, pattern in COMPONENTS.items() if re.search(pattern, names)), None)
+
+
+def _component_mode(recipe: QuantConfig, component: Optional[str]) -> QuantMode:
+    override = getattr(recipe.components, component) if component else None
+    return override or recipe.mode
+
+
+def _const(model: qtyping.ModelT, sg: qtyping.SubGraphT, index: int) -> Optional[qtyping.TensorT]:
+    """The tensor at `index` when it is a float32 constant of rank >= 2 (a weight matrix or a table)."""
+    tensor = sg.tensors[index]
+    if tensor.type != schema.TensorType.FLOAT32 or len(tensor.shape) < 2:
+        return None
+    return tensor if tfl_utils.get_tensor_data(tensor, model.buffers) is not None else None
+
+
+def _to_embedding_lookup(model: qtyping.ModelT, codes: list[int], sg: qtyping.SubGraphT, op: qtyping.OperatorT):
+    """GATHER(table, ids) as the equivalent EMBEDDING_LOOKUP(ids, table): the quantizer and the runtime support
+    int8 per-row and int4 blockwise tables only for EMBEDDING_LOOKUP, which the TF converter never emits."""
+    options, ids = op.builtinOptions, sg.tensors[op.inputs[1]]
+    scope = tfl_utils.get_op_scope(op, sg.tensors)
+    if options.axis != 0 or options.batchDims != 0 or len(ids.shape) != 1:
+        raise ValueError(f"GATHER {scope}: a quantized table needs 1-D ids on axis 0 (e.g. gather with tokens[0])")
+    if _Op.EMBEDDING_LOOKUP not in codes:
+        opcode = schema.OperatorCodeT()
+        opcode.builtinCode = opcode.deprecatedBuiltinCode = _Op.EMBEDDING_LOOKUP
+        opcode.version = 1
+        model.operatorCodes.append(opcode)
+        codes.append(_Op.EMBEDDING_LOOKUP)
+    op.opcodeIndex = codes.index(_Op.EMBEDDING_LOOKUP)
+    op.inputs = [op.inputs[1], op.inputs[0]]
+    op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.NONE, None

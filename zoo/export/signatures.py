@@ -1,0 +1,90 @@
+"""The LiteRT signatures of a decoder: `prefill_{T}` per prefill length and `decode` (T=1), each a torch.export'ed
+step with flat, conventionally named inputs and outputs, then lowered to a TF concrete function.
+
+Names follow what MediaPipe / LiteRT-LM look for: inputs `tokens` [1,T] int32, `input_pos` [T] int32,
+`kv_cache_k_{i}` / `kv_cache_v_{i}`, optional `mask` [1,1,T,kv_max]; outputs `logits` and the updated caches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Mapping, Sequence
+
+import tensorflow as tf
+import torch
+from torch import nn
+from torch.export import ExportedProgram
+
+from zoo.export.lower import lower, tf_dtype
+
+Logits = Literal["none", "last", "all"]
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    length: int  # T, tokens per call
+    logits: Logits
+
+
+def plan(prefill_lens: Sequence[int], prefill_logits: Logits) -> list[Signature]:
+    """Prefill signatures in the given order, then decode (which always returns the logits of its one token)."""
+    prefills = [Signature(f"prefill_{t}", t, prefill_logits) for t in prefill_lens]
+    return prefills + [Signature("decode", 1, "all")]
+
+
+class Step(nn.Module):
+    """One signature's computation over the decoder, with flat cache inputs and outputs for torch.export."""
+
+    def __init__(self, decoder: nn.Module, logits: Logits):
+        super().__init__()
+        self.decoder, self.logits = decoder, logits
+
+    def forward(self, tokens, input_pos, caches: list[torch.Tensor], mask=None) -> tuple[torch.Tensor, ...]:
+        kv = list(zip(caches[0::2], caches[1::2]))
+        hidden, kv = self.decoder.hidden(tokens, input_pos, kv, mask)
+        flat = tuple(t for pair in kv for t in pair)
+        if self.logits == "none":
+            return flat
+        if self.logits == "last":
+            hidden = hidden[:, -1:]  # only the last position is projected to the vocabulary
+        return (self.decoder.logits(hidden),) + flat
+
+
+def io_names(num_layers: int, logits: Logits, mask_as_input: bool) -> tuple[list[str], list[str]]:
+    caches = [f"kv_cache_{kind}_{i}" for i in range(num_layers) for kind in ("k", "v")]
+    inputs = ["tokens", "input_pos", *caches] + (["mask"] if mask_as_input else [])
+    return inputs, ([] if logits == "none" else ["logits"]) + caches
+
+
+def export_step(step: Step, signature: Signature, kv_cache_max: int, mask_as_input: bool) -> ExportedProgram:
+    """torch.export of one signature on example inputs of its static shapes."""
+    decoder, t = step.decoder, signature.length
+    caches = [c for pair in decoder.empty_cache(kv_cache_max) for c in pair]
+    kwargs = {"mask": torch.zeros(1, 1, t, kv_cache_max)} if mask_as_input else {}
+    args = (torch.zeros(1, t, dtype=torch.int64), torch.arange(t), caches)
+    with torch.no_grad():
+        return torch.export.export(step, args, kwargs, strict=False)
+
+
+def input_specs(program: ExportedProgram, names: Sequence[str]) -> list[tf.TensorSpec]:
+    """TF specs of the program's user inputs (int64 as int32), named by convention."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    users = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    values = [placeholders[u].meta["val"] for u in users]
+    return [tf.TensorSpec(list(v.shape), tf_dtype(v.dtype), name=n) for v, n in zip(values, names, strict=True)]
+
+
+def tf_signature(
+    program: ExportedProgram,
+    state: Mapping[str, tf.Variable],
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+) -> Callable[..., dict[str, tf.Tensor]]:
+    """The lowered program as a concrete function with named inputs and a dict of named outputs."""
+    lowered = lower(program, state)
+
+    @tf.function(input_signature=input_specs(program, inputs), autograph=False)
+    def fn(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+        return dict(zip(outputs, lowered(*args), strict=True))
+
+    return fn.get_concrete_function()
