@@ -1,0 +1,38 @@
+"""The run's export and post-export check stages, for every entry in conf/model/ (small random variants)."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose_cfg
+from zoo import pipeline
+
+SMALL_EXPORT = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "export.check_steps=16"]
+
+
+def test_every_entry_exports_fp32_within_1e4(entry, tmp_path):
+    """Every entry: golden gate, then its flatbuffer matches the PyTorch model to 1e-4 over prefill + 16 decodes."""
+    cfg = compose_cfg([f"model={entry}", *SMALL_EXPORT])
+    report = pipeline.run(cfg, tmp_path)
+    assert report["status"] == "ok"
+    assert report["check"]["max_abs_diff"] <= 1e-4, report["check"]
+    assert report["check"]["positions"] == 1 + 16
+    exported = report["export"]
+    assert exported["signatures"] == ["prefill_16", "decode"]
+    assert exported["size_bytes"] > 4 * report["num_params"] * 0.97
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["report.json", pipeline.artifact_path(cfg, tmp_path).name])
+
+
+@pytest.mark.parametrize("export", ["litertlm"])
+def test_litertlm_layout_exports_and_checks(export, tmp_path):
+    """Transposed KV cache with the mask as an input: the layout LiteRT-LM needs."""
+    cfg = compose_cfg(["model=smollm2_135m", f"export={export}", *SMALL_EXPORT])
+    report = pipeline.run(cfg, tmp_path)
+    assert report["check"]["max_abs_diff"] <= 1e-4
+
+
+def test_check_failure_stops_the_run(tmp_path):
+    """A recipe bound the flatbuffer cannot meet fails the run and says by how much."""
+    cfg = compose_cfg(["model=tinyllama", *SMALL_EXPORT, "quant.check.max_abs_diff=1e-12"])
+    with pytest.raises(pipeline.CheckFailed, match=r"max_abs_diff .* violates bound 1e-12"):
+        pipeline.run(cfg, tmp_path)
+    assert '"status": "failed"' in (tmp_path / "report.json").read_text()
