@@ -11,15 +11,18 @@ from conftest import ROOT
 
 
 def zoo(*args, cwd):
+    home = cwd.parent / "home"  # TF/Keras write ~/.keras: keep HOME out of the directory under test
+    home.mkdir(exist_ok=True)
     return subprocess.run([sys.executable, "-m", "zoo", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)})
 
 
 def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
     run_dir = tmp_path / "run"
     work = tmp_path / "cwd"
     work.mkdir()
-    result = zoo("model=tinyllama", "variant=small", f"hydra.run.dir={run_dir}", cwd=work)
+    result = zoo("model=tinyllama", "variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64",
+                 f"hydra.run.dir={run_dir}", cwd=work)
     assert result.returncode == 0, result.stderr
     assert "golden PASS" in result.stdout
     report = json.loads((run_dir / "report.json").read_text())
@@ -27,7 +30,9 @@ def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
         assert key in report
     assert report["golden"]["passed"] and report["golden"]["greedy_match"]
     assert report["golden"]["max_abs_diff"] <= 1e-4
-    assert {"checkpoint", "build", "load", "golden"} <= set(report["timings"])
+    assert {"checkpoint", "build", "load", "golden", "export", "check"} <= set(report["timings"])
+    assert "check PASS" in result.stdout and report["check"]["max_abs_diff"] <= 1e-4
+    assert (run_dir / "tinyllama_none_kv64.tflite").exists()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["arch"]["dim"] == 64
     assert list(work.iterdir()) == []
 
