@@ -58,10 +58,13 @@ def run_check(path: Path, model: nn.Module, prompt: list[int], export: ExportCon
     feed = step_inputs(tokens, list(range(t)), cache, export)
     ours = interpreter.get_signature_runner(f"prefill_{t}")(**feed)
     ref_logits, ref_cache = torch_step(model, feed)
-    got, want = [], []
-    if export.prefill_logits is not PrefillLogits.none:
+    got, want = [], []  # prefill logits only at real prompt positions: padding slots are not an output anyone uses
+    if export.prefill_logits is PrefillLogits.all:
+        got.append(ours["logits"][0][: len(body)])
+        want.append(ref_logits[: len(body)])
+    elif export.prefill_logits is PrefillLogits.last and len(body) == t:
         got.append(ours["logits"][0])
-        want.append(ref_logits[-1:] if export.prefill_logits is PrefillLogits.last else ref_logits)
+        want.append(ref_logits[-1:])
     lite_cache = [ours[k] for k in cache_names(len(cache))]
     decode = interpreter.get_signature_runner("decode")
     token, pos = prompt[-1], len(prompt) - 1
