@@ -53,13 +53,13 @@ class Report:
         return self.path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, then rename: a reader never sees a half-written file."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Temp file in the same folder, then rename: an interrupted write never leaves a finished-looking file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

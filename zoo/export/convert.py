@@ -20,6 +20,7 @@ from tensorflow.lite.python.lite import TFLiteSavedModelConverterV2
 from torch import nn
 
 from zoo.export.signatures import Logits, Signature, Step, export_step, io_names, plan, tf_signature
+from zoo.report import write_atomic
 
 ConverterQuant = Literal["none", "fp16", "int8_dynamic"]
 CONVERTER_QUANT: tuple[str, ...] = ("none", "fp16", "int8_dynamic")
@@ -92,18 +93,6 @@ def op_counts(flatbuffer: bytes) -> Counter[str]:
         for graph in (model.Subgraphs(i) for i in range(model.SubgraphsLength()))
         for j in range(graph.OperatorsLength())
     )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, then rename: an interrupted export never leaves a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def export_tflite(

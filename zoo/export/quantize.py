@@ -22,13 +22,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_quantizer import qtyping, quantizer
 from ai_edge_quantizer.algorithm_manager import AlgorithmName
 from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 
-from zoo.config import ComponentModes, QuantCheck, QuantConfig, QuantMode
+from zoo.config import ComponentModes, QuantConfig, QuantMode
 
 log = logging.getLogger(__name__)
 
