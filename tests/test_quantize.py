@@ -172,8 +172,10 @@ def test_recipe_runs_within_its_thresholds(path, float_model, float_logits):
                                          ("int4_block32", 0.20), ("int4_block128", 0.17)])
 def test_weight_bytes_shrink(name, ratio, float_model):
     """Weights are shared by the signatures (one buffer each) and int8 ~1/4, int4 ~1/8 of float plus float16
-    block scales; the int4 recipes keep the tied table int8 (28% of this model's weights)."""
+    block scales; the int4 recipes keep the tied table int8 (28% of this model's weights). Hadamard rotation is off
+    here: its float rotation matrices (dim x dim per input size) weigh a lot in a model this small (~1% of SmolLM2)."""
     recipe = _load(_recipe(name))
+    recipe.hadamard = False
     model = quantize(float_model, recipe)
     assert _weight_bytes(model) <= ratio * _weight_bytes(float_model)
     mlp = {dtype for n, (dtype, _) in _weights(model).items() if ".mlp/" in n}
@@ -208,7 +210,7 @@ def test_tied_table_is_one_buffer(float_model):
 
 def test_hadamard_stays_within_int8_bounds(float_model, float_logits):
     recipe = _load(_recipe("int8_dynamic"))
-    recipe.hadamard = True
+    assert recipe.hadamard, "the int8_dynamic recipe rotates by default (SmolLM2 misses its bounds without it)"
     logits = _logits(quantize(float_model, recipe))
     metrics = logit_metrics(_stack(float_logits), _stack(logits))
     assert not check_failures(metrics, recipe.check), metrics
