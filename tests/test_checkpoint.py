@@ -29,29 +29,25 @@ def model_and_shapes(cfg):
     return model, {k: v.shape for k, v in model.state_dict().items()}
 
 
-def test_missing_tensor_is_named(small):
+STRICT_CASES = {
+    "missing": (lambda t: {k: v for k, v in t.items() if k != "model.layers.1.self_attn.k_proj.weight"},
+                r"parameters with no checkpoint tensor: model.layers.1.self_attn.qkv_proj.weight "
+                r"\(rule needs model.layers.1.self_attn.k_proj.weight\)"),
+    "extra": (lambda t: {**t, "model.layers.0.mystery.weight": torch.zeros(3)},
+              r"checkpoint tensors not used .*: model.layers.0.mystery.weight"),
+    "shape": (lambda t: {**t, "model.norm.weight": torch.ones(65)},
+              r"shape mismatches: model.norm.weight: checkpoint \(65,\) vs model \(64,\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICT_CASES))
+def test_strict_load_names_every_mismatch(small, case):
+    """A missing tensor, an extra tensor and a wrong shape each fail the load with the offending names."""
     cfg, ckpt = small
-    tensors = {k: v for k, v in ckpt.tensors.items() if k != "model.layers.1.self_attn.k_proj.weight"}
+    mutate, pattern = STRICT_CASES[case]
     model, _ = model_and_shapes(cfg)
-    with pytest.raises(MappingError, match=r"parameters with no checkpoint tensor: model.layers.1.self_attn.qkv_proj."
-                                           r"weight \(rule needs model.layers.1.self_attn.k_proj.weight\)"):
-        load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
-
-
-def test_extra_tensor_is_named(small):
-    cfg, ckpt = small
-    tensors = {**ckpt.tensors, "model.layers.0.mystery.weight": torch.zeros(3)}
-    model, _ = model_and_shapes(cfg)
-    with pytest.raises(MappingError, match=r"checkpoint tensors not used .*: model.layers.0.mystery.weight"):
-        load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
-
-
-def test_shape_mismatch_is_named(small):
-    cfg, ckpt = small
-    tensors = {**ckpt.tensors, "model.norm.weight": torch.ones(65)}
-    model, _ = model_and_shapes(cfg)
-    with pytest.raises(MappingError, match=r"shape mismatches: model.norm.weight: checkpoint \(65,\) vs model \(64,\)"):
-        load(model, tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+    with pytest.raises(MappingError, match=pattern):
+        load(model, mutate(ckpt.tensors), cfg.model.mapping, cfg.model.arch.num_layers)
 
 
 def test_unmatched_names_fold_over_layers(small):
