@@ -12,7 +12,7 @@ from zoo.architectures import build
 from zoo.architectures.layers import attention_mask
 from zoo.config import (
     Activation, ArchConfig, AttentionConfig, KVLayout, LayerType, MLPConfig, MLPType, ModelConfig, NormConfig,
-    NormType, Positions, Residual, RopeConfig,
+    NormType, Positions, QuantConfig, QuantMode, Residual, RopeConfig,
 )
 from zoo.export import LoweringError, export_tflite, lower
 from zoo.export.convert import SavedModelConverter, op_counts
@@ -135,9 +135,10 @@ def test_fp32_last_logits_match_torch(tmp_path: Path) -> None:
     assert max_logit_diff(m, path, mask_as_input=True) <= 1e-4
 
 
-@pytest.mark.parametrize("quant_mode", ["none", "fp16", "int8_dynamic"])
-def test_only_builtin_ops(tmp_path: Path, quant_mode: str) -> None:
-    path = export_tflite(model(gemma(), KVLayout.btnh), tmp_path / "m.tflite", KV, [8], quant_mode=quant_mode)
+@pytest.mark.parametrize("mode", [QuantMode.none, QuantMode.fp16, QuantMode.int8_dynamic])
+def test_only_builtin_ops(tmp_path: Path, mode: QuantMode) -> None:
+    recipe = QuantConfig(name=mode.value, mode=mode)
+    path = export_tflite(model(gemma(), KVLayout.btnh), tmp_path / "m.tflite", KV, [8], recipe=recipe)
     assert not [op for op in op_counts(path.read_bytes()) if op.startswith("CUSTOM")]
 
 
@@ -185,13 +186,14 @@ def test_interrupted_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
+def test_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "m.tflite"
     target.write_bytes(b"previous")
 
-    def broken(data: bytes) -> bytes:
+    def broken(data: bytes, recipe: QuantConfig) -> bytes:
         raise ValueError("quantizer failed")
 
+    monkeypatch.setattr("zoo.export.convert.quantize", broken)
     with pytest.raises(ValueError, match="quantizer"):
-        export_tflite(model(llama(), KVLayout.btnh), target, KV, [8], postprocess=broken)
+        export_tflite(model(llama(), KVLayout.btnh), target, KV, [8])
     assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["m.tflite"]

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-tf = pytest.importorskip("tensorflow")
-from ai_edge_litert import schema_py_generated as schema  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
-from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
-from tensorflow.compiler.tf2xla.python import xla  # noqa: E402
+import tensorflow as tf
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.tools import flatbuffer_utils
+from tensorflow.compiler.tf2xla.python import xla
 
-from zoo.check import check_failures, logit_metrics  # noqa: E402
-from zoo.config import ComponentModes, QuantConfig, QuantMode  # noqa: E402
-from zoo.export.quantize import configure_converter, quantize  # noqa: E402
+from zoo.check import check_failures, logit_metrics
+from zoo.config import ComponentModes, QuantConfig, QuantMode
+from zoo.export.quantize import configure_converter, quantize
 
 RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16

@@ -13,7 +13,7 @@ from torch import nn
 from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
-from zoo.config import QuantMode, ZooConfig
+from zoo.config import ZooConfig
 from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
 
@@ -105,14 +105,10 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
 def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path:
     """The multi-signature flatbuffer of the verified model, quantized by the recipe, written atomically."""
     from zoo.export import export_tflite
-    from zoo.export.quantize import quantize
 
-    recipe = cfg.quant
     with report.stage("export"):
         export_tflite(model, path, cfg.export.kv_cache_max, list(cfg.export.prefill_lens),
-                      cfg.export.prefill_logits.value, cfg.export.mask_as_input,
-                      "fp16" if recipe.mode is QuantMode.fp16 else "none",
-                      postprocess=lambda data: quantize(data, recipe))
+                      cfg.export.prefill_logits.value, cfg.export.mask_as_input, cfg.quant)
     report["export"] = {
         "path": str(path), "size_bytes": path.stat().st_size,
         "signatures": [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"],

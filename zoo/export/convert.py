@@ -1,9 +1,8 @@
 """PyTorch decoder -> multi-signature .tflite: torch.export per signature, our lowering to TF, the TFLite converter.
 
-Weights live once, as `tf.Variable`s shared by every signature, so N prefill lengths cost no extra weight bytes
-(the converter's int8 mode still repeats per-channel scales and zero points in each signature's tensor table).
-Only TFLite builtin ops are allowed. fp16 and int8 dynamic-range quantization use the converter's own options;
-other schemes (e.g. ai-edge-quantizer recipes) plug in as a `postprocess` function of the fp32 flatbuffer bytes.
+Weights live once, as `tf.Variable`s shared by every signature, so N prefill lengths cost no extra weight bytes.
+Only TFLite builtin ops are allowed. The quant recipe is applied here once: its converter flags (fp16) before
+conversion, its ai-edge-quantizer modes on the converted bytes (zoo/export/quantize.py).
 """
 from __future__ import annotations
 
@@ -12,18 +11,17 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.python.lite import TFLiteSavedModelConverterV2
 from torch import nn
 
+from zoo.config import QuantConfig
+from zoo.export.quantize import configure_converter, quantize
 from zoo.export.signatures import Logits, Signature, Step, export_step, io_names, plan, tf_signature
 from zoo.report import write_atomic
-
-ConverterQuant = Literal["none", "fp16", "int8_dynamic"]
-CONVERTER_QUANT: tuple[str, ...] = ("none", "fp16", "int8_dynamic")
 
 
 def to_variables(module: nn.Module) -> dict[str, tf.Variable]:
@@ -44,19 +42,14 @@ class SavedModelConverter(TFLiteSavedModelConverterV2):
         return self._convert_from_saved_model(graph_def)
 
 
-def converter_for(saved_model: str, names: Sequence[str], quant_mode: ConverterQuant) -> tf.lite.TFLiteConverter:
-    """Builtins-only converter of the named signatures, with the quantization `quant_mode` asks of the converter."""
-    if quant_mode not in CONVERTER_QUANT:
-        raise ValueError(f"quant_mode must be one of {CONVERTER_QUANT}, got {quant_mode!r}")
+def converter_for(saved_model: str, names: Sequence[str], recipe: QuantConfig) -> tf.lite.TFLiteConverter:
+    """Builtins-only converter of the named signatures, with the recipe's converter-time flags."""
     # Not `from_saved_model`, which keeps a loaded Python copy of every variable for the whole conversion.
     converter = SavedModelConverter(saved_model, {tf.saved_model.SERVING}, list(names))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     # Folding a norm's gamma into the next FULLY_CONNECTED would give a tied embedding a second (lm_head) table.
     converter._experimental_disable_fuse_mul_and_fc = True
-    if quant_mode != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quant_mode == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
+    configure_converter(converter, recipe)
     return converter
 
 
@@ -102,14 +95,12 @@ def export_tflite(
     prefill_lens: Sequence[int],
     prefill_logits: Logits = "last",
     mask_as_input: bool = False,
-    quant_mode: ConverterQuant = "none",
-    postprocess: Callable[[bytes], bytes] | None = None,
+    recipe: QuantConfig = QuantConfig(),
 ) -> Path:
-    """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode; returns the written path.
+    """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode, quantized by `recipe`.
 
-    `postprocess` receives the converter's flatbuffer (fp32 when quant_mode='none') and returns the final bytes:
-    the seam for quantizers that work on flatbuffers. Peak memory is lowest when the caller keeps no reference
-    to `model`: its weights are then freed before the converter (~3x the fp32 weight bytes) runs.
+    Peak memory is lowest when the caller keeps no reference to `model`: its weights are then freed before the
+    converter (~3x the fp32 weight bytes) runs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +109,6 @@ def export_tflite(
         save_signatures(model, saved_model, kv_cache_max, signatures, mask_as_input)
         del model  # the last reference when the caller passed a model it does not keep: frees torch weights
         gc.collect()
-        data = converter_for(saved_model, [s.name for s in signatures], quant_mode).convert()
-    if postprocess is not None:
-        data = postprocess(data)
-    write_atomic(path, data)
+        data = converter_for(saved_model, [s.name for s in signatures], recipe).convert()
+    write_atomic(path, quantize(data, recipe))
     return path
