@@ -222,6 +222,11 @@ class QuantConfig:
     # activation outliers that per-token int8 activations clip. SmolLM2 int8_dynamic, all prompt positions:
     # cosine 0.988 -> 0.998, but prefill takes twice as long.
     hadamard: bool = False
+    # int4 modes: each block gets a zero point (asymmetric, 16 levels between the block's min and max) instead of
+    # symmetric levels around 0. Carried by symmetric int4 kernels as int4 weights plus a small float matrix over
+    # block sums of the input (zoo/export/asymmetric.py). Exact for weights that were 4-bit asymmetric blocks
+    # (GGUF Q4_0/Q4_1, like the SmolLM2 checkpoint); not combinable with hadamard.
+    zero_point: bool = False
     check: QuantCheck = field(default_factory=QuantCheck)
 
 

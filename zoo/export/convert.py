@@ -19,8 +19,17 @@ from tensorflow.lite.python.lite import TFLiteSavedModelConverterV2
 from torch import nn
 
 from zoo.config import QuantConfig
-from zoo.export.quantize import configure_converter, quantize
-from zoo.export.signatures import Logits, Signature, Step, export_step, io_names, plan, tf_signature
+from zoo.export.asymmetric import with_zero_points
+from zoo.export.quantize import configure_converter, quantize, zero_point_blocks
+from zoo.export.signatures import (
+    Logits,
+    Signature,
+    Step,
+    export_step,
+    io_names,
+    plan,
+    tf_signature,
+)
 from zoo.report import write_atomic
 
 
@@ -106,6 +115,7 @@ def export_tflite(
     path.parent.mkdir(parents=True, exist_ok=True)
     signatures = plan(prefill_lens, prefill_logits)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".saved_model.") as saved_model:
+        model = with_zero_points(model, zero_point_blocks(model, recipe))
         save_signatures(model, saved_model, kv_cache_max, signatures, mask_as_input)
         del model  # the last reference when the caller passed a model it does not keep: frees torch weights
         gc.collect()

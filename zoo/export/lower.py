@@ -174,6 +174,10 @@ def mean(x: tf.Tensor, dims: Sequence[int] | None = None, keepdim: bool = False,
     return tf.reduce_mean(x, axis=None if dims is None else list(dims), keepdims=keepdim)
 
 
+def reduce_sum(x: tf.Tensor, dims: Sequence[int] | None = None, keepdim: bool = False, dtype: Any = None) -> tf.Tensor:
+    return tf.reduce_sum(x, axis=None if dims is None else list(dims), keepdims=keepdim)
+
+
 def power(x: tf.Tensor, exponent: float) -> tf.Tensor:
     """Square as a MUL: exact, where POW goes through exp/log."""
     return x * x if exponent == 2 else tf.pow(x, tf.constant(exponent, x.dtype))
@@ -265,6 +269,7 @@ OPS: dict[Any, Callable[..., Any]] = {
     aten.gelu.default: gelu,
     aten.pow.Tensor_Scalar: power,
     aten.mean.dim: mean,
+    aten.sum.dim_IntList: reduce_sum,
     aten.softmax.int: softmax,
     aten._softmax.default: softmax,
     aten.layer_norm.default: layer_norm,

@@ -26,6 +26,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_quantizer import qtyping, quantizer
 from ai_edge_quantizer.algorithm_manager import AlgorithmName
 from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
+from torch import nn
 
 from zoo.config import ComponentModes, QuantConfig, QuantMode
 
@@ -43,6 +44,9 @@ COMPONENTS = {
     "mlp": r"mlp",
 }
 
+# The float matrix over block sums of an asymmetric int4 weight (zoo/export/asymmetric.py): small, kept float.
+ZERO_POINT = r"\.zero_point\b"
+
 _BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block128: 128}
 _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
 
@@ -57,6 +61,9 @@ def validate(recipe: QuantConfig) -> None:
         raise ValueError(f"quant {recipe.name}: mode fp16 is done by the converter and takes no overrides")
     if recipe.fallback in _BLOCK:
         raise ValueError(f"quant {recipe.name}: fallback must not be blockwise, got {recipe.fallback.value}")
+    if recipe.zero_point and recipe.hadamard:
+        raise ValueError(f"quant {recipe.name}: zero_point and hadamard exclude each other (a rotation moves "
+                         "weights off their 4-bit grid); set one of them to false")
 
 
 def configure_converter(converter: Any, recipe: QuantConfig) -> None:
@@ -67,6 +74,18 @@ def configure_converter(converter: Any, recipe: QuantConfig) -> None:
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
+
+
+def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, int]:
+    """Linear modules that `recipe` makes asymmetric int4 (zoo/export/asymmetric.py), with their block size."""
+    if not recipe.zero_point:
+        return {}
+    blocks = {}
+    for name, module in model.named_modules():
+        mode = _component_mode(recipe, _component_in(name))
+        if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
+            blocks[name] = _BLOCK[mode]
+    return blocks
 
 
 def quantize(float_tflite: bytes | str | Path, recipe: QuantConfig) -> bytes:
@@ -83,19 +102,21 @@ def quantize(float_tflite: bytes | str | Path, recipe: QuantConfig) -> bytes:
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
     for (mode, op_name), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
-        _add_config(qz, regex, op_name, mode, recipe.hadamard)
+        _add_config(qz, regex, op_name, mode, recipe)
     result = qz.quantize(enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model)
 
 
-def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, hadamard: bool) -> None:
+def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, recipe: QuantConfig) -> None:
     if mode is QuantMode.int8_weight_only:
         qz.add_weight_only_config(regex, op_name, num_bits=8)
         return
-    algorithm = AlgorithmName.DECOMPOSED_HADAMARD_ROTATION if hadamard else AlgorithmName.MIN_MAX_UNIFORM_QUANT
+    algorithm = AlgorithmName.DECOMPOSED_HADAMARD_ROTATION if recipe.hadamard else AlgorithmName.MIN_MAX_UNIFORM_QUANT
     if mode is QuantMode.int8_dynamic:
         qz.add_dynamic_config(regex, op_name, num_bits=8, algorithm_key=algorithm)
     else:
+        if recipe.zero_point:  # weights already on their blocks' int4 grid: take its exact scales
+            algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
         granularity = qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
         qz.add_dynamic_config(regex, op_name, num_bits=4, granularity=granularity, algorithm_key=algorithm)
 
@@ -141,14 +162,22 @@ def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.Operato
 
 
 def _component(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> Optional[str]:
-    """The first COMPONENTS pattern found in the op's scope or its constant inputs' names."""
-    names = tfl_utils.get_op_scope(op, sg.tensors) + ";".join(
+    """The component of the op's scope or its constant inputs' names."""
+    return _component_in(tfl_utils.get_op_scope(op, sg.tensors) + ";".join(
         tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0
-    )
+    ))
+
+
+def _component_in(names: str) -> Optional[str]:
+    """The first COMPONENTS pattern found in `names`; ZERO_POINT before all (its matrix stays float)."""
+    if re.search(ZERO_POINT, names):
+        return ZERO_POINT
     return next((c for c, pattern in COMPONENTS.items() if re.search(pattern, names)), None)
 
 
 def _component_mode(recipe: QuantConfig, component: Optional[str]) -> QuantMode:
+    if component == ZERO_POINT:
+        return QuantMode.none
     override = getattr(recipe.components, component) if component else None
     return override or recipe.mode
 

@@ -1,0 +1,85 @@
+"""Asymmetric int4 blocks carried by symmetric int4 kernels (zoo/export/asymmetric.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from ai_edge_litert.tools import flatbuffer_utils
+from conftest import compose_cfg
+from test_export import SMALL_EXPORT
+from torch import nn
+
+from zoo import pipeline
+from zoo.config import QuantConfig, QuantMode
+from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
+from zoo.export.quantize import validate, zero_point_blocks
+from zoo.report import Report
+
+BLOCK = 32
+
+
+def _q4_1_linear(out_features: int = 48, in_features: int = 4 * BLOCK) -> nn.Linear:
+    """A Linear whose weights are GGUF-Q4_1-like: per block, fp16 scale d and min m, levels m + d * q, q in 0..15."""
+    g = torch.Generator().manual_seed(0)
+    blocks = (out_features, in_features // BLOCK)
+    d = (torch.rand(*blocks, 1, generator=g) * 0.02 + 1e-3).half().float()
+    m = (-torch.rand(*blocks, 1, generator=g) * 0.1).half().float()
+    q = torch.randint(0, 16, (*blocks, BLOCK), generator=g).float()
+    q[..., 0], q[..., 1] = 0, 15  # Q4_1 spans its block: the min and the max are levels 0 and 15
+    linear = nn.Linear(in_features, out_features)
+    linear.weight.data = (m + d * q).reshape(out_features, in_features)
+    return linear
+
+
+def test_exact_on_a_4bit_asymmetric_grid():
+    linear = _q4_1_linear()
+    asym = AsymmetricLinear(linear, BLOCK)
+    x = torch.randn(5, linear.in_features)
+    torch.testing.assert_close(asym(x), linear(x), rtol=1e-5, atol=1e-5)
+    steps = asym.symmetric.weight.reshape(linear.out_features, -1, BLOCK)
+    scale = (steps.amax(-1, keepdim=True) - steps.amin(-1, keepdim=True)) / 15
+    levels = steps / scale
+    assert torch.allclose(levels, levels.round(), atol=1e-3)  # on the symmetric grid the quantizer recovers
+    assert levels.round().min() == -8 and levels.round().max() == 7
+
+
+def test_any_weights_get_16_levels_per_block():
+    """Off-grid weights: an asymmetric block's error is at most half its step, (max - min) / 30."""
+    linear = nn.Linear(4 * BLOCK, 16)
+    asym = AsymmetricLinear(linear, BLOCK)
+    blocks = linear.weight.detach().reshape(16, -1, BLOCK)
+    ones = torch.eye(linear.in_features)
+    got = (asym(ones) - linear.bias).T.reshape(16, -1, BLOCK)
+    bound = (blocks.amax(-1, keepdim=True) - blocks.amin(-1, keepdim=True)) / 30
+    assert ((got - blocks).abs() <= bound + 1e-6).all()
+
+
+def test_zero_points_only_where_the_recipe_puts_int4(tmp_path):
+    cfg = compose_cfg(["variant=small", "quant=int4_block32", "quant.components.attention=int8_dynamic"])
+    report = Report(tmp_path / "report.json")
+    model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report).model
+    blocks = zero_point_blocks(model, cfg.quant)
+    assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {BLOCK}
+    clone = with_zero_points(model, blocks)
+    assert isinstance(clone.get_submodule(next(iter(blocks))), AsymmetricLinear)
+    assert not any(isinstance(m, AsymmetricLinear) for m in model.modules())  # the verified model is untouched
+    assert clone.model.embed_tokens.weight is model.model.embed_tokens.weight  # everything else is shared
+
+
+def test_zero_point_excludes_hadamard():
+    with pytest.raises(ValueError, match="zero_point and hadamard"):
+        validate(QuantConfig(mode=QuantMode.int4_block32, zero_point=True, hadamard=True))
+
+
+def test_int4_export_with_zero_points_passes_its_check(tmp_path):
+    """The shipped int4_block32 recipe end to end: int4 weights, float zero-point matrices, check within bounds."""
+    cfg = compose_cfg(["quant=int4_block32", *SMALL_EXPORT])
+    assert cfg.quant.zero_point
+    report = pipeline.run(cfg, tmp_path)
+    assert report["check"]["passed"], report["check"]
+    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(pipeline.artifact_path(cfg, tmp_path).read_bytes()))
+    kinds = {}
+    for t in fb.subgraphs[0].tensors:
+        if len(t.shape) == 2 and fb.buffers[t.buffer].data is not None:
+            kinds.setdefault(".zero_point" in t.name.decode(), set()).add(t.type)
+    assert 17 in kinds[False]  # TensorType.INT4: the weights
+    assert kinds[True] == {0}  # TensorType.FLOAT32: the zero-point matrices stay float
