@@ -86,7 +86,8 @@ class Rope(nn.Module):
         """cos, sin [1, T, 1, rotary_dim] for positions [T] (increasing)."""
         inv_freq = self.inv_freq
         if self.long_inv_freq is not None:
-            inv_freq = torch.where(input_pos[-1] >= self.original_max, self.long_inv_freq, inv_freq)
+            last = input_pos[input_pos.shape[0] - 1]  # a static non-negative index: TFLite GATHER rejects -1
+            inv_freq = torch.where(last >= self.original_max, self.long_inv_freq, inv_freq)
         freqs = input_pos.float()[:, None] * inv_freq[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)[None, :, None, :]
         cos, sin = emb.cos(), emb.sin()
