@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_cfg
-from zoo import pipeline
+from zoo import golden, pipeline
+from zoo.report import Report
 
 SMALL_EXPORT = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "export.check_steps=16"]
 
@@ -20,6 +21,24 @@ def test_every_entry_exports_fp32_within_1e4(entry, tmp_path):
     assert exported["signatures"] == ["prefill_16", "decode"]
     assert exported["size_bytes"] > 4 * report["num_params"] * 0.97
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["report.json", pipeline.artifact_path(cfg, tmp_path).name])
+
+
+# conf/quant/int8_dynamic.yaml's bounds are tuned on SmolLM2's real weights. A seeded random small variant has nearly
+# flat logits (top-2 gaps ~1e-3), so int8 noise may flip the argmax at one of the 16 checked positions while the
+# distributions still agree: measured over all entries, cosine >= 0.9995, KL <= 1.1e-5, top-1 >= 0.9375. The recipe's
+# cosine and KL bounds stand; top-1 allows one flip in 16.
+SMALL_RANDOM_INT8 = ["quant=int8_dynamic", "quant.check.min_top1=0.93"]
+
+
+def test_every_entry_exports_int8_dynamic(entry, tmp_path):
+    """Every entry's int8_dynamic flatbuffer passes the post-export check (the golden gate is test_golden's)."""
+    cfg = compose_cfg([f"model={entry}", *SMALL_EXPORT, *SMALL_RANDOM_INT8])
+    report = Report(tmp_path / "report.json")
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+    prompt = golden.prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, chat=False)[0]
+    path = pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, tmp_path), report)
+    metrics = pipeline.check(cfg, loaded.model, prompt, path, report)
+    assert metrics["cosine"] >= 0.998 and metrics["kl"] <= 0.01, metrics
 
 
 @pytest.mark.parametrize("export", ["litertlm"])

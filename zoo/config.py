@@ -53,6 +53,7 @@ class RopeScaling(enum.Enum):  # values are transformers' rope_type names
     default = "default"
     linear = "linear"
     llama3 = "llama3"
+    longrope = "longrope"  # Phi-3: per-frequency short/long factors and a cos/sin attention factor
 
 
 class LayerType(enum.Enum):
@@ -87,7 +88,11 @@ class RopeConfig:
     factor: float = 1.0
     low_freq_factor: float = 1.0  # llama3
     high_freq_factor: float = 4.0  # llama3
-    original_max_positions: int = 8192  # llama3
+    original_max_positions: int = 8192  # llama3, longrope: the pretraining context
+    # longrope: rotary_dim/2 divisors of the inverse frequencies, `long_factor` once a forward reaches past
+    # original_max_positions (transformers' rule: the forward's largest position), `short_factor` before.
+    short_factor: list[float] = field(default_factory=list)
+    long_factor: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -98,7 +103,7 @@ class AttentionConfig:
     qkv_bias: bool = False
     out_bias: bool = False
     qk_norm: bool = False  # norm over head_dim on q and k before RoPE (Gemma 3, Qwen 3)
-    query_pre_attn_scalar: Optional[float] = None  # scores scaled by its -1/2 power; default head_dim
+    query_pre_attn_scalar: Optional[int] = None  # scores scaled by its -1/2 power; default head_dim
     logit_softcap: Optional[float] = None
     sliding_window: Optional[int] = None
     layer_types: list[LayerType] = field(default_factory=lambda: [LayerType.full])  # repeated over the layers
@@ -271,6 +276,13 @@ class ZooConfig:
     threads: int = 2
 
 
+def hf_layer_types(pattern, num_layers: int) -> list[str]:
+    """Our repeated layer pattern as transformers' per-layer `layer_types` list (resolver `hf_layer_types`)."""
+    return [f"{LayerType(pattern[i % len(pattern)]).value}_attention" for i in range(num_layers)]
+
+
+OmegaConf.register_new_resolver("hf_layer_types", hf_layer_types, replace=True)
+
 SCHEMA = "zoo_schema"
 GROUPS = ("model", "quant", "export")
 ConfigStore.instance().store(name=SCHEMA, node=ZooConfig)
@@ -366,6 +378,11 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
         fail("mlp.hidden_dim", f"must be positive, got {arch.mlp.hidden_dim}")
     if arch.tie_embeddings and arch.lm_head_bias:
         fail("lm_head_bias", "a tied lm_head has no bias of its own; set tie_embeddings=false")
+    if arch.positions is Positions.rope and arch.rope.scaling is RopeScaling.longrope:
+        for key in ("short_factor", "long_factor"):
+            if len(getattr(arch.rope, key)) != rotary_dim(arch) // 2:
+                fail(f"rope.{key}", f"longrope needs rotary_dim/2={rotary_dim(arch) // 2} values, "
+                                    f"got {len(getattr(arch.rope, key))}")
     if arch.rope.local_theta is not None and LayerType.sliding not in att.layer_types:
         fail("rope.local_theta", "set, but no layer is 'sliding'")
     for prefill in cfg.export.prefill_lens:

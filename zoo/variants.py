@@ -21,5 +21,15 @@ def shrink(cfg: DictConfig) -> None:
     arch.num_layers = max(2, len(att.layer_types))
     arch.mlp.hidden_dim = 128
     arch.vocab_size = 512
+    rope = arch.rope
+    for key in ("short_factor", "long_factor"):  # longrope: one factor per rotated pair, evenly picked
+        factors = list(rope[key])
+        if factors:
+            rope[key] = spread(factors, int(att.head_dim * rope.fraction) // 2)
     cfg.model.checkpoint = "random"
     cfg.model.tokenizer.source = "none"
+
+
+def spread(values: list, n: int) -> list:
+    """n of `values` picked evenly from first to last (the shape of a frequency-factor curve survives)."""
+    return [values[round(i * (len(values) - 1) / max(n - 1, 1))] for i in range(n)]

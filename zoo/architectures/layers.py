@@ -36,12 +36,16 @@ class Norm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * gamma
 
 
-def rope_inv_freq(arch: ArchConfig, theta: float) -> torch.Tensor:
-    """Inverse frequencies of the rotated dims, with linear or llama3 scaling as transformers computes them."""
+def rope_inv_freq(arch: ArchConfig, theta: float, factors: list[float] | None = None) -> torch.Tensor:
+    """Inverse frequencies of the rotated dims, with linear, llama3 or longrope (`factors`) scaling as transformers
+    computes them."""
     dim, rope = rotary_dim(arch), arch.rope
     # Explicitly on the CPU: the pipeline builds modules on the meta device, and this buffer is not in checkpoints.
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim))
+    exponent = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
     scaling = RopeScaling(rope.scaling)
+    if scaling is RopeScaling.longrope:
+        return 1.0 / (torch.tensor(factors, dtype=torch.float32, device="cpu") * theta**exponent)
+    inv_freq = 1.0 / (theta**exponent)
     if scaling is RopeScaling.linear:
         return inv_freq / rope.factor
     if scaling is RopeScaling.llama3:
@@ -61,18 +65,35 @@ def rope_inv_freq(arch: ArchConfig, theta: float) -> torch.Tensor:
 class Rope(nn.Module):
     """Rotary embedding in HF's rotate-half convention; cos/sin computed from the positions as transformers does.
 
-    No position table: nothing sized by max_positions, nothing for int8 quantization to mangle.
+    No position table: nothing sized by max_positions, nothing for int8 quantization to mangle. longrope keeps both
+    frequency sets and, like transformers, rotates a whole forward with the long ones when its largest (last)
+    position is past the pretraining context; cos/sin carry its attention factor.
     """
 
     def __init__(self, arch: ArchConfig, theta: float):
         super().__init__()
-        self.register_buffer("inv_freq", rope_inv_freq(arch, theta), persistent=False)
+        rope = arch.rope
+        longrope = RopeScaling(rope.scaling) is RopeScaling.longrope
+        self.register_buffer("inv_freq", rope_inv_freq(arch, theta, rope.short_factor), persistent=False)
+        long = rope_inv_freq(arch, theta, rope.long_factor) if longrope else None
+        self.register_buffer("long_inv_freq", long, persistent=False)
+        self.original_max = rope.original_max_positions
+        factor = arch.max_positions / rope.original_max_positions
+        grown = longrope and factor > 1
+        self.attention_factor = math.sqrt(1 + math.log(factor) / math.log(rope.original_max_positions)) if grown else None
 
     def forward(self, input_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [1, T, 1, rotary_dim] for positions [T]."""
-        freqs = input_pos.float()[:, None] * self.inv_freq[None, :]
+        """cos, sin [1, T, 1, rotary_dim] for positions [T] (increasing)."""
+        inv_freq = self.inv_freq
+        if self.long_inv_freq is not None:
+            last = input_pos[input_pos.shape[0] - 1]  # a static non-negative index: TFLite GATHER rejects -1
+            inv_freq = torch.where(last >= self.original_max, self.long_inv_freq, inv_freq)
+        freqs = input_pos.float()[:, None] * inv_freq[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)[None, :, None, :]
-        return emb.cos(), emb.sin()
+        cos, sin = emb.cos(), emb.sin()
+        if self.attention_factor is not None:
+            cos, sin = cos * self.attention_factor, sin * self.attention_factor
+        return cos, sin
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_quantizer import qtyping, quantizer
 from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -104,7 +105,29 @@ def quantize(float_tflite: bytes | str | Path, recipe: QuantConfig) -> bytes:
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, recipe)
     result = qz.quantize(enable_progress_bar=False, enable_progress_report=False)
-    return bytes(result.quantized_model)
+    data = bytearray(result.quantized_model)
+    _unzero_scales(data)
+    return bytes(data)
+
+
+def _unzero_scales(data: bytearray) -> None:
+    """An all-zero weight channel (e.g. an embedding's padding row) gets scale 0 from ai-edge-quantizer, its int8
+    values 0/0 casts, and XNNPACK refuses the tensor: give it scale 1 and int8 zeros, exactly the zero channel it
+    was. Edited in place in the flatbuffer's bytes (tensors stored inside the flatbuffer)."""
+    model = schema.Model.GetRootAs(data, 0)
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        for t in range(sg.TensorsLength()):
+            tensor = sg.Tensors(t)
+            quant = tensor.Quantization()
+            scale = quant.ScaleAsNumpy() if quant is not None else 0
+            if isinstance(scale, int) or scale.all() or tensor.Type() != schema.TensorType.INT8:
+                continue
+            raw = model.Buffers(tensor.Buffer()).DataAsNumpy()
+            if not isinstance(raw, int):
+                values = np.moveaxis(raw.view(np.int8).reshape(tensor.ShapeAsNumpy()), quant.QuantizedDimension(), 0)
+                values[scale == 0] = 0
+            scale[scale == 0] = 1.0
 
 
 def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, recipe: QuantConfig) -> None:

@@ -1,0 +1,62 @@
+"""`python -m zoo.new`: a draft entry from transformers' own config.json passes the golden gate with no edits."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import transformers
+
+from conftest import ROOT, compose_cfg
+from zoo import pipeline
+from zoo.new import FAMILIES, main
+from zoo.report import Report
+
+TINY = {"vocab_size": 1000, "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4}
+CONFIGS = {  # one per family; sizes as the config says, sliding windows and patterns as transformers builds them
+    "qwen3": lambda: transformers.Qwen3Config(**TINY, num_hidden_layers=3, num_key_value_heads=2, head_dim=32),
+    "gemma3_text": lambda: transformers.Gemma3TextConfig(**TINY, num_hidden_layers=8, num_key_value_heads=1,
+                                                         head_dim=32, sliding_window=16),
+    "gemma2": lambda: transformers.Gemma2Config(**TINY, num_hidden_layers=4, num_key_value_heads=2, head_dim=32),
+    "phi": lambda: transformers.PhiConfig(**TINY, num_hidden_layers=2),
+    "phi3": lambda: transformers.Phi3Config(**TINY, num_hidden_layers=2, pad_token_id=None, sliding_window=64),
+    "mistral": lambda: transformers.MistralConfig(**TINY, num_hidden_layers=2, num_key_value_heads=2),
+    "gpt2": lambda: transformers.GPT2Config(vocab_size=1000, n_embd=128, n_layer=2, n_head=4),
+}
+
+
+@pytest.mark.parametrize("model_type", CONFIGS)
+def test_draft_entry_passes_the_golden_gate(model_type, tmp_path):
+    config = CONFIGS[model_type]()
+    config.save_pretrained(tmp_path / "hf")
+    conf = tmp_path / "conf"
+    assert main([str(tmp_path / "hf" / "config.json"), "--name", "drafted", "--conf", str(conf)]) == 0
+    full = compose_cfg(["model=drafted"], search_path=conf)
+    assert (full.model.arch.dim, full.model.arch.num_layers) == (config.hidden_size, config.num_hidden_layers)
+    assert full.model.reference.hf_class == FAMILIES[model_type][1]
+    cfg = compose_cfg(["model=drafted", "variant=small"], search_path=conf)
+    report = Report(tmp_path / "report.json")
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+    result = pipeline.verify(cfg, loaded, report)
+    assert result.passed and result.max_abs_diff <= 1e-4
+
+
+def test_refuses_unknown_type_and_overwrite(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    assert main([str(tmp_path / "config.json"), "--conf", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model_type 'bert' is not known" in err and "gemma3_text" in err
+    transformers.LlamaConfig(**TINY, num_hidden_layers=2).save_pretrained(tmp_path)
+    assert main([str(tmp_path / "config.json"), "--name", "mine", "--conf", str(tmp_path)]) == 0
+    before = (tmp_path / "model" / "mine.yaml").read_text()
+    assert main([str(tmp_path / "config.json"), "--name", "mine", "--conf", str(tmp_path)]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "model" / "mine.yaml").read_text() == before
+    assert main([str(tmp_path / "config.json"), "--name", "mine", "--conf", str(tmp_path), "--force"]) == 0
+
+
+def test_runs_as_a_module(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+    out = subprocess.run([sys.executable, "-m", "zoo.new", str(tmp_path / "config.json")], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
