@@ -13,7 +13,7 @@ from torch import nn
 from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
-from zoo.config import ZooConfig
+from zoo.config import Kind, ZooConfig
 from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
 
@@ -57,6 +57,8 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded
 
 def verify(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
     """The golden gate against the entry's transformers class; raises GateFailed on a miss."""
+    if Kind(cfg.model.kind) is not Kind.decoder:
+        return verify_kind(cfg, loaded, report)
     with report.stage("golden"):
         hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
         chat = cfg.model.tokenizer.chat_template
@@ -79,6 +81,20 @@ def verify(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
     return result
 
 
+def verify_kind(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
+    """The golden gate of an encoder kind, by its functions in golden.KINDS; raises GateFailed on a miss."""
+    kind = golden.KINDS[Kind(cfg.model.kind)]
+    with report.stage("golden"):
+        hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
+        prompts = kind.inputs(cfg, loaded.tokenizer)
+        result = kind.gate(loaded.model, hf, prompts, cfg)
+        del hf
+        report["golden"] = section = {**result.report(), "check_prompt": prompts[0]}
+    if not result.passed:
+        raise GateFailed(gate_line(section))
+    return result
+
+
 def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
     """Our model's greedy answer, cut at the end-of-sequence token."""
     out = golden.our_greedy(loaded.model, ids, tokens, kv_max)
@@ -88,6 +104,8 @@ def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str
 
 def gate_line(section: dict) -> str:
     verdict = "PASS" if section["passed"] and section.get("answer_ok", True) else "FAIL"
+    if "summary" in section:  # kinds other than the decoder say what they compared
+        return f"golden {verdict}: {section['summary']}"
     worst = section["worst"]
     line = (f"golden {verdict}: max |logit diff| {section['max_abs_diff']:.2e} (atol {section['atol']:.0e}; worst at "
             f"prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), greedy "
