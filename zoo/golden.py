@@ -5,8 +5,9 @@ touch our model); `golden/` files hold top-k logits and greedy tokens of that re
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +15,14 @@ from torch import nn
 
 from zoo.checkpoint import Checkpoint
 from zoo.checkpoint.sources import hf_config_class
-from zoo.config import GoldenConfig, Kind, Pooling, PoolingConfig, ReferenceConfig, ZooConfig
+from zoo.config import (
+    GoldenConfig,
+    Kind,
+    Pooling,
+    PoolingConfig,
+    ReferenceConfig,
+    ZooConfig,
+)
 from zoo.runtime.tokenizer import encode_prompt
 
 TOP_K = 8
