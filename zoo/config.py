@@ -410,12 +410,10 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     if kind is not Kind.decoder and not 0 < cfg.export.encoder_len <= arch.max_positions:
         raise ConfigError(f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
                           f"{arch.max_positions}")
-    if kind is Kind.encoder:  # no cache, no prefill: the checks below are about decoding
-        return
-    for prefill in cfg.export.prefill_lens:
+    for prefill in cfg.export.prefill_lens if kind is Kind.decoder else []:  # only decoders have prefill signatures
         if not 0 < prefill <= cfg.export.kv_cache_max:
             raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
-    if cfg.export.kv_cache_max > arch.max_positions:
+    if kind is not Kind.encoder and cfg.export.kv_cache_max > arch.max_positions:  # an encoder has no KV cache
         raise ConfigError(
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"
         )

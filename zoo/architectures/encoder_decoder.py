@@ -28,17 +28,16 @@ def relative_bucket(relative: torch.Tensor, bidirectional: bool, num_buckets: in
 
     The log is taken of max(distance, 1): equal wherever the log branch is chosen, and never -inf.
     """
-    buckets = torch.zeros_like(relative)
     if bidirectional:
         num_buckets //= 2
-        buckets = (relative > 0).long() * num_buckets
         distance = relative.abs()
     else:
         distance = torch.clamp(-relative, min=0)
     max_exact = num_buckets // 2
     scaled = torch.log(torch.clamp(distance, min=1).float() / max_exact) / math.log(max_distance / max_exact)
     large = torch.clamp(max_exact + (scaled * (num_buckets - max_exact)).long(), max=num_buckets - 1)
-    return buckets + torch.where(distance < max_exact, distance, large)
+    buckets = torch.where(distance < max_exact, distance, large)
+    return buckets + (relative > 0).long() * num_buckets if bidirectional else buckets
 
 
 class T5Attention(nn.Module):
