@@ -44,6 +44,10 @@ def reference_model(reference: ReferenceConfig, checkpoint: Checkpoint) -> nn.Mo
         raise ValueError(f"{reference.hf_class} does not take this checkpoint: missing {sorted(set(missing) - tied)}, "
                          f"unexpected {sorted(unexpected)}")
     model.tie_weights()
+    # As from_pretrained does: a tied tensor the checkpoint stores itself stays its own (transformers 5 builds every
+    # T5 tied, yet a flan-t5 checkpoint has an lm_head that differs from its embedding).
+    own = {k: checkpoint.tensors[k] for k in tied if k in checkpoint.tensors}
+    model.load_state_dict(own, strict=False, assign=True)
     return model.float().eval()
 
 
