@@ -51,6 +51,16 @@ def test_every_encoder_entry_exports_and_checks(entry, tmp_path):
                                 **{f"kv_cache_{k}_{i}": cache for i in range(layers) for k in "kv"}}
 
 
+@pytest.mark.parametrize("entry", ["t5_small", "minilm_l6"])
+def test_int8_dynamic_meets_its_bounds(entry, tmp_path):
+    """The int8_dynamic recipe's check bounds (cosine, top-1, KL where there are logits) hold for the encoder kinds."""
+    cfg = compose_cfg([f"model={entry}", "variant=small", "quant=int8_dynamic", *ENCODER_EXPORT])
+    report = pipeline.run(cfg, tmp_path)
+    check = report["check"]
+    assert check["passed"] and check["cosine"] >= cfg.quant.check.min_cosine, check
+    assert report["export"]["size_bytes"] < 0.8 * 4 * report["num_params"]  # int8 matrices
+
+
 def signature_shapes(path) -> dict[str, dict[str, list[int]]]:
     interpreter = Interpreter(model_path=str(path))
     out = {}
