@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 import torch
 from ai_edge_litert.interpreter import Interpreter
-
 from conftest import GOLDEN, compose_cfg, entries_of
-from zoo import golden, pipeline
+
+from zoo import pipeline
 from zoo.architectures import build
 from zoo.architectures.encoder_decoder import relative_bucket
 from zoo.checkpoint import load

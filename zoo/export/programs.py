@@ -3,8 +3,8 @@ lowering over one shared set of tf.Variables, the builtins-only converter and th
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import tensorflow as tf
 
