@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.config import ZooConfig, composition_error, load
+from zoo.config import Kind, ZooConfig, composition_error, load
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -32,4 +32,15 @@ def compose_cfg(overrides: list[str], search_path: Path | None = None) -> ZooCon
 @pytest.fixture(params=ENTRIES)
 def entry(request) -> str:
     """Every YAML in conf/model/: a new entry is tested without touching test code."""
+    return request.param
+
+
+def entries_of(*kinds: Kind) -> list[str]:
+    """The entries of the given kinds (tests of one kind's signatures and checks pick up every entry of it)."""
+    return [e for e in ENTRIES if compose_cfg([f"model={e}"]).model.kind in kinds]
+
+
+@pytest.fixture(params=entries_of(Kind.decoder))
+def decoder_entry(request) -> str:
+    """Every decoder YAML in conf/model/."""
     return request.param

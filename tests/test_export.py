@@ -10,9 +10,10 @@ from zoo.report import Report
 SMALL_EXPORT = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "export.check_steps=16"]
 
 
-def test_every_entry_exports_fp32_within_1e4(entry, tmp_path):
-    """Every entry: golden gate, then its flatbuffer matches the PyTorch model to 1e-4 over prefill + 16 decodes."""
-    cfg = compose_cfg([f"model={entry}", *SMALL_EXPORT])
+def test_every_entry_exports_fp32_within_1e4(decoder_entry, tmp_path):
+    """Every decoder entry: golden gate, then its flatbuffer matches the PyTorch model to 1e-4 over prefill + 16
+    decodes (encoder kinds: tests/test_encdec.py)."""
+    cfg = compose_cfg([f"model={decoder_entry}", *SMALL_EXPORT])
     report = pipeline.run(cfg, tmp_path)
     assert report["status"] == "ok"
     assert report["check"]["max_abs_diff"] <= 1e-4, report["check"]

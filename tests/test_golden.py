@@ -18,7 +18,7 @@ from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
 
 # (entry, variant): every entry as its small random variant; entries with real weights offline also at full size.
-CASES = [(e, "small") for e in ENTRIES] + [("smollm2_135m", "full")]
+CASES = [(e, "small") for e in ENTRIES] + [("smollm2_135m", "full"), ("minilm_l6", "full")]
 
 
 def case_id(case) -> str:
@@ -38,8 +38,7 @@ def setup(case):
         cfg = compose_cfg([f"model={case[0]}", f"variant={case[1]}"])
         checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
         tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
-        prompts = golden.prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed,
-                                    cfg.model.tokenizer.chat_template)
+        prompts = golden.KINDS[cfg.model.kind].inputs(cfg, tokenizer)
         _cache[case] = cfg, checkpoint, prompts
     return _cache[case]
 
@@ -49,7 +48,7 @@ def test_reference_matches_golden(case, ndarrays_regression):
     """transformers' own output on the entry's weights is what golden/ holds (and what --force-regen writes)."""
     cfg, checkpoint, prompts = setup(case)
     hf = golden.reference_model(cfg.model.reference, checkpoint)
-    arrays = golden.reference_arrays(hf, prompts, cfg.golden.new_tokens)
+    arrays = golden.KINDS[cfg.model.kind].reference_arrays(hf, prompts, cfg)
     ints = {k: {"atol": 0, "rtol": 0} for k in arrays if not k.endswith("_value")}
     ndarrays_regression.check(arrays, fullpath=golden_path(case), default_tolerance={"atol": 1e-5, "rtol": 0},
                               tolerances=ints)
@@ -62,7 +61,7 @@ def test_ours_matches_golden(case, tmp_path):
     stored = dict(np.load(golden_path(case)))
     assert [stored[f"p{i}_ids"].tolist() for i in range(len(prompts))] == prompts
     loaded = pipeline.load_model(cfg, checkpoint, Report(tmp_path / "report.json"))
-    result = golden.compare_to_golden(loaded.model, stored, cfg.export.kv_cache_max)
+    result = golden.KINDS[cfg.model.kind].compare(loaded.model, stored, cfg)
     assert result["max_abs_diff"] <= cfg.golden.atol, result
     assert result["greedy_equal"] == result["greedy_total"], result
 

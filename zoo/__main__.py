@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.checkpoint import CheckpointError, MappingError
 from zoo.config import ConfigError, composition_error, load
-from zoo.pipeline import CheckFailed, GateFailed, gate_line, run
+from zoo.pipeline import CheckFailed, GateFailed, check_line, gate_line, run
 from zoo.report import write_atomic
 
 USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed)
@@ -40,8 +40,7 @@ def main(cfg: DictConfig) -> None:
         exp, chk = report["export"], report["check"]
         print(f"export: {exp['path']} ({exp['size_bytes'] / 1e6:.1f} MB, {', '.join(exp['signatures'])}) in "
               f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
-        print(f"check PASS over {chk['positions']} positions: max |logit diff| {chk['max_abs_diff']:.2e}, cosine "
-              f"{chk['cosine']:.5f}, top-1 {chk['top1']:.3f}, KL {chk['kl']:.2e}")
+        print(check_line(chk))
     print(f"report: {report.path}")
 
 

@@ -2,7 +2,7 @@
 
 Both sides get the same inputs: one prefill of a fixed prompt, then teacher-forced decode steps whose tokens are
 the float32 PyTorch model's greedy choices; each side carries its own KV cache, so cache writes are checked too.
-The bounds come from the quant recipe (`quant.check`).
+The bounds come from the quant recipe (`quant.check`). Encoder kinds have their own runs (`KIND_CHECKS`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from zoo.architectures.layers import attention_mask
-from zoo.config import ExportConfig, PrefillLogits, QuantCheck
+from zoo.config import ExportConfig, Kind, PrefillLogits, QuantCheck
 
 
 def prefill_length(prompt_len: int, prefill_lens: list[int]) -> int:
@@ -109,6 +109,90 @@ def check_failures(metrics: dict[str, float], check: QuantCheck) -> list[str]:
         ("cosine", check.min_cosine, lambda v, b: v >= b),
         ("top1", check.min_top1, lambda v, b: v >= b),
         ("kl", check.max_kl, lambda v, b: v <= b),
+        ("greedy", check.min_greedy, lambda v, b: v >= b),
+        ("similarity_max_diff", check.max_similarity_diff, lambda v, b: v <= b),
     ]
+    # A kind's check measures what its outputs have (an encoder has no vocabulary: no top-1, no KL); a bound on a
+    # metric it does not measure does not apply to it.
     return [f"{key} {metrics[key]:.6g} violates bound {bound}" for key, bound, ok in bounds
-            if bound is not None and not ok(metrics[key], bound)]
+            if bound is not None and key in metrics and not ok(metrics[key], bound)]
+
+
+# --- encoder kinds: the same comparison through their signatures (encode + decode, embed) ---------------------------
+
+def padded(ids: list[int], length: int) -> dict[str, np.ndarray]:
+    """`tokens` and `attention_mask` [1, length] of one input padded with id 0 (masked)."""
+    if len(ids) > length:
+        raise ValueError(f"check input of {len(ids)} tokens exceeds export.encoder_len={length}")
+    pad = length - len(ids)
+    return {"tokens": np.array([ids + [0] * pad], np.int32), "attention_mask": np.array([[1] * len(ids) + [0] * pad],
+                                                                                        np.int32)}
+
+
+def _torch(feed: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).long() for k, v in feed.items()}
+
+
+@torch.no_grad()
+def run_seq2seq_check(path: Path, model: nn.Module, golden: dict, cfg) -> tuple[dict[str, float], int]:
+    """`encode` of the check prompt (padded, masked) vs our encoder; `decode` steps teacher-forced by the PyTorch
+    model's greedy tokens, each side with its own caches; then a free-running greedy generation through the
+    flatbuffer alone against transformers' greedy tokens (`golden["reference_greedy"]`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=cfg.threads)
+    names = [f"cross_{kind}_{i}" for i in range(model.arch.num_layers) for kind in ("k", "v")]
+    feed = padded(golden["check_prompt"], cfg.export.encoder_len)
+    lite = interpreter.get_signature_runner("encode")(**feed)
+    states = model.encode(**_torch(feed))
+    ref_cross = [t for pair in model.cross_kv(states) for t in pair]
+    lite_cross = {n: lite[n] for n in names}
+    encoder_diff = float(np.abs(lite["encoder_states"] - states.numpy()).max())
+    decode = interpreter.get_signature_runner("decode")
+    start, steps = model.arch.decoder_start_token, min(cfg.export.check_steps, cfg.export.kv_cache_max)
+
+    def lite_step(token: int, pos: int, cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        out = decode(tokens=np.array([[token]], np.int32), input_pos=np.array([pos], np.int32),
+                     attention_mask=feed["attention_mask"], **lite_cross, **dict(zip(cache_names(len(cache)), cache)))
+        return out["logits"][0, -1], [out[n] for n in cache_names(len(cache))]
+
+    empty = [t.numpy() for pair in model.empty_cache(cfg.export.kv_cache_max) for t in pair]
+    lite_cache, ref_cache, token, got, want = empty, model.empty_cache(cfg.export.kv_cache_max), start, [], []
+    for pos in range(steps):
+        logits, lite_cache = lite_step(token, pos, lite_cache)
+        ref, ref_cache = model(torch.tensor([[token]]), torch.tensor([pos]), ref_cache, list(zip(ref_cross[0::2],
+                               ref_cross[1::2])), torch.from_numpy(feed["attention_mask"]).long())
+        got.append(logits)
+        want.append(ref[0, -1].numpy())
+        token = int(ref[0, -1].argmax())
+    metrics = logit_metrics(np.stack(want), np.stack(got))
+    metrics["max_abs_diff"] = max(metrics["max_abs_diff"], encoder_diff)
+    reference, tokens, cache, token = golden["reference_greedy"], [], empty, start
+    for pos in range(len(reference)):
+        logits, cache = lite_step(token, pos, cache)
+        token = int(logits.argmax())
+        tokens.append(token)
+    metrics["greedy"] = float(np.mean(np.array(tokens) == np.array(reference)))
+    return metrics, steps
+
+
+@torch.no_grad()
+def run_encoder_check(path: Path, model: nn.Module, golden: dict, cfg) -> tuple[dict[str, float], int]:
+    """`embed` of every golden input (padded, masked) vs our model, and the flatbuffer's cosine similarities
+    between the inputs vs transformers' (`golden["similarities"]`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    embed = Interpreter(model_path=str(path), num_threads=cfg.threads).get_signature_runner("embed")
+    feeds = [padded(ids, cfg.export.encoder_len) for ids in golden["prompts"]]
+    lite = np.concatenate([embed(**feed)["embedding"] for feed in feeds]).astype(np.float64)
+    ref = np.concatenate([model(**_torch(feed)).numpy() for feed in feeds]).astype(np.float64)
+    unit = lite / np.linalg.norm(lite, axis=-1, keepdims=True)
+    cosine = np.sum(unit * ref, -1) / np.linalg.norm(ref, axis=-1)
+    return {
+        "max_abs_diff": float(np.abs(lite - ref).max()),
+        "cosine": float(cosine.mean()),
+        "similarity_max_diff": float(np.abs(unit @ unit.T - np.array(golden["similarities"])).max()),
+    }, len(feeds)
+
+
+KIND_CHECKS = {Kind.encoder_decoder: run_seq2seq_check, Kind.encoder: run_encoder_check}

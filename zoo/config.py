@@ -20,7 +20,9 @@ class ConfigError(ValueError):
 
 
 class Kind(enum.Enum):
-    decoder = "decoder"
+    decoder = "decoder"  # causal LM (zoo/architectures/decoder.py)
+    encoder_decoder = "encoder_decoder"  # T5: bidirectional encoder + causal decoder with cross-attention
+    encoder = "encoder"  # BERT: bidirectional encoder pooled to one sentence embedding
 
 
 class NormType(enum.Enum):
@@ -32,6 +34,7 @@ class Activation(enum.Enum):
     silu = "silu"
     gelu = "gelu"
     gelu_tanh = "gelu_tanh"
+    relu = "relu"
 
 
 class MLPType(enum.Enum):
@@ -47,6 +50,7 @@ class Residual(enum.Enum):
 class Positions(enum.Enum):
     rope = "rope"
     learned = "learned"  # absolute position table added to the embeddings (GPT-2)
+    relative = "relative"  # T5: a learned bias per head and relative-distance bucket, added to attention scores
 
 
 class RopeScaling(enum.Enum):  # values are transformers' rope_type names
@@ -54,6 +58,11 @@ class RopeScaling(enum.Enum):  # values are transformers' rope_type names
     linear = "linear"
     llama3 = "llama3"
     longrope = "longrope"  # Phi-3: per-frequency short/long factors and a cos/sin attention factor
+
+
+class Pooling(enum.Enum):
+    mean = "mean"  # mean of the hidden states of real (unmasked) tokens (sentence-transformers)
+    cls = "cls"  # the hidden state of the first token
 
 
 class LayerType(enum.Enum):
@@ -96,6 +105,22 @@ class RopeConfig:
 
 
 @dataclass
+class RelativeConfig:
+    """T5 relative position buckets: half exact distances, half log-spaced up to max_distance (shared by layers)."""
+
+    num_buckets: int = 32
+    max_distance: int = 128
+
+
+@dataclass
+class PoolingConfig:
+    """How an encoder's hidden states become one sentence embedding."""
+
+    mode: Pooling = Pooling.mean
+    normalize: bool = False  # unit L2 norm, so a dot product is the cosine similarity
+
+
+@dataclass
 class AttentionConfig:
     num_heads: int = MISSING
     num_kv_heads: int = MISSING
@@ -133,8 +158,12 @@ class ArchConfig:
     rope: RopeConfig = field(default_factory=RopeConfig)
     scale_embeddings: bool = False  # embeddings times sqrt(dim) (Gemma)
     final_logit_softcap: Optional[float] = None
-    tie_embeddings: bool = False
+    tie_embeddings: bool = False  # encoder_decoder: tied also scales the decoder output by dim**-0.5 (T5)
     lm_head_bias: bool = False
+    relative: RelativeConfig = field(default_factory=RelativeConfig)  # positions: relative
+    type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT); 0: none
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)  # kind encoder
+    decoder_start_token: int = 0  # kind encoder_decoder: the decoder's first input token (T5: pad)
 
 
 @dataclass
@@ -214,6 +243,8 @@ class QuantCheck:
     min_cosine: Optional[float] = None  # mean over positions
     min_top1: Optional[float] = None  # share of positions whose argmax agrees
     max_kl: Optional[float] = None  # mean KL(float || quantized) of the softmaxes, nats
+    min_greedy: Optional[float] = None  # encoder_decoder: share of flatbuffer greedy tokens equal to transformers'
+    max_similarity_diff: Optional[float] = None  # encoder: max |cosine similarity diff| between sentence pairs
 
 
 @dataclass
@@ -251,6 +282,7 @@ class ExportConfig:
     prefill_lens: list[int] = field(default_factory=lambda: [128])
     prefill_logits: PrefillLogits = PrefillLogits.last
     check_steps: int = 32  # teacher-forced decode steps of the post-export check (after one prefill)
+    encoder_len: int = 128  # tokens per `encode` / `embed` call (encoder kinds): shorter inputs padded and masked
 
 
 @dataclass
@@ -262,6 +294,10 @@ class GoldenConfig:
     )
     random_prompt_lens: list[int] = field(default_factory=lambda: [7, 16, 33])  # entries without a tokenizer
     new_tokens: int = 8  # greedy continuation compared token by token
+    sentences: list[str] = field(  # encoder entries with a tokenizer: embedded, and their cosine similarities
+        default_factory=lambda: ["A man is eating food.", "A man is eating a piece of bread.",
+                                 "The new movie is awesome.", "A man is riding a horse."]
+    )
     answer_tokens: int = 24  # greedy answer length for the entry's `expect_answer` check
 
 
@@ -385,10 +421,16 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
                                     f"got {len(getattr(arch.rope, key))}")
     if arch.rope.local_theta is not None and LayerType.sliding not in att.layer_types:
         fail("rope.local_theta", "set, but no layer is 'sliding'")
-    for prefill in cfg.export.prefill_lens:
+    kind = Kind(cfg.model.kind)
+    if kind is not Kind.decoder and cfg.export.kv_layout is not KVLayout.btnh:
+        raise ConfigError(f"export.kv_layout={cfg.export.kv_layout.value} is for decoder entries; use btnh")
+    if kind is not Kind.decoder and not 0 < cfg.export.encoder_len <= arch.max_positions:
+        raise ConfigError(f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
+                          f"{arch.max_positions}")
+    for prefill in cfg.export.prefill_lens if kind is Kind.decoder else []:  # only decoders have prefill signatures
         if not 0 < prefill <= cfg.export.kv_cache_max:
             raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
-    if cfg.export.kv_cache_max > arch.max_positions:
+    if kind is not Kind.encoder and cfg.export.kv_cache_max > arch.max_positions:  # an encoder has no KV cache
         raise ConfigError(
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"
         )

@@ -5,7 +5,9 @@ touch our model); `golden/` files hold top-k logits and greedy tokens of that re
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +15,14 @@ from torch import nn
 
 from zoo.checkpoint import Checkpoint
 from zoo.checkpoint.sources import hf_config_class
-from zoo.config import GoldenConfig, ReferenceConfig
+from zoo.config import (
+    GoldenConfig,
+    Kind,
+    Pooling,
+    PoolingConfig,
+    ReferenceConfig,
+    ZooConfig,
+)
 from zoo.runtime.tokenizer import encode_prompt
 
 TOP_K = 8
@@ -30,10 +39,15 @@ def reference_model(reference: ReferenceConfig, checkpoint: Checkpoint) -> nn.Mo
         model = model_cls(config)
     missing, unexpected = model.load_state_dict(checkpoint.tensors, strict=False, assign=True)
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    unexpected = [k for k in unexpected if k not in dict(model.named_buffers())]  # e.g. BERT's old position_ids
     if set(missing) - tied or unexpected:
         raise ValueError(f"{reference.hf_class} does not take this checkpoint: missing {sorted(set(missing) - tied)}, "
                          f"unexpected {sorted(unexpected)}")
     model.tie_weights()
+    # As from_pretrained does: a tied tensor the checkpoint stores itself stays its own (transformers 5 builds every
+    # T5 tied, yet a flan-t5 checkpoint has an lm_head that differs from its embedding).
+    own = {k: checkpoint.tensors[k] for k in tied if k in checkpoint.tensors}
+    model.load_state_dict(own, strict=False, assign=True)
     return model.float().eval()
 
 
@@ -95,7 +109,8 @@ class GateResult:
     decode_vs_full_max_abs_diff: float = 0.0
     atol: float = 0.0
     decode_atol: float = 0.0
-
+    summary: str = ""  # the gate line of kinds whose checks are not the decoder's (empty: the decoder's line)
+    extra: dict = field(default_factory=dict)  # kind-specific report entries
     @property
     def greedy_match(self) -> bool:
         return self.greedy_equal == self.greedy_total
@@ -108,7 +123,8 @@ class GateResult:
     def report(self) -> dict:
         return {"passed": self.passed, "max_abs_diff": self.max_abs_diff, "atol": self.atol, "worst": self.worst,
                 "greedy_match": self.greedy_match, "greedy_tokens_equal": f"{self.greedy_equal}/{self.greedy_total}",
-                "decode_vs_full_max_abs_diff": self.decode_vs_full_max_abs_diff, "decode_atol": self.decode_atol}
+                "decode_vs_full_max_abs_diff": self.decode_vs_full_max_abs_diff, "decode_atol": self.decode_atol,
+                **({"summary": self.summary} if self.summary else {}), **self.extra}
 
 
 def gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], golden: GoldenConfig, kv_max: int) -> GateResult:
@@ -163,3 +179,231 @@ def compare_to_golden(model: nn.Module, arrays: dict[str, np.ndarray], kv_max: i
         greedy_equal += sum(a == b for a, b in zip(our_greedy(model, ids, len(greedy), kv_max), greedy))
         greedy_total += len(greedy)
     return {"max_abs_diff": max_diff, "greedy_equal": greedy_equal, "greedy_total": greedy_total}
+
+
+# --- encoder_decoder (T5): encoder states, teacher-forced decoder logits, greedy seq2seq tokens ----------------------
+
+def decoder_inputs(cfg: ZooConfig, count: int) -> list[list[int]]:
+    """Teacher-forced decoder inputs per prompt: the start token, then seeded random ids (new_tokens in all)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    start, vocab = cfg.model.arch.decoder_start_token, cfg.model.arch.vocab_size
+    return [[start] + torch.randint(vocab, (cfg.golden.new_tokens - 1,), generator=gen).tolist() for _ in range(count)]
+
+
+@torch.no_grad()
+def reference_seq2seq(hf: nn.Module, ids: list[int], decoder_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' encoder states [S, dim] and teacher-forced decoder logits [T, V]."""
+    out = hf(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([decoder_ids]))
+    return out.encoder_last_hidden_state[0].float(), out.logits[0].float()
+
+
+@torch.no_grad()
+def reference_seq2seq_greedy(hf: nn.Module, ids: list[int], start: int, new_tokens: int) -> list[int]:
+    """Greedy decoder tokens by full recompute of encoder and decoder: nothing of the reference's cache is trusted."""
+    seq = [start]
+    for _ in range(new_tokens):
+        seq.append(int(reference_seq2seq(hf, ids, seq)[1][-1].argmax()))
+    return seq[1:]
+
+
+@torch.no_grad()
+def our_seq2seq(model: nn.Module, ids: list[int], decoder_ids: list[int], kv_max: int):
+    """Our encoder states [S, dim] and decoder logits [T, V], all decoder inputs in one call."""
+    mask = torch.ones(1, len(ids), dtype=torch.int64)
+    states = model.encode(torch.tensor([ids]), mask)
+    logits, _ = model(torch.tensor([decoder_ids]), torch.arange(len(decoder_ids)), model.empty_cache(kv_max),
+                      model.cross_kv(states), mask)
+    return states[0], logits[0]
+
+
+@torch.no_grad()
+def our_seq2seq_steps(model: nn.Module, ids: list[int], decoder_ids: list[int] | None, start: int, steps: int,
+                      kv_max: int) -> tuple[list[int], torch.Tensor]:
+    """One decoder token per call through the cache, as the `decode` signature runs: teacher-forced by decoder_ids,
+    or greedy from `start` when None. Returns the argmax tokens and the logits [steps, V]."""
+    mask = torch.ones(1, len(ids), dtype=torch.int64)
+    cross = model.cross_kv(model.encode(torch.tensor([ids]), mask))
+    cache, token, tokens, rows = model.empty_cache(kv_max), start, [], []
+    for pos in range(steps):
+        token = decoder_ids[pos] if decoder_ids is not None else token
+        logits, cache = model(torch.tensor([[token]]), torch.tensor([pos]), cache, cross, mask)
+        rows.append(logits[0, -1])
+        token = int(logits[0, -1].argmax())
+        tokens.append(token)
+    return tokens, torch.stack(rows)
+
+
+def _worst(result: GateResult, diff: torch.Tensor, ours: torch.Tensor, ref: torch.Tensor, **where) -> None:
+    """Record diff's maximum in result when it is the worst so far (row, column of a 2-D diff)."""
+    if float(diff.max()) >= result.max_abs_diff:
+        row, col = divmod(int(diff.argmax()), diff.shape[-1])
+        result.max_abs_diff = float(diff.max())
+        result.worst = {**where, "position": row, "index": col, "ours": float(ours[row, col]),
+                        "reference": float(ref[row, col])}
+
+
+def seq2seq_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> GateResult:
+    """Encoder states and teacher-forced logits vs transformers, greedy tokens, our cached decode vs one call."""
+    golden, kv_max, start = cfg.golden, cfg.export.kv_cache_max, cfg.model.arch.decoder_start_token
+    result = GateResult(atol=golden.atol, decode_atol=golden.decode_atol)
+    for p, (ids, dec) in enumerate(zip(prompts, decoder_inputs(cfg, len(prompts)))):
+        ref_states, ref_logits = reference_seq2seq(hf, ids, dec)
+        states, logits = our_seq2seq(model, ids, dec, kv_max)
+        _worst(result, (states - ref_states).abs(), states, ref_states, prompt=p, output="encoder_states")
+        _worst(result, (logits - ref_logits).abs(), logits, ref_logits, prompt=p, output="decoder_logits")
+        _, stepwise = our_seq2seq_steps(model, ids, dec, start, len(dec), kv_max)
+        result.decode_vs_full_max_abs_diff = max(result.decode_vs_full_max_abs_diff, float((stepwise - logits).abs().max()))
+        ref_tokens = reference_seq2seq_greedy(hf, ids, start, golden.new_tokens)
+        our_tokens, _ = our_seq2seq_steps(model, ids, None, start, golden.new_tokens, kv_max)
+        result.greedy_equal += sum(a == b for a, b in zip(ref_tokens, our_tokens))
+        result.greedy_total += len(ref_tokens)
+        if p == 0:
+            result.extra["reference_greedy"] = ref_tokens  # what the flatbuffer's greedy generation must give
+    worst = result.worst
+    result.summary = (f"max |diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst in {worst.get('output')} of "
+                      f"prompt {worst.get('prompt')} position {worst.get('position')}), greedy seq2seq "
+                      f"{result.greedy_equal}/{result.greedy_total}, cached decode vs one call "
+                      f"{result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})")
+    return result
+
+
+def seq2seq_reference_arrays(hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> dict[str, np.ndarray]:
+    """From transformers only: ids, encoder states, top-k teacher-forced logits at a few positions, greedy tokens."""
+    arrays = {}
+    for p, (ids, dec) in enumerate(zip(prompts, decoder_inputs(cfg, len(prompts)))):
+        states, logits = reference_seq2seq(hf, ids, dec)
+        positions = golden_positions(len(dec))
+        top = logits[positions].topk(TOP_K, dim=-1)
+        arrays[f"p{p}_ids"] = np.array(ids, dtype=np.int64)
+        arrays[f"p{p}_decoder_ids"] = np.array(dec, dtype=np.int64)
+        arrays[f"p{p}_states_value"] = states.numpy()
+        arrays[f"p{p}_positions"] = np.array(positions, dtype=np.int64)
+        arrays[f"p{p}_topk_index"] = top.indices.numpy().astype(np.int64)
+        arrays[f"p{p}_topk_value"] = top.values.numpy()
+        greedy = reference_seq2seq_greedy(hf, ids, cfg.model.arch.decoder_start_token, cfg.golden.new_tokens)
+        arrays[f"p{p}_greedy"] = np.array(greedy, dtype=np.int64)
+    return arrays
+
+
+def seq2seq_compare(model: nn.Module, arrays: dict[str, np.ndarray], cfg: ZooConfig) -> dict:
+    max_diff, greedy_equal, greedy_total = 0.0, 0, 0
+    kv_max, start = cfg.export.kv_cache_max, cfg.model.arch.decoder_start_token
+    for p in range(len([k for k in arrays if k.endswith("_decoder_ids")])):
+        ids, dec = arrays[f"p{p}_ids"].tolist(), arrays[f"p{p}_decoder_ids"].tolist()
+        states, logits = our_seq2seq(model, ids, dec, kv_max)
+        picked = logits[torch.from_numpy(arrays[f"p{p}_positions"])].gather(-1, torch.from_numpy(arrays[f"p{p}_topk_index"]))
+        max_diff = max(max_diff, float((picked - torch.from_numpy(arrays[f"p{p}_topk_value"])).abs().max()),
+                       float((states - torch.from_numpy(arrays[f"p{p}_states_value"])).abs().max()))
+        greedy = arrays[f"p{p}_greedy"].tolist()
+        ours, _ = our_seq2seq_steps(model, ids, None, start, len(greedy), kv_max)
+        greedy_equal += sum(a == b for a, b in zip(ours, greedy))
+        greedy_total += len(greedy)
+    return {"max_abs_diff": max_diff, "greedy_equal": greedy_equal, "greedy_total": greedy_total}
+
+
+# --- encoder (BERT): last hidden states, pooled sentence embeddings, their cosine similarities ----------------------
+
+def encoder_inputs(cfg: ZooConfig, tokenizer) -> list[list[int]]:
+    """The golden sentences through the tokenizer, or seeded random ids for entries without one."""
+    if tokenizer is None:
+        return prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, False)
+    return [tokenizer(text)["input_ids"] for text in cfg.golden.sentences]
+
+
+@torch.no_grad()
+def reference_embedding(hf: nn.Module, ids: list[int], pooling: PoolingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' last hidden states [S, dim] and sentence-transformers' pooling of them [dim] (one unpadded
+    sentence: mean over all tokens, or the first; then Normalize)."""
+    hidden = hf(torch.tensor([ids])).last_hidden_state[0].float()
+    pooled = hidden[0] if Pooling(pooling.mode) is Pooling.cls else hidden.mean(0)
+    return hidden, torch.nn.functional.normalize(pooled, dim=-1) if pooling.normalize else pooled
+
+
+def cosine_matrix(embeddings: torch.Tensor) -> torch.Tensor:
+    unit = torch.nn.functional.normalize(embeddings, dim=-1)
+    return unit @ unit.T
+
+
+@torch.no_grad()
+def our_embedding(model: nn.Module, ids: list[int], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our hidden states [S, dim] and embedding [dim] of one sentence, padded to `length` (masked) when given."""
+    pad = (length or len(ids)) - len(ids)
+    tokens = torch.tensor([ids + [0] * pad])
+    mask = torch.tensor([[1] * len(ids) + [0] * pad])
+    return model.hidden(tokens, mask)[0, : len(ids)], model(tokens, mask)[0]
+
+
+def encoder_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> GateResult:
+    """Hidden states and embeddings vs transformers, their cosine similarities, and padding (to the export's
+    encoder_len, masked) leaving our embedding unchanged (in place of the decoder's cached-decode check)."""
+    result = GateResult(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
+    ours_all, refs_all = [], []
+    for p, ids in enumerate(prompts):
+        ref_hidden, ref_emb = reference_embedding(hf, ids, cfg.model.arch.pooling)
+        hidden, emb = our_embedding(model, ids)
+        _worst(result, (hidden - ref_hidden).abs(), hidden, ref_hidden, prompt=p, output="hidden_states")
+        _worst(result, (emb - ref_emb).abs()[None], emb[None], ref_emb[None], prompt=p, output="embedding")
+        _, padded = our_embedding(model, ids, cfg.export.encoder_len)
+        result.decode_vs_full_max_abs_diff = max(result.decode_vs_full_max_abs_diff, float((padded - emb).abs().max()))
+        ours_all.append(emb)
+        refs_all.append(ref_emb)
+    ref_sim, our_sim = cosine_matrix(torch.stack(refs_all)), cosine_matrix(torch.stack(ours_all))
+    result.extra["similarities"] = ref_sim.tolist()
+    result.extra["similarity_max_abs_diff"] = float((ref_sim - our_sim).abs().max())
+    result.summary = (f"max |hidden or embedding diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst "
+                      f"{result.worst.get('output')} of sentence {result.worst.get('prompt')}), cosine similarities "
+                      f"max diff {result.extra['similarity_max_abs_diff']:.2e}, padded to {cfg.export.encoder_len} vs "
+                      f"unpadded {result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})")
+    return result
+
+
+def encoder_reference_arrays(hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> dict[str, np.ndarray]:
+    """From transformers only: ids, last hidden states, pooled embeddings and their cosine similarities."""
+    arrays, embeddings = {}, []
+    for p, ids in enumerate(prompts):
+        hidden, emb = reference_embedding(hf, ids, cfg.model.arch.pooling)
+        arrays[f"p{p}_ids"] = np.array(ids, dtype=np.int64)
+        arrays[f"p{p}_hidden_value"] = hidden.numpy()
+        arrays[f"p{p}_embedding_value"] = emb.numpy()
+        embeddings.append(emb)
+    arrays["similarities_value"] = cosine_matrix(torch.stack(embeddings)).numpy()
+    return arrays
+
+
+def encoder_compare(model: nn.Module, arrays: dict[str, np.ndarray], cfg: ZooConfig) -> dict:
+    max_diff = 0.0
+    for p in range(len([k for k in arrays if k.endswith("_ids")])):
+        hidden, emb = our_embedding(model, arrays[f"p{p}_ids"].tolist())
+        max_diff = max(max_diff, float((hidden - torch.from_numpy(arrays[f"p{p}_hidden_value"])).abs().max()),
+                       float((emb - torch.from_numpy(arrays[f"p{p}_embedding_value"])).abs().max()))
+    return {"max_abs_diff": max_diff, "greedy_equal": 0, "greedy_total": 0}
+
+
+# --- per kind -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KindGolden:
+    """The golden functions of one model kind, each taking the validated config."""
+
+    inputs: Callable[[ZooConfig, Any], list[list[int]]]  # (cfg, tokenizer) -> the fixed prompt set
+    gate: Callable[[nn.Module, nn.Module, list[list[int]], ZooConfig], GateResult]  # (ours, transformers, ...)
+    reference_arrays: Callable[[nn.Module, list[list[int]], ZooConfig], dict[str, np.ndarray]]  # transformers only
+    compare: Callable[[nn.Module, dict[str, np.ndarray], ZooConfig], dict]  # ours vs a golden file
+
+
+KINDS: dict[Kind, KindGolden] = {
+    Kind.decoder: KindGolden(
+        inputs=lambda cfg, tok: prompt_ids(cfg.golden, tok, cfg.model.arch.vocab_size, cfg.seed,
+                                           cfg.model.tokenizer.chat_template),
+        gate=lambda model, hf, prompts, cfg: gate(model, hf, prompts, cfg.golden, cfg.export.kv_cache_max),
+        reference_arrays=lambda hf, prompts, cfg: reference_arrays(hf, prompts, cfg.golden.new_tokens),
+        compare=lambda model, arrays, cfg: compare_to_golden(model, arrays, cfg.export.kv_cache_max),
+    ),
+    Kind.encoder_decoder: KindGolden(
+        inputs=lambda cfg, tok: prompt_ids(cfg.golden, tok, cfg.model.arch.vocab_size, cfg.seed, False),
+        gate=seq2seq_gate, reference_arrays=seq2seq_reference_arrays, compare=seq2seq_compare,
+    ),
+    Kind.encoder: KindGolden(
+        inputs=encoder_inputs, gate=encoder_gate, reference_arrays=encoder_reference_arrays, compare=encoder_compare,
+    ),
+}

@@ -13,7 +13,7 @@ from torch import nn
 from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
-from zoo.config import ZooConfig
+from zoo.config import Kind, ZooConfig
 from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
 
@@ -57,6 +57,8 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded
 
 def verify(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
     """The golden gate against the entry's transformers class; raises GateFailed on a miss."""
+    if Kind(cfg.model.kind) is not Kind.decoder:
+        return verify_kind(cfg, loaded, report)
     with report.stage("golden"):
         hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
         chat = cfg.model.tokenizer.chat_template
@@ -79,6 +81,20 @@ def verify(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
     return result
 
 
+def verify_kind(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
+    """The golden gate of an encoder kind, by its functions in golden.KINDS; raises GateFailed on a miss."""
+    kind = golden.KINDS[Kind(cfg.model.kind)]
+    with report.stage("golden"):
+        hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
+        prompts = kind.inputs(cfg, loaded.tokenizer)
+        result = kind.gate(loaded.model, hf, prompts, cfg)
+        del hf
+        report["golden"] = section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts}
+    if not result.passed:
+        raise GateFailed(gate_line(section))
+    return result
+
+
 def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
     """Our model's greedy answer, cut at the end-of-sequence token."""
     out = golden.our_greedy(loaded.model, ids, tokens, kv_max)
@@ -88,6 +104,8 @@ def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str
 
 def gate_line(section: dict) -> str:
     verdict = "PASS" if section["passed"] and section.get("answer_ok", True) else "FAIL"
+    if "summary" in section:  # kinds other than the decoder say what they compared
+        return f"golden {verdict}: {section['summary']}"
     worst = section["worst"]
     line = (f"golden {verdict}: max |logit diff| {section['max_abs_diff']:.2e} (atol {section['atol']:.0e}; worst at "
             f"prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), greedy "
@@ -98,6 +116,17 @@ def gate_line(section: dict) -> str:
     return line
 
 
+def check_line(section: dict) -> str:
+    """The check's summary line: the decoder's logit metrics, or whatever metrics an encoder kind measures."""
+    if "kl" not in section:
+        metrics = ", ".join(f"{k} {section[k]:.3g}" for k in ("max_abs_diff", "cosine", "greedy", "similarity_max_diff")
+                            if k in section)
+        return f"check {'PASS' if section['passed'] else 'FAIL'} over {section['positions']} steps or inputs: {metrics}"
+    greedy = f", flatbuffer greedy vs transformers {section['greedy']:.3f}" if "greedy" in section else ""
+    return (f"check PASS over {section['positions']} positions: max |logit diff| {section['max_abs_diff']:.2e}, cosine "
+            f"{section['cosine']:.5f}, top-1 {section['top1']:.3f}, KL {section['kl']:.2e}{greedy}")
+
+
 def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
     return run_dir / f"{cfg.model.name}_{cfg.quant.name}_kv{cfg.export.kv_cache_max}.tflite"
 
@@ -105,13 +134,21 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
 def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path:
     """The multi-signature flatbuffer of the verified model, quantized by the recipe, written atomically."""
     from zoo.export import export_tflite
+    from zoo.export.programs import export_programs
+    from zoo.export.signatures import PROGRAMS
 
+    kind = Kind(cfg.model.kind)
     with report.stage("export"):
-        export_tflite(model, path, cfg.export.kv_cache_max, list(cfg.export.prefill_lens),
-                      cfg.export.prefill_logits.value, cfg.export.mask_as_input, cfg.quant)
+        if kind is Kind.decoder:
+            export_tflite(model, path, cfg.export.kv_cache_max, list(cfg.export.prefill_lens),
+                          cfg.export.prefill_logits.value, cfg.export.mask_as_input, cfg.quant)
+            signatures = [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
+        else:
+            programs = PROGRAMS[kind](model, cfg.export.encoder_len, cfg.export.kv_cache_max)
+            signatures = export_programs(programs, path, cfg.quant)
     report["export"] = {
         "path": str(path), "size_bytes": path.stat().st_size,
-        "signatures": [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"],
+        "signatures": signatures,
         "convert_seconds": report["timings"]["export"]["seconds"],
         "convert_peak_rss_bytes": report["timings"]["export"]["peak_rss_bytes"],  # the process's peak so far
     }
@@ -120,13 +157,16 @@ def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path
 
 def check(cfg: ZooConfig, model: nn.Module, prompt: list[int], path: Path, report: Report) -> dict:
     """The flatbuffer against the PyTorch model on the same inputs; raises CheckFailed past the recipe's bounds."""
-    from zoo.check import check_failures, logit_metrics, run_check
+    from zoo.check import KIND_CHECKS, check_failures, logit_metrics, run_check
 
     with report.stage("check"):
-        logits = run_check(path, model, prompt, cfg.export, cfg.threads)
-        metrics = logit_metrics(logits["torch"], logits["tflite"])
+        if Kind(cfg.model.kind) is Kind.decoder:
+            logits = run_check(path, model, prompt, cfg.export, cfg.threads)
+            metrics, positions = logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])
+        else:
+            metrics, positions = KIND_CHECKS[Kind(cfg.model.kind)](path, model, report["golden"], cfg)
     failures = check_failures(metrics, cfg.quant.check)
-    report["check"] = {**metrics, "positions": len(logits["torch"]), "passed": not failures, "failures": failures,
+    report["check"] = {**metrics, "positions": positions, "passed": not failures, "failures": failures,
                        "bounds": {k: v for k, v in vars(cfg.quant.check).items() if v is not None}}
     if failures:
         raise CheckFailed(f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures))

@@ -183,6 +183,7 @@ ACTIVATIONS = {
     Activation.silu: F.silu,
     Activation.gelu: F.gelu,
     Activation.gelu_tanh: lambda x: F.gelu(x, approximate="tanh"),
+    Activation.relu: F.relu,
 }
 
 

@@ -97,7 +97,9 @@ def random_checkpoint(reference: ReferenceConfig, seed: int) -> Checkpoint:
     for tensor in tensors.values():
         if tensor.ndim == 1 and tensor.is_floating_point():
             tensor.add_(torch.randn(tensor.shape) * 0.1)
-    if getattr(config, "tie_word_embeddings", False):  # HF checkpoints do not store a tied head twice
+    # HF checkpoints do not store a tied head twice. The entry's own word decides: transformers 5 builds every T5
+    # tied, yet an untied (flan-t5) checkpoint stores its lm_head.
+    if reference.hf_config.get("tie_word_embeddings", getattr(config, "tie_word_embeddings", False)):
         tied = set(getattr(model, "_tied_weights_keys", None) or ())
         tensors = {k: v for k, v in tensors.items() if k not in tied}
     return Checkpoint(tensors, config, f"random (seed {seed}, {reference.hf_class} init)")

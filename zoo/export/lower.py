@@ -178,6 +178,13 @@ def reduce_sum(x: tf.Tensor, dims: Sequence[int] | None = None, keepdim: bool = 
     return tf.reduce_sum(x, axis=None if dims is None else list(dims), keepdims=keepdim)
 
 
+def clamp(x: tf.Tensor, min: float | None = None, max: float | None = None) -> tf.Tensor:
+    """MAXIMUM / MINIMUM with a constant of x's dtype."""
+    if min is not None:
+        x = tf.maximum(x, tf.constant(min, x.dtype))
+    return x if max is None else tf.minimum(x, tf.constant(max, x.dtype))
+
+
 def power(x: tf.Tensor, exponent: float) -> tf.Tensor:
     """Square as a MUL: exact, where POW goes through exp/log."""
     return x * x if exponent == 2 else tf.pow(x, tf.constant(exponent, x.dtype))
@@ -260,6 +267,9 @@ OPS: dict[Any, Callable[..., Any]] = {
     aten.rsqrt.default: tf.math.rsqrt,
     aten.sqrt.default: tf.sqrt,
     aten.exp.default: tf.exp,
+    aten.log.default: tf.math.log,
+    aten.abs.default: tf.abs,
+    aten.clamp.default: clamp,
     aten.cos.default: tf.cos,
     aten.sin.default: tf.sin,
     aten.tanh.default: tf.tanh,

@@ -1,5 +1,6 @@
 """The LiteRT signatures of a decoder: `prefill_{T}` per prefill length and `decode` (T=1), each a torch.export'ed
-step with flat, conventionally named inputs and outputs, then lowered to a TF concrete function.
+step with flat, conventionally named inputs and outputs, then lowered to a TF concrete function. Encoder kinds
+(`PROGRAMS`): T5 `encode` + `decode`, BERT `embed`.
 
 Names follow what MediaPipe / LiteRT-LM look for: inputs `tokens` [1,T] int32, `input_pos` [T] int32,
 `kv_cache_k_{i}` / `kv_cache_v_{i}`, optional `mask` [1,1,T,kv_max]; outputs `logits` and the updated caches.
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 from torch.export import ExportedProgram
 
+from zoo.config import Kind
 from zoo.export.lower import lower, tf_dtype
 
 Logits = Literal["none", "last", "all"]
@@ -88,3 +90,94 @@ def tf_signature(
         return dict(zip(outputs, lowered(*args), strict=True))
 
     return fn.get_concrete_function()
+
+
+# --- encoder kinds: fixed-length `encode` / `embed` with an attention-mask input, and the T5 `decode` step ----------
+
+@dataclass(frozen=True)
+class Program:
+    """One signature of an encoder kind: a step over the model (held as `.model`, so every signature names a weight
+    the same), example inputs of its static shapes, and the conventional names of its flat inputs and outputs."""
+
+    name: str
+    step: nn.Module
+    args: tuple
+    inputs: list[str]
+    outputs: list[str]
+
+
+def _pairs(flat: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(zip(flat[0::2], flat[1::2]))
+
+
+class Encode(nn.Module):
+    """tokens, attention_mask [1, S] -> encoder states and every decoder layer's cross-attention K, V."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, attention_mask) -> tuple[torch.Tensor, ...]:
+        states = self.model.encode(tokens, attention_mask)
+        return (states, *(t for pair in self.model.cross_kv(states) for t in pair))
+
+
+class Seq2SeqDecode(nn.Module):
+    """One decoder token over the self-attention cache and the precomputed cross K/V -> logits, updated cache."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, input_pos, caches: list[torch.Tensor], cross: list[torch.Tensor], attention_mask):
+        logits, kv = self.model(tokens, input_pos, _pairs(caches), _pairs(cross), attention_mask)
+        return (logits, *(t for pair in kv for t in pair))
+
+
+class Embed(nn.Module):
+    """tokens, attention_mask [1, S] -> pooled (normalised, per the entry) sentence embedding [1, dim]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, attention_mask) -> torch.Tensor:
+        return self.model(tokens, attention_mask)
+
+
+def _names(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("k", "v")]
+
+
+def seq2seq_programs(model: nn.Module, encoder_len: int, kv_cache_max: int) -> list[Program]:
+    """`encode` and `decode`. Decode takes the cross-attention K/V that encode computed once, so a step projects
+    only its own token: no per-step K/V projection of all encoder states."""
+    layers = model.arch.num_layers
+    tokens, mask = torch.zeros(1, encoder_len, dtype=torch.int64), torch.ones(1, encoder_len, dtype=torch.int64)
+    caches = [c for pair in model.empty_cache(kv_cache_max) for c in pair]
+    with torch.no_grad():
+        cross = list(Encode(model)(tokens, mask)[1:])
+    cache, cross_names = _names("kv_cache", layers), _names("cross", layers)
+    return [
+        Program("encode", Encode(model), (tokens, mask), ["tokens", "attention_mask"], ["encoder_states", *cross_names]),
+        Program("decode", Seq2SeqDecode(model),
+                (torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), caches, cross, mask),
+                ["tokens", "input_pos", *cache, *cross_names, "attention_mask"], ["logits", *cache]),
+    ]
+
+
+def encoder_programs(model: nn.Module, encoder_len: int, kv_cache_max: int) -> list[Program]:
+    """`embed`: one sentence padded to encoder_len, with its attention mask."""
+    tokens, mask = torch.zeros(1, encoder_len, dtype=torch.int64), torch.ones(1, encoder_len, dtype=torch.int64)
+    return [Program("embed", Embed(model), (tokens, mask), ["tokens", "attention_mask"], ["embedding"])]
+
+
+PROGRAMS: dict[Kind, Callable[[nn.Module, int, int], list[Program]]] = {
+    Kind.encoder_decoder: seq2seq_programs,
+    Kind.encoder: encoder_programs,
+}
+
+
+def export_program(program: Program) -> ExportedProgram:
+    with torch.no_grad():
+        return torch.export.export(program.step, program.args, strict=False)
