@@ -186,14 +186,19 @@ def test_interrupted_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted while streaming weights into the file: the previous artifact stays, no temp file is left."""
     target = tmp_path / "m.tflite"
     target.write_bytes(b"previous")
+    calls = []
 
-    def broken(data: bytes, recipe: QuantConfig) -> bytes:
-        raise ValueError("quantizer failed")
+    def interrupted(data):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return memoryview(data)
 
-    monkeypatch.setattr("zoo.export.convert.quantize", broken)
-    with pytest.raises(ValueError, match="quantizer"):
+    monkeypatch.setattr("zoo.export.bake.memoryview", interrupted, raising=False)
+    with pytest.raises(KeyboardInterrupt):
         export_tflite(model(llama(), KVLayout.btnh), target, KV, [8])
     assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["m.tflite"]

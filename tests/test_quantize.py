@@ -14,7 +14,7 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
 from zoo.config import ComponentModes, QuantConfig, QuantMode
-from zoo.export.quantize import configure_converter, quantize
+from zoo.export.quantize import quantize
 
 RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
@@ -82,8 +82,8 @@ def _rope(x, cos, sin):
     return tf.concat([a * cos - b * sin, a * sin + b * cos], -1)
 
 
-def _convert(recipe: QuantConfig) -> bytes:
-    """prefill_{PREFILL} and decode over one module, converted with the recipe's converter flags."""
+def _convert() -> bytes:
+    """prefill_{PREFILL} and decode over one float module, weights as constants."""
     module = TinyLlama()
     kv = [tf.TensorSpec([1, KV_MAX, HEADS, HEAD_DIM], tf.float32, f"kv_cache_{c}_{i}")
           for c in "kv" for i in range(LAYERS)]
@@ -98,13 +98,12 @@ def _convert(recipe: QuantConfig) -> bytes:
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [signature(f"prefill_{PREFILL}", PREFILL), signature("decode", 1)], module)
-    configure_converter(converter, recipe)
     return converter.convert()
 
 
 def _logits(model: bytes) -> dict[str, np.ndarray]:
     """Logits of every signature on fixed inputs: prefill from position 0, decode at position PREFILL."""
-    interpreter = Interpreter(model_content=model)
+    interpreter = Interpreter(model_content=bytes(model))
     rng = np.random.default_rng(1)
     out = {}
     for name in interpreter.get_signature_list():
@@ -152,7 +151,7 @@ def _weight_bytes(model: bytes) -> int:
 
 @pytest.fixture(scope="module")
 def float_model() -> bytes:
-    return _convert(QuantConfig())
+    return _convert()
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +162,7 @@ def float_logits(float_model) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_runs_within_its_thresholds(path, float_model, float_logits):
     recipe = _load(path)
-    converted = float_model if recipe.mode is QuantMode.none else _convert(recipe)
-    model = quantize(converted, recipe)
+    model = float_model if recipe.mode is QuantMode.none else quantize(float_model, recipe)
     logits = _logits(model)
     assert set(logits) == {f"prefill_{PREFILL}", "decode"}
     metrics = logit_metrics(_stack(float_logits), _stack(logits))
@@ -187,7 +185,7 @@ def test_weight_bytes_shrink(name, ratio, float_model):
 
 
 def test_fp16_halves_the_file(float_model):
-    assert len(_convert(_load(_recipe("fp16")))) < 0.55 * len(float_model)
+    assert len(quantize(float_model, _load(_recipe("fp16")))) < 0.55 * len(float_model)
 
 
 def test_component_overrides(float_model):
@@ -217,8 +215,3 @@ def test_hadamard_stays_within_int8_bounds(float_model, float_logits):
     logits = _logits(quantize(float_model, recipe))
     metrics = logit_metrics(_stack(float_logits), _stack(logits))
     assert not check_failures(metrics, recipe.check), metrics
-
-
-def test_fp16_takes_no_overrides():
-    with pytest.raises(ValueError, match="fp16"):
-        quantize(b"", QuantConfig(mode=QuantMode.fp16, components=ComponentModes(mlp=QuantMode.int8_dynamic)))

@@ -53,14 +53,21 @@ class Report:
         return self.path
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Temp file in the same folder, then rename: an interrupted write never leaves a finished-looking file."""
+@contextmanager
+def atomic_path(path: Path):
+    """A temp file next to `path` to write, renamed to `path` on success and removed on any failure or interrupt:
+    an unfinished artifact never looks finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_atomic(path: Path, data: str | bytes | bytearray | memoryview) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w" if isinstance(data, str) else "wb") as f:
+        f.write(data)

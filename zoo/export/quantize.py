@@ -1,7 +1,7 @@
 """Quantization recipes (conf/quant/*.yaml) applied to an exported multi-signature float .tflite.
 
-fp16 is the TFLite converter's own mode and must be set before conversion (`configure_converter`); every integer
-mode goes through ai-edge-quantizer after conversion (`quantize`), because only it can scope a precision to a
+Every mode, fp16 included, goes through ai-edge-quantizer after conversion (`quantize`): the weights only exist
+after zoo/export/bake.py puts them into the converted graph, and only the quantizer can scope a precision to a
 component (embedding / attention / mlp / lm_head) or table and keep a tied embedding table one tensor. The
 converter's int8 mode does neither: it stores one int8 copy of a tied table for the embedding GATHER and another
 for the lm_head, and quantizes every GATHER table of >= 1024 elements (RoPE, masks) with no way to opt out.
@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import fields
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_quantizer import qtyping, quantizer
+from ai_edge_litert.tools import flatbuffer_utils
+from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 from ai_edge_quantizer.algorithm_manager import AlgorithmName
 from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 from torch import nn
 
-from zoo.config import ComponentModes, QuantConfig, QuantMode
+from zoo.config import QuantConfig, QuantMode
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ _OpName = qtyping.TFLOperationName
 # Regexes searched in an op's scope and constant input names; the first that matches names the component.
 COMPONENTS = {
     "lm_head": r"lm_head",
-    "embedding": r"embed_tokens",
+    "embedding": r"embed_tokens|word_embeddings|\bshared\b",  # Llama-style, BERT, T5
     "attention": r"self_attn",
     "mlp": r"mlp",
 }
@@ -53,28 +52,11 @@ _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _
 
 
 def validate(recipe: QuantConfig) -> None:
-    """fp16 is a converter flag for the whole model, so it cannot be one component's or table's precision."""
-    scoped = {f.name: getattr(recipe.components, f.name) for f in fields(ComponentModes)} | {"tables": recipe.tables}
-    for key, mode in (scoped | {"fallback": recipe.fallback}).items():
-        if mode is QuantMode.fp16:
-            raise ValueError(f"quant {recipe.name}: {key}: fp16 applies to the whole model (mode: fp16) only")
-    if recipe.mode is QuantMode.fp16 and any(m not in (None, QuantMode.none) for m in scoped.values()):
-        raise ValueError(f"quant {recipe.name}: mode fp16 is done by the converter and takes no overrides")
     if recipe.fallback in _BLOCK:
         raise ValueError(f"quant {recipe.name}: fallback must not be blockwise, got {recipe.fallback.value}")
     if recipe.zero_point and recipe.hadamard:
         raise ValueError(f"quant {recipe.name}: zero_point and hadamard exclude each other (a rotation moves "
                          "weights off their 4-bit grid); set one of them to false")
-
-
-def configure_converter(converter: Any, recipe: QuantConfig) -> None:
-    """Sets the converter's own quantization flags; fp16 exists only at conversion time."""
-    validate(recipe)
-    if recipe.mode is QuantMode.fp16:
-        import tensorflow as tf
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
 
 
 def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, int]:
@@ -89,25 +71,35 @@ def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, int]:
     return blocks
 
 
-def quantize(float_tflite: bytes | str | Path, recipe: QuantConfig) -> bytes:
-    """The converted model with the recipe's post-conversion modes applied (unchanged for none / fp16)."""
+class _Quantizer(quantizer.Quantizer):
+    """ai-edge-quantizer over a model object already in memory (baked weights are views of the torch tensors),
+    where its own constructor would parse a serialized copy. Sets what that constructor sets (pinned 0.10.0)."""
+
+    def __init__(self, model: qtyping.ModelT):  # pylint: disable=super-init-not-called
+        self._model_name = None
+        self._float_model_buffer = memoryview(b"")  # read only by calibration and progress reports: neither runs
+        self.previous_quantized_model_buffer = None
+        self._float_model = model
+        self._recipe_manager = recipe_manager.RecipeManager()
+        self._result = quantizer.QuantizationResult([{}], None)
+        self._quantize_called = False
+
+
+def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig) -> bytearray:
+    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe."""
     validate(recipe)
-    data = Path(float_tflite).read_bytes() if isinstance(float_tflite, (str, Path)) else float_tflite
-    if recipe.mode in (QuantMode.none, QuantMode.fp16):
-        return bytes(data)
-    qz = quantizer.Quantizer(bytearray(data))
-    # The quantizer's parsed model is edited in place: re-serialising it would copy every weight once more.
-    model = qz._float_model  # pylint: disable=protected-access
-    plan = _plan(model, recipe)
+    if not isinstance(float_model, schema.ModelT):
+        float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
+    plan = _plan(float_model, recipe)
     if not plan:
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
+    qz = _Quantizer(float_model)
     for (mode, op_name), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, recipe)
-    result = qz.quantize(enable_progress_bar=False, enable_progress_report=False)
-    data = bytearray(result.quantized_model)
+    data = qz.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model
     _unzero_scales(data)
-    return bytes(data)
+    return data
 
 
 def _unzero_scales(data: bytearray) -> None:
@@ -131,6 +123,9 @@ def _unzero_scales(data: bytearray) -> None:
 
 
 def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, recipe: QuantConfig) -> None:
+    if mode is QuantMode.fp16:
+        qz.add_weight_only_config(regex, op_name, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+        return
     if mode is QuantMode.int8_weight_only:
         qz.add_weight_only_config(regex, op_name, num_bits=8)
         return

@@ -78,16 +78,23 @@ def input_specs(program: ExportedProgram, names: Sequence[str]) -> list[tf.Tenso
 
 def tf_signature(
     program: ExportedProgram,
-    state: Mapping[str, tf.Variable],
+    weights: Mapping[str, torch.Tensor],
     inputs: Sequence[str],
     outputs: Sequence[str],
 ) -> Callable[..., dict[str, tf.Tensor]]:
-    """The lowered program as a concrete function with named inputs and a dict of named outputs."""
-    lowered = lower(program, state)
+    """The lowered program as a concrete function with named inputs and a dict of named outputs.
 
-    @tf.function(input_signature=input_specs(program, inputs), autograph=False)
+    Every parameter and buffer is an input too, named by torch state name: the converter then never holds weight
+    values, which zoo/export/bake.py puts in as shared constants afterwards.
+    """
+    specs = input_specs(program, inputs) + [
+        tf.TensorSpec(list(t.shape), tf_dtype(t.dtype), name=name) for name, t in weights.items()
+    ]
+
+    @tf.function(input_signature=specs, autograph=False)
     def fn(*args: tf.Tensor) -> dict[str, tf.Tensor]:
-        return dict(zip(outputs, lowered(*args), strict=True))
+        state = dict(zip(weights, args[len(inputs):], strict=True))
+        return dict(zip(outputs, lower(program, state)(*args[: len(inputs)]), strict=True))
 
     return fn.get_concrete_function()
 
