@@ -168,6 +168,9 @@ class ReferenceConfig:
 class TokenizerConfig:
     source: str = "checkpoint"  # the checkpoint's own (tokenizer.json, SentencePiece, GGUF), a path, or "none"
     chat_template: bool = True  # prompts go through the tokenizer's chat template
+    # Generation: None / [] take the tokenizer's own (GGUF metadata, tokenizer_config.json); set to override.
+    start_token: Optional[str] = None  # e.g. "<|im_start|>"; bundles record it as the sequence start
+    stop_tokens: list[str] = field(default_factory=list)  # e.g. ["<|im_end|>"]; the tokenizer's eos when empty
 
 
 @dataclass
@@ -256,11 +259,31 @@ class GoldenConfig:
 
 
 @dataclass
+class SamplingConfig:
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: no cut
+    top_p: float = 1.0  # nucleus mass kept; 1: no cut
+    seed: int = 0  # numpy Generator seed: the same seed, prompt and model give the same tokens
+
+
+@dataclass
+class GenerateConfig:
+    """`python -m zoo.generate`: what to generate from the flatbuffer the rest of the config describes."""
+
+    prompt: str = ""
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prefill_lens: Optional[list[int]] = None  # prefill signatures to use; None: every one the flatbuffer has
+    artifacts: str = "artifacts"  # cache of exports, one folder per config hash (zoo/generate.py)
+
+
+@dataclass
 class ZooConfig:
     model: ModelConfig = MISSING
     quant: QuantConfig = MISSING
     export: ExportConfig = MISSING
     golden: GoldenConfig = field(default_factory=GoldenConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     variant: Variant = Variant.full
     seed: int = 0
     threads: int = 2
