@@ -22,4 +22,5 @@ def shrink(cfg: DictConfig) -> None:
     arch.mlp.hidden_dim = 128
     arch.vocab_size = 512
     cfg.model.checkpoint = "random"
-    cfg.model.tokenizer.source = "none"
+    if cfg.model.tokenizer.source == "checkpoint":  # random weights bring no tokenizer; one given by path stays
+        cfg.model.tokenizer.source = "none"

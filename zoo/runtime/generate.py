@@ -6,8 +6,8 @@ gives the first logits, so prefill never needs its own logits and padding in its
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from zoo.config import SamplingConfig
 from zoo.runtime.model import GenerateError, LiteModel
