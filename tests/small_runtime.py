@@ -27,3 +27,20 @@ def tiny_tokenizer(folder: Path, vocab_size: int = 512) -> Path:
     fast.chat_template = CHATML
     fast.save_pretrained(folder)
     return folder
+
+
+def tiny_sentencepiece(folder: Path, vocab_size: int = 200) -> Path:
+    """A SentencePiece BPE model trained here (tokenizer.model + a Llama tokenizer config): MediaPipe's kind."""
+    import io
+    import json
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=vocab_size,
+                                   model_type="bpe", hard_vocab_limit=False, minloglevel=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
+    return folder

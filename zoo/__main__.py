@@ -15,12 +15,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo.bundle import BundleError
 from zoo.checkpoint import CheckpointError, MappingError
 from zoo.config import ConfigError, composition_error, load
 from zoo.pipeline import CheckFailed, GateFailed, gate_line, run
 from zoo.report import write_atomic
 
-USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed)
+USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed, BundleError)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -42,6 +43,8 @@ def main(cfg: DictConfig) -> None:
               f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
         print(f"check PASS over {chk['positions']} positions: max |logit diff| {chk['max_abs_diff']:.2e}, cosine "
               f"{chk['cosine']:.5f}, top-1 {chk['top1']:.3f}, KL {chk['kl']:.2e}")
+    for kind, made in report.data.get("bundles", {}).items():
+        print(f"bundle {kind}: {made['path']} ({made['size_bytes'] / 1e6:.1f} MB)")
     print(f"report: {report.path}")
 
 

@@ -234,6 +234,11 @@ class PrefillLogits(enum.Enum):
     all = "all"
 
 
+class Bundle(enum.Enum):
+    litertlm = "litertlm"  # LiteRT-LM (zoo/bundle.py); needs kv_layout=transposed and mask_as_input=true
+    task = "task"  # MediaPipe LLM Inference; needs a SentencePiece tokenizer
+
+
 @dataclass
 class ExportConfig:
     name: str = "default"
@@ -244,6 +249,7 @@ class ExportConfig:
     prefill_lens: list[int] = field(default_factory=lambda: [128])
     prefill_logits: PrefillLogits = PrefillLogits.last
     check_steps: int = 32  # teacher-forced decode steps of the post-export check (after one prefill)
+    bundles: list[Bundle] = field(default_factory=list)  # written next to the checked flatbuffer
 
 
 @dataclass
@@ -389,6 +395,13 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     for prefill in cfg.export.prefill_lens:
         if not 0 < prefill <= cfg.export.kv_cache_max:
             raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
+    if Bundle.litertlm in cfg.export.bundles and (cfg.export.kv_layout is not KVLayout.transposed
+                                                  or not cfg.export.mask_as_input):
+        raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
+                          "(use export=litertlm)")
+    if cfg.export.bundles and cfg.model.tokenizer.source == "none":
+        raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none "
+                          "(variant=small has none unless given a path)")
     if cfg.export.kv_cache_max > arch.max_positions:
         raise ConfigError(
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"
