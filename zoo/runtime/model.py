@@ -34,6 +34,7 @@ class _Signature:
     cache_in: list[np.ndarray]  # K0, V0, K1, V1 ...
     cache_out: list[np.ndarray]
     subgraph: int
+    offsets: np.ndarray | None  # [T, kv_max] slot - query index: slot s is visible to query i iff s - i <= start
     stale: list[int] = field(default_factory=list)  # [lo, hi) slots whose cache inputs lag decode's, or empty
 
 
@@ -82,10 +83,12 @@ class LiteModel:
             return self._wrapper.tensor(self._wrapper, index, sub)
 
         ins, outs = spec["inputs"], spec["outputs"]
+        mask = view(ins["mask"]) if "mask" in ins else None
+        offsets = None if mask is None else np.arange(mask.shape[-1])[None, :] - np.arange(mask.shape[-2])[:, None]
         return _Signature(
             name=name, length=1 if name == "decode" else int(name.removeprefix("prefill_")),
             tokens=view(ins["tokens"]), input_pos=view(ins["input_pos"]),
-            mask=view(ins["mask"]) if "mask" in ins else None,
+            mask=mask, offsets=offsets,
             logits=view(outs["logits"]) if "logits" in outs else None,
             cache_in=[view(ins[n]) for n in self.cache_names], cache_out=[view(outs[n]) for n in self.cache_names],
             subgraph=sub)
@@ -133,10 +136,8 @@ class LiteModel:
         sig.tokens[0, :n] = tokens
         sig.tokens[0, n:] = 0
         sig.input_pos[:] = range(start, start + t)
-        if sig.mask is not None:  # slot s visible to query i iff s <= start + i
-            sig.mask[...] = MASK_VALUE
-            for i in range(t):
-                sig.mask[0, 0, i, : start + i + 1] = 0.0
+        if sig.mask is not None:
+            sig.mask[0, 0] = np.where(sig.offsets <= start, np.float32(0), np.float32(MASK_VALUE))
         self._wrapper.Invoke(sig.subgraph)
         for other in self._sigs.values():
             if other is sig:

@@ -32,3 +32,39 @@ def decode_overhead(model: LiteModel, steps: int = 64, blocks: int = 5, start: i
     inv, ours = statistics.median(invoke), statistics.median(loop)
     return {"invoke_s": inv, "loop_s": ours, "ratio": ours / inv,
             "invoke_tps": 1 / inv, "loop_tps": 1 / ours, "steps": steps * blocks}
+
+
+def prefill_speed(model: LiteModel, blocks: int = 5) -> dict[str, float]:
+    """Median seconds of one full call of the largest prefill signature: bare invoke and our step (T tokens)."""
+    t = model.prefill_lens[-1]
+    sig, tokens = f"prefill_{t}", list(range(1, t + 1))
+    invoke, ours = [], []
+    clock = time.perf_counter
+    for _ in range(blocks):
+        start = clock()
+        model.step(sig, tokens, 0)
+        ours.append(clock() - start)
+        start = clock()
+        model.invoke_only(sig)
+        invoke.append(clock() - start)
+    inv, step = statistics.median(invoke), statistics.median(ours)
+    return {"tokens": t, "invoke_s": inv, "loop_s": step, "invoke_tps": t / inv, "loop_tps": t / step}
+
+
+def litert_lm_speed(bundle: str, prefill_tokens: int, decode_tokens: int, threads: int = 2) -> dict[str, float]:
+    """LiteRT-LM's own benchmark of a .litertlm bundle (prefill and decode tokens/s) on the CPU backend."""
+    import litert_lm
+
+    info = litert_lm.Benchmark(model_path=bundle, backend=litert_lm.Backend.CPU(thread_count=threads),
+                               prefill_tokens=prefill_tokens, decode_tokens=decode_tokens).run()
+    return {"prefill_tps": info.last_prefill_tokens_per_second, "decode_tps": info.last_decode_tokens_per_second}
+
+
+if __name__ == "__main__":  # python -m zoo.runtime.speed MODEL.tflite btnh|transposed [BUNDLE.litertlm]
+    import sys
+
+    lite = LiteModel(sys.argv[1], sys.argv[2])
+    print("decode", decode_overhead(lite))
+    print("prefill", prefill_speed(lite))
+    if len(sys.argv) > 3:
+        print("litert-lm", litert_lm_speed(sys.argv[3], lite.prefill_lens[-1], 64))
