@@ -50,7 +50,7 @@ def test_litertlm_greedy_text_equals_our_runtime(litertlm_run):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["export=default", "export.bundles=[litertlm]"], "litertlm needs export.kv_layout=transposed"),
-    (["export=litertlm", "variant=small"], "a bundle needs the entry's tokenizer"),
+    (["export=litertlm", "model.tokenizer.source=none"], "a bundle needs the entry's tokenizer"),
 ])
 def test_bundle_config_errors_come_before_export(overrides, message):
     with pytest.raises(ConfigError, match=message):

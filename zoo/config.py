@@ -400,8 +400,7 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
         raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
                           "(use export=litertlm)")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":
-        raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none "
-                          "(variant=small has none unless given a path)")
+        raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
     if cfg.export.kv_cache_max > arch.max_positions:
         raise ConfigError(
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"

@@ -24,3 +24,4 @@ def shrink(cfg: DictConfig) -> None:
     cfg.model.checkpoint = "random"
     if cfg.model.tokenizer.source == "checkpoint":  # random weights bring no tokenizer; one given by path stays
         cfg.model.tokenizer.source = "none"
+        cfg.export.bundles = []  # bundles carry a tokenizer: none without one
