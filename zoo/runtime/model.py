@@ -93,10 +93,6 @@ class LiteModel:
             cache_in=[view(ins[n]) for n in self.cache_names], cache_out=[view(outs[n]) for n in self.cache_names],
             subgraph=sub)
 
-    @property
-    def signatures(self) -> list[str]:
-        return list(self._sigs)
-
     def prefill_plan(self, start: int, count: int) -> list[tuple[str, int]]:
         """(signature, real tokens) chunks that write `count` tokens from position `start`.
 

@@ -15,23 +15,26 @@ from zoo.runtime.model import LiteModel
 
 
 def decode_overhead(model: LiteModel, steps: int = 64, blocks: int = 5, start: int = 16) -> dict[str, float]:
-    """Median seconds per decode step of the bare invoke and of our loop step, and their ratio."""
-    invoke, loop = [], []
-    clock = time.perf_counter
+    """Median seconds per decode step of the bare invoke and of our loop step, and their ratios."""
+    times = {key: [] for key in ("invoke", "loop", "invoke_cpu", "loop_cpu")}
+
+    def timed(key: str, fn) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        times[f"{key}_cpu"].append(time.process_time() - cpu)
+        times[key].append(time.perf_counter() - wall)
+
     for _ in range(blocks):
         model.step("decode", [0], start)  # inputs hold a real step for the bare invokes
         for _ in range(steps):
-            t = clock()
-            model.invoke_only("decode")
-            invoke.append(clock() - t)
-        token = 0
+            timed("invoke", lambda: model.invoke_only("decode"))
+        token = [0]
         for pos in range(start, start + steps):
-            t = clock()
-            token = int(np.argmax(model.step("decode", [token], pos)[0, -1]))
-            loop.append(clock() - t)
-    inv, ours = statistics.median(invoke), statistics.median(loop)
-    return {"invoke_s": inv, "loop_s": ours, "ratio": ours / inv,
-            "invoke_tps": 1 / inv, "loop_tps": 1 / ours, "steps": steps * blocks}
+            timed("loop", lambda pos=pos: token.append(int(np.argmax(model.step("decode", token[-1:], pos)[0, -1]))))
+    med = {key: statistics.median(values) for key, values in times.items()}
+    return {**{f"{k}_s": v for k, v in med.items()}, "ratio": med["loop"] / med["invoke"],
+            "cpu_ratio": med["loop_cpu"] / med["invoke_cpu"], "invoke_tps": 1 / med["invoke"],
+            "loop_tps": 1 / med["loop"], "steps": steps * blocks}
 
 
 def prefill_speed(model: LiteModel, blocks: int = 5) -> dict[str, float]:
