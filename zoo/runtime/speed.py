@@ -30,7 +30,7 @@ def decode_overhead(model: LiteModel, steps: int = 64, blocks: int = 5, start: i
             timed("invoke", lambda: model.invoke_only("decode"))
         token = [0]
         for pos in range(start, start + steps):
-            timed("loop", lambda pos=pos: token.append(int(np.argmax(model.step("decode", token[-1:], pos)[0, -1]))))
+            timed("loop", lambda pos=pos, token=token: token.append(int(np.argmax(model.step("decode", token[-1:], pos)[0, -1]))))
     med = {key: statistics.median(values) for key, values in times.items()}
     return {**{f"{k}_s": v for k, v in med.items()}, "ratio": med["loop"] / med["invoke"],
             "cpu_ratio": med["loop_cpu"] / med["invoke_cpu"], "invoke_tps": 1 / med["invoke"],
