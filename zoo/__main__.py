@@ -15,12 +15,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo.bundle import BundleError
 from zoo.checkpoint import CheckpointError, MappingError
 from zoo.config import ConfigError, composition_error, load
 from zoo.pipeline import CheckFailed, GateFailed, check_line, gate_line, run
 from zoo.report import write_atomic
 
-USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed)
+USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed, BundleError)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -41,6 +42,8 @@ def main(cfg: DictConfig) -> None:
         print(f"export: {exp['path']} ({exp['size_bytes'] / 1e6:.1f} MB, {', '.join(exp['signatures'])}) in "
               f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
         print(check_line(chk))
+    for kind, made in report.data.get("bundles", {}).items():
+        print(f"bundle {kind}: {made['path']} ({made['size_bytes'] / 1e6:.1f} MB)")
     print(f"report: {report.path}")
 
 

@@ -202,6 +202,9 @@ class ReferenceConfig:
 class TokenizerConfig:
     source: str = "checkpoint"  # the checkpoint's own (tokenizer.json, SentencePiece, GGUF), a path, or "none"
     chat_template: bool = True  # prompts go through the tokenizer's chat template
+    # Generation: None / [] take the tokenizer's own (GGUF metadata, tokenizer_config.json); set to override.
+    start_token: Optional[str] = None  # e.g. "<|im_start|>"; bundles record it as the sequence start
+    stop_tokens: list[str] = field(default_factory=list)  # e.g. ["<|im_end|>"]; the tokenizer's eos when empty
 
 
 @dataclass
@@ -272,6 +275,11 @@ class PrefillLogits(enum.Enum):
     all = "all"
 
 
+class Bundle(enum.Enum):
+    litertlm = "litertlm"  # LiteRT-LM (zoo/bundle.py); needs kv_layout=transposed and mask_as_input=true
+    task = "task"  # MediaPipe LLM Inference; needs a SentencePiece tokenizer
+
+
 @dataclass
 class ExportConfig:
     name: str = "default"
@@ -283,6 +291,7 @@ class ExportConfig:
     prefill_logits: PrefillLogits = PrefillLogits.last
     check_steps: int = 32  # teacher-forced decode steps of the post-export check (after one prefill)
     encoder_len: int = 128  # tokens per `encode` / `embed` call (encoder kinds): shorter inputs padded and masked
+    bundles: list[Bundle] = field(default_factory=list)  # written next to the checked flatbuffer
 
 
 @dataclass
@@ -302,11 +311,31 @@ class GoldenConfig:
 
 
 @dataclass
+class SamplingConfig:
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: no cut
+    top_p: float = 1.0  # nucleus mass kept; 1: no cut
+    seed: int = 0  # numpy Generator seed: the same seed, prompt and model give the same tokens
+
+
+@dataclass
+class GenerateConfig:
+    """`python -m zoo.generate`: what to generate from the flatbuffer the rest of the config describes."""
+
+    prompt: str = ""
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prefill_lens: Optional[list[int]] = None  # prefill signatures to use; None: every one the flatbuffer has
+    artifacts: str = "artifacts"  # cache of exports, one folder per config hash (zoo/generate.py)
+
+
+@dataclass
 class ZooConfig:
     model: ModelConfig = MISSING
     quant: QuantConfig = MISSING
     export: ExportConfig = MISSING
     golden: GoldenConfig = field(default_factory=GoldenConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     variant: Variant = Variant.full
     seed: int = 0
     threads: int = 2
@@ -430,6 +459,12 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     for prefill in cfg.export.prefill_lens if kind is Kind.decoder else []:  # only decoders have prefill signatures
         if not 0 < prefill <= cfg.export.kv_cache_max:
             raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
+    if Bundle.litertlm in cfg.export.bundles and (cfg.export.kv_layout is not KVLayout.transposed
+                                                  or not cfg.export.mask_as_input):
+        raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
+                          "(use export=litertlm)")
+    if cfg.export.bundles and cfg.model.tokenizer.source == "none":
+        raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
     if kind is not Kind.encoder and cfg.export.kv_cache_max > arch.max_positions:  # an encoder has no KV cache
         raise ConfigError(
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"

@@ -184,6 +184,10 @@ def run(cfg: ZooConfig, run_dir: Path) -> Report:
         if cfg.export.enabled:
             path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
             check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)
+            if cfg.export.bundles:
+                from zoo.bundle import bundle
+
+                bundle(cfg, path, loaded.tokenizer, report)
     except Exception as err:
         report["status"] = "failed"
         report["error"] = str(err)

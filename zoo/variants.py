@@ -27,7 +27,9 @@ def shrink(cfg: DictConfig) -> None:
         if factors:
             rope[key] = spread(factors, int(att.head_dim * rope.fraction) // 2)
     cfg.model.checkpoint = "random"
-    cfg.model.tokenizer.source = "none"
+    if cfg.model.tokenizer.source == "checkpoint":  # random weights bring no tokenizer; one given by path stays
+        cfg.model.tokenizer.source = "none"
+        cfg.export.bundles = []  # bundles carry a tokenizer: none without one
 
 
 def spread(values: list, n: int) -> list:

@@ -1,1 +1,12 @@
-"""Running models: tokenizer loading (and, with the inference issue, the interpreter and generate loop)."""
+"""Running exported flatbuffers: `LiteModel` (zero-copy signature stepping), the generate loop and sampling,
+tokenizer loading, and the export cache `zoo.generate` uses.
+
+    from zoo.runtime import LiteModel, Generator, SamplingConfig
+    gen = Generator(LiteModel("model.tflite", "btnh"), tokenizer, stop_ids=[2])
+    gen.generate("What is the capital of France?", 32, SamplingConfig(), on_text=print)
+"""
+from zoo.config import SamplingConfig
+from zoo.runtime.generate import Generator, Result, Stats, stream
+from zoo.runtime.model import GenerateError, LiteModel
+
+__all__ = ["GenerateError", "Generator", "LiteModel", "Result", "SamplingConfig", "Stats", "stream"]

@@ -1,0 +1,168 @@
+"""The runtime on a small variant's flatbuffer: chunked prefill, greedy vs torch, sampling, stops, refusals, CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, compose_cfg
+from small_runtime import tiny_tokenizer
+from zoo import golden, pipeline
+from zoo.config import SamplingConfig
+from zoo.report import Report
+from zoo.runtime import GenerateError, LiteModel, stream
+from zoo.runtime.artifacts import artifact_dir, ensure_export, open_generator
+
+PROMPT = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """tinyllama's small variant with a tiny real tokenizer, exported with prefill_8 and prefill_32 over kv 128,
+    into the generate cache the CLI looks in; plus the PyTorch model the flatbuffer came from."""
+    root = tmp_path_factory.mktemp("generate")
+    overrides = ["model=tinyllama", "variant=small", f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
+                 "export.prefill_lens=[8,32]", "export.kv_cache_max=128", "export.check_steps=8",
+                 f"generate.artifacts={root / 'artifacts'}"]
+    cfg = compose_cfg(overrides)
+    path = ensure_export(cfg, log=lambda s: None)
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, Report(root / "r.json")), Report(root / "r.json"))
+    return cfg, path, loaded.model, overrides
+
+
+def ids(n: int, seed: int = 0) -> list[int]:
+    return np.random.default_rng(seed).integers(0, 512, n).tolist()
+
+
+def first_logits(model: LiteModel, prompt: list[int]) -> np.ndarray:
+    pos = 0
+    for sig, n in model.prefill_plan(0, len(prompt) - 1):
+        model.step(sig, prompt[pos: pos + n], pos)
+        pos += n
+    return model.step("decode", [prompt[-1]], pos)[0, -1].copy()
+
+
+def test_export_lands_in_cache_and_is_reused(small):
+    cfg, path, _, _ = small
+    assert path.parent == artifact_dir(cfg) and path.exists()
+    assert ensure_export(cfg, log=pytest.fail) == path  # complete: not exported again
+
+
+def test_chunked_prefill_equals_single_prefill(small):
+    """A 41-token prompt through prefill_8 chunks (+ padded remainder), one prefill_32 + padded rest, or decode
+    steps only: the same first logits, equal to the PyTorch model's."""
+    cfg, path, model, _ = small
+    prompt = ids(41)
+    chunked = LiteModel(path, cfg.export.kv_layout, prefill_lens=[8])
+    assert chunked.prefill_plan(0, 40) == [("prefill_8", 8)] * 5
+    assert chunked.prefill_plan(0, 43) == [("prefill_8", 8)] * 5 + [("prefill_8", 3)]
+    assert chunked.prefill_plan(123, 4) == [("decode", 1)] * 4  # padding would pass kv_cache_max=128
+    both = LiteModel(path, cfg.export.kv_layout)
+    assert both.prefill_plan(0, 40) == [("prefill_32", 32), ("prefill_8", 8)]
+    steps = LiteModel(path, cfg.export.kv_layout, prefill_lens=[])
+    torch_logits = golden.our_prefill(model, prompt, cfg.export.kv_cache_max)[0][-1].numpy()
+    for lite in (chunked, both, steps):
+        np.testing.assert_allclose(first_logits(lite, prompt), torch_logits, atol=1e-4)
+    np.testing.assert_allclose(first_logits(chunked, prompt), first_logits(both, prompt), atol=1e-5)
+
+
+def test_greedy_generate_equals_torch_greedy(small):
+    cfg, path, model, _ = small
+    prompt = ids(20, seed=1)
+    lite = LiteModel(path, cfg.export.kv_layout)
+    ours = list(stream(lite, prompt, 24, SamplingConfig()))
+    assert ours == golden.our_greedy(model, prompt, 24, cfg.export.kv_cache_max)
+    assert list(stream(lite, prompt, 24, SamplingConfig())) == ours  # a second run on the same interpreter
+
+
+def test_sampling_is_deterministic_under_a_seed(small):
+    cfg, path, _, _ = small
+    lite = LiteModel(path, cfg.export.kv_layout)
+    prompt = ids(12, seed=2)
+
+    def run(**kw):
+        return list(stream(lite, prompt, 16, SamplingConfig(**kw)))
+
+    hot = {"temperature": 1.5, "top_k": 100, "top_p": 0.95}
+    assert run(seed=7, **hot) == run(seed=7, **hot)
+    assert run(seed=7, **hot) != run(seed=8, **hot)
+    assert run(seed=3, temperature=1.0, top_k=1) == run()  # top-1 is greedy
+    assert run(seed=3, temperature=1.0, top_p=1e-6) == run()  # the smallest nucleus is the argmax
+
+
+def test_stop_token_ends_generation(small):
+    cfg, path, _, _ = small
+    lite = LiteModel(path, cfg.export.kv_layout)
+    prompt = ids(10, seed=3)
+    free = list(stream(lite, prompt, 16, SamplingConfig()))
+    cut = next(i for i, t in enumerate(free) if i > 0 and t not in free[:i])
+    from zoo.runtime import Stats
+
+    stats = Stats()
+    assert list(stream(lite, prompt, 16, SamplingConfig(), stop_ids=[free[cut]], stats=stats)) == free[:cut]
+    assert (stats.stop, stats.new_tokens) == ("stop_token", cut)
+
+
+def test_text_generation_stops_at_the_tokenizers_eos(small):
+    cfg, path, _, _ = small
+    generator = open_generator(cfg, path)
+    assert generator.stop_ids == [generator.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    pieces = []
+    result = generator.generate(PROMPT, 12, on_text=pieces.append)
+    assert "".join(pieces) == result.text and len(result.ids) == result.stats.new_tokens <= 12
+
+
+@pytest.mark.parametrize(("prompt", "max_new", "message"), [
+    ([], 4, "empty prompt"),
+    ([5, 512, 7], 4, r"token id 512 at prompt position 1 is outside the vocabulary \[0, 512\)"),
+    ([-1], 4, "token id -1 at prompt position 0"),
+    (list(range(100)), 29, r"prompt of 100 tokens \+ max_new_tokens=29 = 129 exceeds kv_cache_max=128"),
+    ([1, 2], 0, "max_new_tokens must be >= 1"),
+])
+def test_bad_requests_are_refused_up_front(small, prompt, max_new, message):
+    cfg, path, _, _ = small
+    with pytest.raises(GenerateError, match=message):
+        next(stream(LiteModel(path, cfg.export.kv_layout), prompt, max_new, SamplingConfig()))
+
+
+def test_unknown_signature_is_refused(small):
+    cfg, path, _, _ = small
+    with pytest.raises(GenerateError, match=r"prefill_16 is not a signature of .*\(has decode, prefill_32, prefill_8\)"):
+        LiteModel(path, cfg.export.kv_layout, prefill_lens=[16])
+
+
+def generate_cli(*args, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "zoo.generate", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, check=False,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)})
+
+
+def test_cli_streams_text_and_prints_speed(small, tmp_path):
+    *_, overrides = small
+    result = generate_cli(*overrides, f"prompt={PROMPT}", "max_new_tokens=8", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("[tinyllama_none_kv128.tflite] prefill 23 tokens at ") and " tok/s, decode " in last
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["prompt="], "zoo.generate: error: empty prompt: give some text (generate.prompt=...) or token ids"),
+    (["prompt=hi", "max_new_tokens=500"], "zoo.generate: error: prompt of 18 tokens + max_new_tokens=500 = 518 "
+     "exceeds kv_cache_max=128 of tinyllama_none_kv128.tflite: shorten the prompt, lower generate.max_new_tokens "
+     "or export with a larger export.kv_cache_max"),
+    (["prompt=hi", "prefill_lens=[16]"], "zoo.generate: error: prefill_16 is not a signature of "
+     "tinyllama_none_kv128.tflite (has decode, prefill_32, prefill_8)"),
+    (["prompt=hi", "sampling.top_p=0"], "zoo.generate: error: sampling.top_p must be in (0, 1], got 0.0"),
+    (["prompt=hi", "sampling.tmperature=1"], "zoo.generate: error: command line override: "
+     "generate.sampling.tmperature: Key 'tmperature' not in 'SamplingConfig'"),
+])
+def test_cli_errors_are_one_line(small, tmp_path, args, line):
+    *_, overrides = small
+    result = generate_cli(*overrides, *args, tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == line
+    assert result.stdout == ""

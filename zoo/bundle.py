@@ -1,0 +1,139 @@
+"""Bundles for the ecosystem's runtimes, made from a checked flatbuffer and the entry's tokenizer.
+
+`.litertlm` (LiteRT-LM) with `litert-lm-builder`: the PREFILL_DECODE flatbuffer, the HF tokenizer.json, and an
+LlmMetadata proto holding the start / stop tokens, the chat template (jinja) and the context length (kv_cache_max).
+LiteRT-LM needs the transposed KV layout and the mask as an input (`export=litertlm`).
+
+`.task` (MediaPipe LLM Inference) with MediaPipe's own bundler (`mediapipe==0.10.35`, the last release that ships
+it): only for tokenizers with a SentencePiece model, which is all that bundler accepts.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from zoo.config import Bundle, ZooConfig
+from zoo.report import Report
+from zoo.runtime.tokenizer import special_ids
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be made from this export or tokenizer: one line saying why."""
+
+
+def save_tokenizer(tokenizer, folder: Path) -> Path:
+    """The tokenizer's files (tokenizer.json, its config and chat template) in `folder`, written via a temp folder."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def llm_metadata(cfg: ZooConfig, tokenizer):
+    """LiteRT-LM's LlmMetadata: start / stop token ids, context length, greedy sampling, the chat template."""
+    from litert_lm_builder.runtime.proto import llm_metadata_pb2
+
+    start, stops = special_ids(tokenizer, cfg.model.tokenizer)
+    meta = llm_metadata_pb2.LlmMetadata()
+    if start is not None:
+        meta.start_token.token_ids.ids.append(start)
+    for stop in stops:
+        meta.stop_tokens.add().token_ids.ids.append(stop)
+    meta.max_num_tokens = cfg.export.kv_cache_max
+    # greedy by default, as zoo.generate: LiteRT-LM 0.18's CPU sampler implements only TOP_P; with k=1 it is greedy
+    sampler = meta.sampler_params
+    sampler.type, sampler.k, sampler.p, sampler.temperature = sampler.TOP_P, 1, 1.0, 1.0
+    meta.llm_model_type.generic_model.SetInParent()
+    if cfg.model.tokenizer.chat_template and getattr(tokenizer, "chat_template", None):
+        affixes = prompt_affixes(tokenizer, tokenizer.convert_ids_to_tokens(start) if start is not None else "")
+        for role, (prefix, suffix) in affixes.items():
+            getattr(meta.prompt_templates, role).prefix = prefix
+            getattr(meta.prompt_templates, role).suffix = suffix
+    return meta
+
+
+def prompt_affixes(tokenizer, start: str) -> dict[str, tuple[str, str]]:
+    """The chat template as LiteRT-LM's per-turn (prefix, suffix) pairs, read off renderings with marker contents.
+
+    LiteRT-LM 0.18 renders a jinja template with each message's content as a list of parts, which templates that
+    concatenate `message['content']` as a string (SmolLM2's, most ChatML ones) cannot take; affixes work for all.
+    A default system turn the template adds to the first user turn goes into the first user prefix; the start token
+    LiteRT-LM prepends itself is cut from it.
+    """
+    def render(messages, generation=False) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+    user, model = [{"role": "user", "content": "\x01"}], [{"role": "assistant", "content": "\x02"}]
+    user_turn = render(user)
+    user_prefix, user_suffix = user_turn.split("\x01")
+    model_prefix = render(user, generation=True)[len(user_turn):]
+    model_suffix = render(user + model).split("\x02")[1]
+    return {"user": (user_prefix.removeprefix(start), user_suffix), "model": (model_prefix, model_suffix)}
+
+
+def litertlm(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
+    """`out` (.litertlm) from the flatbuffer and the tokenizer, written atomically."""
+    from litert_lm_builder import litertlm_builder as lb
+
+    if tokenizer is None:
+        raise BundleError(f"{cfg.model.name}: a .litertlm bundle needs a tokenizer (model.tokenizer.source)")
+    work = out.with_name(f".{out.name}.parts")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        tok_dir = save_tokenizer(tokenizer, work / "tokenizer")
+        meta_path = work / "llm_metadata.pb"
+        meta_path.write_bytes(llm_metadata(cfg, tokenizer).SerializeToString())
+        builder = lb.LitertLmFileBuilder()
+        builder.add_system_metadata(lb.Metadata(key="model", value=cfg.model.name, dtype=lb.DType.STRING))
+        builder.add_system_metadata(lb.Metadata(key="quant", value=cfg.quant.name, dtype=lb.DType.STRING))
+        builder.add_tflite_model(str(tflite), lb.TfLiteModelType.PREFILL_DECODE)
+        builder.add_hf_tokenizer(str(tok_dir / "tokenizer.json"))
+        builder.add_llm_metadata(str(meta_path))
+        tmp = work / out.name
+        with open(tmp, "wb") as f:
+            builder.build(f)
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def task(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
+    """`out` (.task) by MediaPipe's own bundler: the flatbuffer, the SentencePiece model, start/stop tokens, affixes.
+
+    The bundler accepts only a SentencePiece model: the `tokenizer.model` in the tokenizer's folder.
+    """
+    sp_model = Path(getattr(tokenizer, "name_or_path", "") or "") / "tokenizer.model"
+    if tokenizer is None or not sp_model.is_file():
+        raise BundleError(f"{cfg.model.name}: a .task bundle needs a SentencePiece tokenizer.model (MediaPipe's "
+                          f"bundler accepts no other); this tokenizer is {type(tokenizer).__name__} without one")
+    from mediapipe.tasks.python.genai import bundler
+
+    start, stops = special_ids(tokenizer, cfg.model.tokenizer)
+    affixes = {"user": (None, None), "model": (None, None)}
+    if cfg.model.tokenizer.chat_template and getattr(tokenizer, "chat_template", None):
+        affixes = prompt_affixes(tokenizer, tokenizer.convert_ids_to_tokens(start) if start is not None else "")
+    tmp = out.with_name(f".{out.stem}.tmp.task")
+    bundler.create_bundle(bundler.BundleConfig(
+        tflite_model=str(tflite), tokenizer_model=str(sp_model),
+        start_token=tokenizer.convert_ids_to_tokens(start), stop_tokens=tokenizer.convert_ids_to_tokens(stops),
+        output_filename=str(tmp), prompt_prefix_user=affixes["user"][0], prompt_suffix_user=affixes["user"][1],
+        prompt_prefix_model=affixes["model"][0], prompt_suffix_model=affixes["model"][1]))
+    tmp.replace(out)
+    return out
+
+
+MAKERS = {Bundle.litertlm: (litertlm, ".litertlm"), Bundle.task: (task, ".task")}
+
+
+def bundle(cfg: ZooConfig, tflite: Path, tokenizer, report: Report) -> list[Path]:
+    """The pipeline's bundle stage: each of `export.bundles` next to the checked flatbuffer, listed in the report."""
+    paths = []
+    with report.stage("bundle"):
+        for kind in cfg.export.bundles:
+            make, suffix = MAKERS[kind]
+            paths.append(make(cfg, tflite, tokenizer, tflite.with_suffix(suffix)))
+    report["bundles"] = {p.suffix.lstrip("."): {"path": str(p), "size_bytes": p.stat().st_size} for p in paths}
+    return paths
