@@ -2,38 +2,51 @@
 
 Groups: model= (conf/model/), quant= (conf/quant/), export= (conf/export/). `--cfg job` prints the composed
 config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.yaml go.
+
+In a sweep (`-m`) a job that fails, for any reason, is recorded as failed in its report.json and the sweep goes
+on: Hydra's sweeper re-raises the first failed job's exception after its batch and skips the summary callback, so
+jobs return their status instead of raising. A single run still exits 1 with one line.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.checkpoint import CheckpointError, MappingError
 from zoo.config import ConfigError, composition_error, load
+from zoo.jobcache import JobCache
 from zoo.pipeline import CheckFailed, GateFailed, gate_line, run
-from zoo.report import write_atomic
+from zoo.report import Report, write_atomic
 
 USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed)
+CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
+log = logging.getLogger("zoo")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
         zoo_cfg = load(cfg, dict(hc.runtime.choices))
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(zoo_cfg)))
-        report = run(zoo_cfg, run_dir)
-    except USER_ERRORS as err:
-        print(f"zoo: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        report = run(zoo_cfg, run_dir, CACHE)
+    except Exception as err:
+        if hc.mode != RunMode.MULTIRUN:
+            if not isinstance(err, USER_ERRORS):
+                raise
+            print(f"zoo: error: {err}", file=sys.stderr)
+            sys.exit(1)
+        return job_failed(run_dir, err)
     print(f"{report['model']}: {report['num_params'] / 1e6:.1f}M parameters from {report['checkpoint']}")
     print(gate_line(report["golden"]))
     if "export" in report.data:
@@ -43,6 +56,21 @@ def main(cfg: DictConfig) -> None:
         print(f"check PASS over {chk['positions']} positions: max |logit diff| {chk['max_abs_diff']:.2e}, cosine "
               f"{chk['cosine']:.5f}, top-1 {chk['top1']:.3f}, KL {chk['kl']:.2e}")
     print(f"report: {report.path}")
+    return "ok"
+
+
+def job_failed(run_dir: Path, err: Exception) -> str:
+    """A failed sweep job: one line (a traceback in the job's log for an unexpected error) and a report.json
+    saying `failed` (run() writes its own; a config error stops before it)."""
+    if isinstance(err, USER_ERRORS):
+        log.error("job failed: %s", err)
+    else:
+        log.exception("job failed: %s: %s", type(err).__name__, err)
+    if not (run_dir / "report.json").exists():
+        report = Report(run_dir / "report.json")
+        report["status"], report["error"] = "failed", f"{type(err).__name__}: {err}"
+        report.write()
+    return "failed"
 
 
 def cli() -> None:
