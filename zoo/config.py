@@ -6,6 +6,7 @@ alone (divisibility, pattern lengths ...). Both end in a `ConfigError` naming th
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -299,18 +300,21 @@ GROUPS = ("model", "quant", "export", "bench")
 ConfigStore.instance().store(name=SCHEMA, node=ZooConfig)
 
 
-def job_dirname(override_dirname: str) -> str:
+def job_dirname(override_dirname: str, limit: int = 160) -> str:
     """A sweep job's folder name from Hydra's `override_dirname`, safe for shells and for TensorFlow's file
     patterns (it globs saved-model paths: `[8]` breaks an export): list brackets dropped, list commas as `-`,
-    path separators and glob characters as `_`. `quant=none,export.prefill_lens=[8,16]` ->
-    `quant=none,export.prefill_lens=8-16`."""
+    path separators and glob characters as `_`; past `limit` characters cut and ended by a hash of the whole
+    (file names stop at 255 bytes). `quant=none,export.prefill_lens=[8,16]` -> `quant=none,export.prefill_lens=8-16`."""
     out, depth = [], 0
     for ch in override_dirname:
         depth += (ch == "[") - (ch == "]")
         if ch in "[]'\"":
             continue
         out.append("-" if ch == "," and depth else "_" if ch in "/\\*?{} " else ch)
-    return "".join(out) or "default"
+    name = "".join(out) or "default"
+    if len(name) > limit:
+        name = f"{name[:limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
 
 
 OmegaConf.register_new_resolver("zoo_job_dirname", job_dirname, replace=True)  # conf/config.yaml hydra.sweep.subdir

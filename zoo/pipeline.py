@@ -16,7 +16,7 @@ from torch import nn
 from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
-from zoo.config import ZooConfig
+from zoo.config import Variant, ZooConfig
 from zoo.jobcache import JobCache
 from zoo.progress import progress
 from zoo.report import Report
@@ -156,7 +156,7 @@ def bench(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
                             path, report["export"]["size_bytes"])
     report["bench"] = section
     target = next((t for t in cfg.bench.targets if (t.model, t.quant) == (cfg.model.name, cfg.quant.name)), None)
-    if target is not None:
+    if target is not None and cfg.variant is Variant.full:  # the targets are the real model's
         report["targets"] = target_records(report.data, target)
     return section
 

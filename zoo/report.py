@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 PACKAGES = ("torch", "tensorflow-cpu", "ai-edge-litert", "ai-edge-quantizer", "transformers", "numpy", "hydra-core")
 
 

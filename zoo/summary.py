@@ -104,14 +104,16 @@ def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
     if failed:
         lines += ["", "## Failed jobs", ""] + [f"- `{r['overrides'] or r['job']}`: {r['error'] or r['status']}"
                                                  for r in failed]
-    lines += ["", "Speeds are medians (zoo/bench.py): prefill and decode tok/s are interpreter invoke-only; the runner "
-              "column includes the Python signature runner's KV copies.", ""]
+    lines += ["", ("Speeds are medians (zoo/bench.py): prefill and decode tok/s are interpreter invoke-only; the runner "
+                  "column includes the Python signature runner's KV copies."), ""]
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], key: str, label: str, path: Path) -> bool:
     """`key` against kv_cache_max, one line per model/quant/prefill setting; False (no file) without data."""
-    from matplotlib.figure import Figure  # the object API renders with Agg and touches no global backend
+    from matplotlib.figure import (
+        Figure,  # the object API renders with Agg and touches no global backend
+    )
 
     lines: dict[str, list[tuple[int, float]]] = {}
     models = {r["model"] for r in rows}
