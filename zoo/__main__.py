@@ -55,6 +55,13 @@ def main(cfg: DictConfig) -> str:
               f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
         print(f"check PASS over {chk['positions']} positions: max |logit diff| {chk['max_abs_diff']:.2e}, cosine "
               f"{chk['cosine']:.5f}, top-1 {chk['top1']:.3f}, KL {chk['kl']:.2e}")
+    if "bench" in report.data:
+        b = report["bench"]
+        prefill = ", ".join(f"{t}: {v:.0f}" for t, v in b["prefill_tok_s"].items())
+        print(f"bench: prefill tok/s {prefill}; decode {b['decode_tok_s']:.1f} tok/s invoke only "
+              f"({b['decode_runner_tok_s']:.1f} with the runner's copies, "
+              f"{b['bandwidth']['decode_fraction_of_bound']:.0%} of the bandwidth bound); TTFT "
+              f"{b['ttft_s'] * 1e3:.1f} ms; runtime peak RSS {b['runtime_peak_rss_bytes'] / 2**20:.0f} MiB")
     print(f"report: {report.path}")
     return "ok"
 
