@@ -95,7 +95,9 @@ def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
             "convert_s"]
     failed = [r for r in rows if r["status"] != "ok"]
     common, own = varying(rows)
-    lines = [f"# Sweep {sweep_dir.name}: {len(rows)} jobs, {len(rows) - len(failed)} ok, {len(failed)} failed", "",
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "failed", "no report")}
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status != "no report")
+    lines = [f"# Sweep {sweep_dir.name}: {len(rows)} jobs, {tally}", "",
              f"Every job: `{' '.join(common) or '(no common overrides)'}`", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r, mine in zip(rows, own):
