@@ -106,7 +106,7 @@ def test_hf_folder_safetensors_passes_gate(small, tmp_path, kwargs):
     cfg.model.checkpoint = str(tmp_path)
     report = Report(tmp_path / "report.json")
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
-    assert pipeline.verify(cfg, loaded, report).passed
+    assert pipeline.verify(cfg, loaded, report)["passed"]
 
 
 def test_pytorch_bin_loads_weights_only(small, tmp_path):

@@ -38,7 +38,7 @@ def test_draft_entry_passes_the_golden_gate(model_type, tmp_path):
     report = Report(tmp_path / "report.json")
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
     result = pipeline.verify(cfg, loaded, report)
-    assert result.passed and result.max_abs_diff <= 1e-4
+    assert result["passed"] and result["max_abs_diff"] <= 1e-4
 
 
 def test_refuses_unknown_type_and_overwrite(tmp_path, capsys):

@@ -6,6 +6,7 @@ alone (divisibility, pattern lengths ...). Both end in a `ConfigError` naming th
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -330,12 +331,40 @@ class GenerateConfig:
 
 
 @dataclass
+class BenchTarget:
+    """The reference system's figures for one entry and recipe (shared/RESOURCES.md); None: no target for it."""
+
+    model: str = MISSING  # entry name (model.name)
+    quant: str = MISSING  # recipe name (quant.name)
+    decode_tok_s: Optional[float] = None  # interpreter invoke only; higher is better
+    prefill_tok_s: Optional[float] = None  # interpreter invoke only, at `prefill_len`; higher is better
+    prefill_len: int = 128
+    convert_seconds: Optional[float] = None  # lower is better
+    convert_peak_rss_gib: Optional[float] = None  # lower is better
+    size_vs_weights: Optional[float] = None  # file bytes / the weights' own bytes at the recipe's precision
+
+
+@dataclass
+class BenchConfig:
+    """The `bench` stage (zoo/bench.py), run after the check; medians over `repeats` timed calls after `warmup`."""
+
+    enabled: bool = False
+    warmup: int = 3
+    repeats: int = 10  # timed calls per prefill signature
+    decode_steps: int = 64  # timed decode steps
+    reference: bool = False  # also time the transformers eager model on the same weights (speed-up ratio)
+    bandwidth_mib: int = 512  # array read by the memory-bandwidth probe (much larger than the caches)
+    targets: list[BenchTarget] = field(default_factory=list)  # one row per entry and recipe
+
+
+@dataclass
 class ZooConfig:
     model: ModelConfig = MISSING
     quant: QuantConfig = MISSING
     export: ExportConfig = MISSING
     golden: GoldenConfig = field(default_factory=GoldenConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    bench: BenchConfig = MISSING
     variant: Variant = Variant.full
     seed: int = 0
     threads: int = 2
@@ -349,8 +378,28 @@ def hf_layer_types(pattern, num_layers: int) -> list[str]:
 OmegaConf.register_new_resolver("hf_layer_types", hf_layer_types, replace=True)
 
 SCHEMA = "zoo_schema"
-GROUPS = ("model", "quant", "export")
+GROUPS = ("model", "quant", "export", "bench")
 ConfigStore.instance().store(name=SCHEMA, node=ZooConfig)
+
+
+def job_dirname(override_dirname: str, limit: int = 160) -> str:
+    """A sweep job's folder name from Hydra's `override_dirname`, safe for shells and for TensorFlow's file
+    patterns (it globs saved-model paths: `[8]` breaks an export): list brackets dropped, list commas as `-`,
+    path separators and glob characters as `_`; past `limit` characters cut and ended by a hash of the whole
+    (file names stop at 255 bytes). `quant=none,export.prefill_lens=[8,16]` -> `quant=none,export.prefill_lens=8-16`."""
+    out, depth = [], 0
+    for ch in override_dirname:
+        depth += (ch == "[") - (ch == "]")
+        if ch in "[]'\"":
+            continue
+        out.append("-" if ch == "," and depth else "_" if ch in "/\\*?{} " else ch)
+    name = "".join(out) or "default"
+    if len(name) > limit:
+        name = f"{name[:limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+OmegaConf.register_new_resolver("zoo_job_dirname", job_dirname, replace=True)  # conf/config.yaml hydra.sweep.subdir
 
 
 def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
@@ -459,6 +508,15 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     for prefill in cfg.export.prefill_lens if kind is Kind.decoder else []:  # only decoders have prefill signatures
         if not 0 < prefill <= cfg.export.kv_cache_max:
             raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
+    bench = cfg.bench
+    for key in ("repeats", "decode_steps", "bandwidth_mib"):
+        if getattr(bench, key) < 1:
+            raise ConfigError(f"bench.{key}: must be at least 1, got {getattr(bench, key)}")
+    if bench.warmup < 0:
+        raise ConfigError(f"bench.warmup: must be >= 0, got {bench.warmup}")
+    if bench.enabled and bench.warmup + bench.decode_steps > cfg.export.kv_cache_max:
+        raise ConfigError(f"bench: warmup + decode_steps = {bench.warmup + bench.decode_steps} decode positions do not "
+                          f"fit export.kv_cache_max={cfg.export.kv_cache_max}")
     if Bundle.litertlm in cfg.export.bundles and (cfg.export.kv_layout is not KVLayout.transposed
                                                   or not cfg.export.mask_as_input):
         raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "

@@ -4,16 +4,21 @@ Nothing here reads Hydra's global state: tests compose a config and call the sam
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
-from zoo.config import Kind, ZooConfig
+from zoo.config import Kind, Variant, ZooConfig
+from zoo.jobcache import JobCache
+from zoo.progress import progress
 from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
 
@@ -33,13 +38,15 @@ class Loaded:
     tokenizer: object | None
 
 
-def resolve_checkpoint(cfg: ZooConfig, report: Report) -> Checkpoint:
-    """The entry's checkpoint, checked against the architecture the entry states."""
-    torch.manual_seed(cfg.seed)
-    with report.stage("checkpoint"):
+def resolve_checkpoint(cfg: ZooConfig, report: Report, cache: JobCache | None = None) -> Checkpoint:
+    """The entry's checkpoint, checked against the architecture the entry states (reused from `cache` if there)."""
+    def make() -> Checkpoint:
         checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
         check_config(cfg.model.reference, checkpoint)
-    return checkpoint
+        return checkpoint
+
+    with report.stage("checkpoint"):
+        return cache.checkpoint(cfg, make) if cache else make()
 
 
 def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded:
@@ -55,44 +62,46 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded
     return Loaded(model, checkpoint, tokenizer)
 
 
-def verify(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
-    """The golden gate against the entry's transformers class; raises GateFailed on a miss."""
-    if Kind(cfg.model.kind) is not Kind.decoder:
-        return verify_kind(cfg, loaded, report)
+def verify(cfg: ZooConfig, loaded: Loaded, report: Report, cache: JobCache | None = None) -> dict:
+    """The golden gate against the entry's transformers class (its verdict reused from `cache` when the same
+    weights were gated with the same inputs); raises GateFailed on a miss."""
     with report.stage("golden"):
-        hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
-        chat = cfg.model.tokenizer.chat_template
-        prompts = golden.prompt_ids(cfg.golden, loaded.tokenizer, cfg.model.arch.vocab_size, cfg.seed, chat)
-        kv_max = cfg.export.kv_cache_max
-        longest = max(len(p) for p in prompts) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
-        if longest > kv_max:
-            raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
-        result = golden.gate(loaded.model, hf, prompts, cfg.golden, kv_max)
-        del hf
-        section = result.report()
-        expect = cfg.model.expect_answer
-        if expect and loaded.tokenizer is not None:
-            answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
-            section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
-        section["check_prompt"] = prompts[0]
+        sections = gate_section if Kind(cfg.model.kind) is Kind.decoder else kind_gate_section
+        section = cache.gate(cfg, lambda: sections(cfg, loaded)) if cache else sections(cfg, loaded)
         report["golden"] = section
-    if not result.passed or not section.get("answer_ok", True):
+    if not section["passed"] or not section.get("answer_ok", True):
         raise GateFailed(gate_line(section))
-    return result
+    return section
 
 
-def verify_kind(cfg: ZooConfig, loaded: Loaded, report: Report) -> golden.GateResult:
-    """The golden gate of an encoder kind, by its functions in golden.KINDS; raises GateFailed on a miss."""
+def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
+    """The gate's report section: logit diffs, greedy agreement, cached decode, the expected answer."""
+    hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
+    chat = cfg.model.tokenizer.chat_template
+    prompts = golden.prompt_ids(cfg.golden, loaded.tokenizer, cfg.model.arch.vocab_size, cfg.seed, chat)
+    kv_max = cfg.export.kv_cache_max
+    longest = max(len(p) for p in prompts) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
+    if longest > kv_max:
+        raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
+    result = golden.gate(loaded.model, hf, prompts, cfg.golden, kv_max)
+    del hf
+    section = result.report()
+    expect = cfg.model.expect_answer
+    if expect and loaded.tokenizer is not None:
+        answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
+        section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
+    section["check_prompt"] = prompts[0]
+    return section
+
+
+def kind_gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
+    """The gate's report section for an encoder kind, by its functions in golden.KINDS."""
     kind = golden.KINDS[Kind(cfg.model.kind)]
-    with report.stage("golden"):
-        hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
-        prompts = kind.inputs(cfg, loaded.tokenizer)
-        result = kind.gate(loaded.model, hf, prompts, cfg)
-        del hf
-        report["golden"] = section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts}
-    if not result.passed:
-        raise GateFailed(gate_line(section))
-    return result
+    hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
+    prompts = kind.inputs(cfg, loaded.tokenizer)
+    result = kind.gate(loaded.model, hf, prompts, cfg)
+    del hf
+    return {**result.report(), "check_prompt": prompts[0], "prompts": prompts}
 
 
 def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
@@ -150,7 +159,7 @@ def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path
         "path": str(path), "size_bytes": path.stat().st_size,
         "signatures": signatures,
         "convert_seconds": report["timings"]["export"]["seconds"],
-        "convert_peak_rss_bytes": report["timings"]["export"]["peak_rss_bytes"],  # the process's peak so far
+        "convert_peak_rss_bytes": report["timings"]["export"]["peak_rss_bytes"],  # see Report.stage: scope
     }
     return path
 
@@ -173,14 +182,42 @@ def check(cfg: ZooConfig, model: nn.Module, prompt: list[int], path: Path, repor
     return metrics
 
 
-def run(cfg: ZooConfig, run_dir: Path) -> Report:
-    """One job: load, verify, export, check; report.json is written even when a stage fails."""
+def bench(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
+    """Speeds, runtime memory and the bandwidth bound of the flatbuffer (zoo/bench.py); figures vs the targets."""
+    from zoo.bench import run_bench, target_records
+
+    with report.stage("bench"):
+        section = run_bench(cfg, loaded.model, lambda: golden.reference_model(cfg.model.reference, loaded.checkpoint),
+                            path, report["export"]["size_bytes"])
+    report["bench"] = section
+    target = next((t for t in cfg.bench.targets if (t.model, t.quant) == (cfg.model.name, cfg.quant.name)), None)
+    if target is not None and cfg.variant is Variant.full:  # the targets are the real model's
+        report["targets"] = target_records(report.data, target)
+    return section
+
+
+def seed_everything(seed: int) -> None:
+    """Every job starts from the same random state, whatever ran before it in the process."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
+    """One job: load, verify, export, check, bench; report.json is written even when a stage fails.
+
+    `cache` (zoo/jobcache.py) lets jobs of a sweep in one process share the checkpoint and the gate's verdict.
+    """
+    seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    report = Report(run_dir / "report.json")
+    stages = 4 + 2 * cfg.export.enabled + (cfg.export.enabled and cfg.bench.enabled)
+    report = Report(run_dir / "report.json", progress(total=stages, desc=f"zoo {cfg.model.name}", unit="stage"))
     report["variant"] = cfg.variant.value
+    report["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    hits = dict(cache.hits) if cache else {}
     try:
-        loaded = load_model(cfg, resolve_checkpoint(cfg, report), report)
-        verify(cfg, loaded, report)
+        loaded = load_model(cfg, resolve_checkpoint(cfg, report, cache), report)
+        verify(cfg, loaded, report, cache)
         if cfg.export.enabled:
             path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
             check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)
@@ -188,12 +225,17 @@ def run(cfg: ZooConfig, run_dir: Path) -> Report:
                 from zoo.bundle import bundle
 
                 bundle(cfg, path, loaded.tokenizer, report)
+            if cfg.bench.enabled:
+                bench(cfg, loaded, path, report)
     except Exception as err:
         report["status"] = "failed"
-        report["error"] = str(err)
+        report["error"] = f"{type(err).__name__}: {err}"
         raise
     else:
         report["status"] = "ok"
     finally:
+        if cache:
+            report["reused"] = [kind for kind, n in cache.hits.items() if n > hits[kind]]
+        report.close()
         report.write()
     return report

@@ -1,4 +1,8 @@
-"""report.json of a run: one section per stage, timings and peak memory per stage, written atomically."""
+"""report.json of a run: one section per stage, timings and peak memory per stage, written atomically.
+
+Every report also states the library versions and the machine (cores, CPU, memory), so a figure can be reproduced
+together with the resolved config the pipeline adds.
+"""
 from __future__ import annotations
 
 import json
@@ -11,16 +15,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+PACKAGES = ("torch", "tensorflow-cpu", "ai-edge-litert", "ai-edge-quantizer", "transformers", "numpy", "hydra-core")
+
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This address space's high-water mark (VmHWM). Not ru_maxrss: after fork + exec that keeps the parent's peak."""
+    try:
+        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: '5' to /proc/self/clear_refs resets the high-water mark); False if not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "tensorflow-cpu", "ai-edge-litert"):
+    for pkg in PACKAGES:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -28,10 +49,31 @@ def versions() -> dict[str, str]:
     return out
 
 
+def machine() -> dict[str, Any]:
+    """Cores (all and usable by this process), CPU model and total memory, from /proc where Linux has it."""
+    info: dict[str, Any] = {"system": platform.system(), "arch": platform.machine(), "cpu_count": os.cpu_count(),
+                            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    for path, key, field_name in (("/proc/cpuinfo", "cpu", "model name"), ("/proc/meminfo", "mem", "MemTotal")):
+        try:
+            line = next(ln for ln in Path(path).read_text().splitlines() if ln.startswith(field_name))
+        except (OSError, StopIteration):
+            continue
+        value = line.split(":", 1)[1].strip()
+        if key == "cpu":
+            info["cpu_model"] = value
+        else:
+            info["mem_total_bytes"] = int(value.split()[0]) * 1024
+    return info
+
+
 class Report:
-    def __init__(self, path: Path):
+    """`bar`: a progress bar (zoo/progress.py) advanced by each stage, closed by `close`."""
+
+    def __init__(self, path: Path, bar=None):
         self.path = path
-        self.data: dict[str, Any] = {"versions": versions(), "cpu_count": os.cpu_count(), "timings": {}}
+        self.bar = bar
+        self.data: dict[str, Any] = {"versions": versions(), "cpu_count": os.cpu_count(), "machine": machine(),
+                                     "timings": {}}
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
@@ -41,12 +83,23 @@ class Report:
 
     @contextmanager
     def stage(self, name: str):
+        """Time the block; its peak RSS is the stage's own where the kernel can reset the high-water mark
+        (`peak_rss_scope: stage`), else the process's peak so far (`process`), e.g. earlier jobs of a sweep."""
+        scope = "stage" if reset_peak_rss() else "process"
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
         start = time.perf_counter()
         try:
             yield
         finally:
+            if self.bar is not None:
+                self.bar.update()
             self.data["timings"][name] = {"seconds": round(time.perf_counter() - start, 3),
-                                          "peak_rss_bytes": peak_rss_bytes()}
+                                          "peak_rss_bytes": peak_rss_bytes(), "peak_rss_scope": scope}
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def write(self) -> Path:
         write_atomic(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
