@@ -31,9 +31,9 @@ def test_every_entry_exports_fp32_within_1e4(decoder_entry, tmp_path):
 SMALL_RANDOM_INT8 = ["quant=int8_dynamic", "quant.check.min_top1=0.93"]
 
 
-def test_every_entry_exports_int8_dynamic(entry, tmp_path):
+def test_every_entry_exports_int8_dynamic(decoder_entry, tmp_path):
     """Every entry's int8_dynamic flatbuffer passes the post-export check (the golden gate is test_golden's)."""
-    cfg = compose_cfg([f"model={entry}", *SMALL_EXPORT, *SMALL_RANDOM_INT8])
+    cfg = compose_cfg([f"model={decoder_entry}", *SMALL_EXPORT, *SMALL_RANDOM_INT8])
     report = Report(tmp_path / "report.json")
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
     prompt = golden.prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, chat=False)[0]

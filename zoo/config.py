@@ -222,7 +222,7 @@ class ModelConfig:
 
 class QuantMode(enum.Enum):
     none = "none"  # float32
-    fp16 = "fp16"  # float16 weights, by the converter; whole model only
+    fp16 = "fp16"  # float16 weights (ai-edge-quantizer float casting), float32 compute
     int8_dynamic = "int8_dynamic"  # int8 per-channel weights, activations quantized on the fly
     int8_weight_only = "int8_weight_only"  # int8 per-channel weights dequantized to float32 compute
     int4_block32 = "int4_block32"  # int4 weights, one scale per 32 inputs, dynamic activations

@@ -367,6 +367,19 @@ def check_supported(program: ExportedProgram) -> None:
             _op(node)
 
 
+def used_placeholders(program: ExportedProgram) -> set[str]:
+    """Inputs some op reads: a signature's weights are those its own graph uses (an encoder's `encode` reads no
+    decoder weight), so no signature carries a weight tensor it never reads."""
+    return {n.name for n in program.graph.nodes if n.op == "placeholder" and n.users}
+
+
+def used_weights(program: ExportedProgram) -> set[str]:
+    """Torch state names of the parameters and buffers the program reads."""
+    used = used_placeholders(program)
+    return {spec.target for spec in program.graph_signature.input_specs
+            if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in used}
+
+
 def lower(program: ExportedProgram, state: Mapping[str, tf.Variable | tf.Tensor]) -> Callable[..., list[tf.Tensor]]:
     """A function of the program's user inputs (TF tensors, in order) returning its user outputs (a list).
 
@@ -381,8 +394,8 @@ def lower(program: ExportedProgram, state: Mapping[str, tf.Variable | tf.Tensor]
     if other := [spec.arg.name for spec in signature.input_specs if spec.kind not in known]:
         raise LoweringError(f"exported program has inputs of unsupported kinds: {other}")
     user_inputs = [spec.arg.name for spec in signature.input_specs if spec.kind is InputKind.USER_INPUT]
-    lifted = {spec.arg.name: spec.target for spec in signature.input_specs if spec.kind is InputKind.PARAMETER
-              or spec.kind is InputKind.BUFFER}
+    lifted = {spec.arg.name: spec.target for spec in signature.input_specs
+              if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in used_placeholders(program)}
     constants = {spec.arg.name: program.constants[spec.target] for spec in signature.input_specs
                  if spec.kind is InputKind.CONSTANT_TENSOR}
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from zoo.config import Kind
-from zoo.export.lower import lower, tf_dtype
+from zoo.export.lower import lower, tf_dtype, used_weights
 
 Logits = Literal["none", "last", "all"]
 
@@ -84,9 +84,11 @@ def tf_signature(
 ) -> Callable[..., dict[str, tf.Tensor]]:
     """The lowered program as a concrete function with named inputs and a dict of named outputs.
 
-    Every parameter and buffer is an input too, named by torch state name: the converter then never holds weight
+    Every parameter and buffer it reads is an input too, named by torch state name: the converter then never holds weight
     values, which zoo/export/bake.py puts in as shared constants afterwards.
     """
+    used = used_weights(program)
+    weights = {name: t for name, t in weights.items() if name in used}
     specs = input_specs(program, inputs) + [
         tf.TensorSpec(list(t.shape), tf_dtype(t.dtype), name=name) for name, t in weights.items()
     ]
