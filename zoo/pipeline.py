@@ -66,8 +66,7 @@ def verify(cfg: ZooConfig, loaded: Loaded, report: Report, cache: JobCache | Non
     """The golden gate against the entry's transformers class (its verdict reused from `cache` when the same
     weights were gated with the same inputs); raises GateFailed on a miss."""
     with report.stage("golden"):
-        sections = gate_section if Kind(cfg.model.kind) is Kind.decoder else kind_gate_section
-        section = cache.gate(cfg, lambda: sections(cfg, loaded)) if cache else sections(cfg, loaded)
+        section = cache.gate(cfg, lambda: gate_section(cfg, loaded)) if cache else gate_section(cfg, loaded)
         report["golden"] = section
     if not section["passed"] or not section.get("answer_ok", True):
         raise GateFailed(gate_line(section))
@@ -75,33 +74,24 @@ def verify(cfg: ZooConfig, loaded: Loaded, report: Report, cache: JobCache | Non
 
 
 def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
-    """The gate's report section: logit diffs, greedy agreement, cached decode, the expected answer."""
+    """The gate's report section, by the kind's functions in golden.KINDS: logit diffs, greedy agreement, cached
+    decode, and for an entry with `expect_answer` its answer."""
+    kind = Kind(cfg.model.kind)
+    functions = golden.KINDS[kind]
     hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
-    chat = cfg.model.tokenizer.chat_template
-    prompts = golden.prompt_ids(cfg.golden, loaded.tokenizer, cfg.model.arch.vocab_size, cfg.seed, chat)
+    prompts = functions.inputs(cfg, loaded.tokenizer)
     kv_max = cfg.export.kv_cache_max
     longest = max(len(p) for p in prompts) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
-    if longest > kv_max:
+    if kind is Kind.decoder and longest > kv_max:
         raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
-    result = golden.gate(loaded.model, hf, prompts, cfg.golden, kv_max)
+    result = functions.gate(loaded.model, hf, prompts, cfg)
     del hf
-    section = result.report()
+    section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts}
     expect = cfg.model.expect_answer
     if expect and loaded.tokenizer is not None:
         answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
         section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
-    section["check_prompt"] = prompts[0]
     return section
-
-
-def kind_gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
-    """The gate's report section for an encoder kind, by its functions in golden.KINDS."""
-    kind = golden.KINDS[Kind(cfg.model.kind)]
-    hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
-    prompts = kind.inputs(cfg, loaded.tokenizer)
-    result = kind.gate(loaded.model, hf, prompts, cfg)
-    del hf
-    return {**result.report(), "check_prompt": prompts[0], "prompts": prompts}
 
 
 def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
