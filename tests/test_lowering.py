@@ -58,17 +58,17 @@ def phi() -> ArchConfig:
     )
 
 
-def model(arch: ArchConfig, layout: KVLayout) -> torch.nn.Module:
+def model(arch: ArchConfig, layout: KVLayout, read_multiple: int = 0) -> torch.nn.Module:
     """Seeded, with parameters perturbed so norms and biases are not trivially 1 / 0."""
     torch.manual_seed(0)
-    m = build(ModelConfig(name="t", arch=arch), layout)
+    m = build(ModelConfig(name="t", arch=arch), layout, read_multiple)
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     return m
 
 
-def max_logit_diff(m: torch.nn.Module, path: Path, mask_as_input: bool) -> float:
+def max_logit_diff(m: torch.nn.Module, path: Path, mask_as_input: bool, decode_steps: int = DECODE_STEPS) -> float:
     """Prefill then greedy decode steps, fed the same way to torch and to the .tflite signature runners."""
     interpreter = Interpreter(str(path))
     cache = m.empty_cache(KV)
@@ -76,7 +76,7 @@ def max_logit_diff(m: torch.nn.Module, path: Path, mask_as_input: bool) -> float
 
     def step(runner: str, tokens: torch.Tensor, pos: torch.Tensor) -> float:
         nonlocal cache, feed
-        mask = attention_mask(pos, KV, None) if mask_as_input else None
+        mask = attention_mask(pos, torch.arange(KV), None) if mask_as_input else None
         with torch.no_grad():
             ref, cache = m(tokens, pos, cache, mask)
         inputs = dict(feed, tokens=tokens.numpy().astype(np.int32), input_pos=pos.numpy().astype(np.int32))
@@ -89,7 +89,7 @@ def max_logit_diff(m: torch.nn.Module, path: Path, mask_as_input: bool) -> float
 
     diff, token = step(f"prefill_{PREFILL}", torch.randint(0, m.arch.vocab_size, (1, PREFILL)), torch.arange(PREFILL))
     diffs = [diff]
-    for s in range(DECODE_STEPS):
+    for s in range(decode_steps):
         diff, token = step("decode", token, torch.tensor([PREFILL + s]))
         diffs.append(diff)
     return max(diffs)
@@ -120,13 +120,31 @@ def test_prefill_without_logits(tmp_path: Path) -> None:
     assert "logits" not in outputs and len(outputs) == 4
 
 
+@pytest.mark.parametrize("read_multiple", [0, 12])
 @pytest.mark.parametrize("mask_as_input", [False, True])
 @pytest.mark.parametrize("layout", list(KVLayout))
 @pytest.mark.parametrize("arch", [llama, gpt2, gemma, phi])
-def test_fp32_matches_torch(tmp_path: Path, arch, layout: KVLayout, mask_as_input: bool) -> None:
-    m = model(arch(), layout)
+def test_fp32_matches_torch(tmp_path: Path, arch, layout: KVLayout, mask_as_input: bool, read_multiple: int) -> None:
+    m = model(arch(), layout, read_multiple)
     path = export_tflite(m, tmp_path / "m.tflite", KV, [PREFILL], prefill_logits="all", mask_as_input=mask_as_input)
     assert max_logit_diff(m, path, mask_as_input) <= 1e-4
+
+
+@pytest.mark.parametrize("layout", list(KVLayout))
+def test_attention_reads_only_filled_slots(tmp_path: Path, layout: KVLayout) -> None:
+    """With kv_read_multiple=12 a step at position p reads min(ceil((p+1)/12)*12, KV) slots through a run-time SLICE,
+    and gives the logits of attention over every slot (the static model) up to the cache's last slot."""
+    m = model(gemma(), layout, read_multiple=12)  # sliding-window layers too
+    path = export_tflite(m, tmp_path / "m.tflite", KV, [PREFILL], prefill_logits="all")
+    interpreter = Interpreter(str(path))
+    decode = interpreter._interpreter.GetSubgraphIndexFromSignature("decode")
+    ops = op_counts(path.read_bytes())  # prefill and decode: a K and a V slice per layer, one RANGE
+    assert ops["SLICE"] == 2 * 2 * m.arch.num_layers and ops["RANGE"] == 2
+    assert any(-1 in interpreter._interpreter.TensorSizeSignature(i, decode)
+               for i in range(interpreter._interpreter.NumTensors(decode)))  # a run-time sized tensor exists
+    static = model(gemma(), layout)  # the same seeded weights reading all KV slots
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), static.state_dict().values()))
+    assert max_logit_diff(static, path, mask_as_input=False, decode_steps=KV - PREFILL) <= 1e-4
 
 
 def test_fp32_last_logits_match_torch(tmp_path: Path) -> None:

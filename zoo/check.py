@@ -30,7 +30,7 @@ def step_inputs(tokens: list[int], positions: list[int], cache: list[np.ndarray]
     for i in range(len(cache) // 2):
         feed[f"kv_cache_k_{i}"], feed[f"kv_cache_v_{i}"] = cache[2 * i], cache[2 * i + 1]
     if export.mask_as_input:
-        feed["mask"] = attention_mask(torch.tensor(positions), export.kv_cache_max, None).numpy()
+        feed["mask"] = attention_mask(torch.tensor(positions), torch.arange(export.kv_cache_max), None).numpy()
     return feed
 
 

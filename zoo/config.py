@@ -288,6 +288,9 @@ class ExportConfig:
     kv_cache_max: int = 1024
     kv_layout: KVLayout = KVLayout.btnh
     mask_as_input: bool = False  # a `mask` [1,1,T,kv_max] input instead of the mask computed from input_pos
+    # attention reads cache slots [0, n): n = last position + 1 rounded up to a multiple of this (a run-time size);
+    # 0 reads all kv_cache_max slots (fully static shapes, more work at short contexts)
+    kv_read_multiple: int = 64
     prefill_lens: list[int] = field(default_factory=lambda: [128])
     prefill_logits: PrefillLogits = PrefillLogits.last
     check_steps: int = 32  # teacher-forced decode steps of the post-export check (after one prefill)
@@ -505,6 +508,9 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     if kind is not Kind.decoder and not 0 < cfg.export.encoder_len <= arch.max_positions:
         raise ConfigError(f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
                           f"{arch.max_positions}")
+    if not 0 <= cfg.export.kv_read_multiple <= cfg.export.kv_cache_max:
+        raise ConfigError(f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be in 0..kv_cache_max="
+                          f"{cfg.export.kv_cache_max} (0 reads every cache slot)")
     for prefill in cfg.export.prefill_lens if kind is Kind.decoder else []:  # only decoders have prefill signatures
         if not 0 < prefill <= cfg.export.kv_cache_max:
             raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")

@@ -58,6 +58,7 @@ def checkpoint_key(cfg: ZooConfig) -> str:
 def gate_key(cfg: ZooConfig) -> str:
     return json.dumps({"checkpoint": checkpoint_key(cfg), "golden": _plain(cfg.golden),
                        "kv_cache_max": cfg.export.kv_cache_max, "kv_layout": cfg.export.kv_layout.value,
+                       "kv_read_multiple": cfg.export.kv_read_multiple,
                        "tokenizer": _plain(cfg.model.tokenizer), "expect": cfg.model.expect_answer,
                        "mapping": _plain(cfg.model.mapping), "arch": _plain(cfg.model.arch)}, sort_keys=True)
 

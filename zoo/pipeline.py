@@ -53,7 +53,7 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded
     """Build our module from the entry and fill it strictly from the checkpoint."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
     with report.stage("build"), torch.device("meta"):  # no init of weights the checkpoint replaces
-        model = build(cfg.model, cfg.export.kv_layout)
+        model = build(cfg.model, cfg.export.kv_layout, cfg.export.kv_read_multiple)
     with report.stage("load"):
         load(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
     report["model"] = cfg.model.name

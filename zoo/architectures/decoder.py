@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.architectures.layers import MLP, Attention, Norm, Rope
+from zoo.architectures.layers import MLP, Attention, Norm, Rope, cache_slots
 from zoo.config import ArchConfig, KVLayout, LayerType, Positions, Residual, layer_type
 from zoo.config import head_dim as arch_head_dim
 
@@ -22,9 +22,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = Norm(arch.dim, arch.norm) if arch.post_attn_norm else None
         self.post_feedforward_layernorm = Norm(arch.dim, arch.norm) if arch.post_mlp_norm else None
 
-    def forward(self, x, input_pos, rope, k_cache, v_cache, layout: KVLayout, mask):
+    def forward(self, x, input_pos, rope, k_cache, v_cache, layout: KVLayout, slots, mask):
         h = self.input_layernorm(x)
-        attn, k_cache, v_cache = self.self_attn(h, input_pos, rope, k_cache, v_cache, layout, mask)
+        attn, k_cache, v_cache = self.self_attn(h, input_pos, rope, k_cache, v_cache, layout, slots, mask)
         if self.post_attention_layernorm is not None:
             attn = self.post_attention_layernorm(attn)
         if self.parallel:
@@ -59,12 +59,13 @@ class DecoderModel(nn.Module):
 class Decoder(nn.Module):
     """tokens [1, T], input_pos [T], a fixed-size KV cache (one K, V pair per layer) -> logits, updated cache.
 
-    The cache is functional (passed in, returned updated) so the exported program has no mutable buffers.
+    The cache is functional (passed in, returned updated) so the exported program has no mutable buffers. Attention
+    reads the filled slots rounded up to `read_multiple` (0: all of them; layers.filled_slots).
     """
 
-    def __init__(self, arch: ArchConfig, layout: KVLayout = KVLayout.btnh):
+    def __init__(self, arch: ArchConfig, layout: KVLayout = KVLayout.btnh, read_multiple: int = 0):
         super().__init__()
-        self.arch, self.layout = arch, KVLayout(layout)
+        self.arch, self.layout, self.read_multiple = arch, KVLayout(layout), read_multiple
         self.model = DecoderModel(arch)
         self.lm_head = None if arch.tie_embeddings else nn.Linear(arch.dim, arch.vocab_size, bias=arch.lm_head_bias)
         self.final_softcap = arch.final_logit_softcap
@@ -88,9 +89,12 @@ class Decoder(nn.Module):
             x = x + m.embed_positions(input_pos)[None]
         rope = m.rotary_emb(input_pos) if m.rotary_emb is not None else None
         rope_local = m.rotary_emb_local(input_pos) if m.rotary_emb_local is not None else rope
+        kv_max = kv_cache[0][0].shape[1 if self.layout is KVLayout.btnh else 2]
+        slots = cache_slots(input_pos, kv_max, self.read_multiple)
         new_cache = []
         for layer, local, (k_cache, v_cache) in zip(m.layers, m.local_layers, kv_cache):
-            x, k_cache, v_cache = layer(x, input_pos, rope_local if local else rope, k_cache, v_cache, self.layout, mask)
+            x, k_cache, v_cache = layer(x, input_pos, rope_local if local else rope, k_cache, v_cache, self.layout, slots,
+                                        mask)
             new_cache.append((k_cache, v_cache))
         return m.norm(x), new_cache
 

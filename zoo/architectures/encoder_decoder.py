@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from zoo.architectures.layers import ACTIVATIONS, Norm
+from zoo.architectures.layers import ACTIVATIONS, Norm, cache_slots
 from zoo.architectures.layers import attention_mask as causal_mask
 from zoo.architectures.mha import attend, padding_bias, split_heads
 from zoo.config import Activation, ArchConfig, MLPType
@@ -134,11 +134,12 @@ class Stack(nn.Module):
 class EncoderDecoder(nn.Module):
     """`encode(tokens, attention_mask)` -> encoder states; `cross_kv(states)` -> per-layer cross K/V;
     `forward(tokens, input_pos, kv_cache, cross_kv, attention_mask)` -> decoder logits, updated self-attention cache.
+    Self-attention reads the filled cache slots rounded up to `read_multiple` (0: all of them; layers.filled_slots).
     """
 
-    def __init__(self, arch: ArchConfig):
+    def __init__(self, arch: ArchConfig, read_multiple: int = 0):
         super().__init__()
-        self.arch = arch
+        self.arch, self.read_multiple = arch, read_multiple
         self.shared = nn.Embedding(arch.vocab_size, arch.dim)
         self.encoder = Stack(arch, decoder=False)
         self.decoder = Stack(arch, decoder=True)
@@ -171,8 +172,9 @@ class EncoderDecoder(nn.Module):
     def forward(self, tokens, input_pos, kv_cache: KVCache, cross_kv: KVCache, attention_mask):
         """tokens [1, T] at input_pos [T] over a KV cache [1, kv_max, heads, head_dim] per layer -> logits [1, T, V]."""
         x = self.shared(tokens)
-        kv_max = kv_cache[0][0].shape[1]
-        self_bias = self.decoder.position_bias(input_pos, torch.arange(kv_max)) + causal_mask(input_pos, kv_max, None)
+        slots = cache_slots(input_pos, kv_cache[0][0].shape[1], self.read_multiple)
+        n = slots.shape[0]
+        self_bias = self.decoder.position_bias(input_pos, slots) + causal_mask(input_pos, slots, None)
         cross_bias = padding_bias(attention_mask)
         new_cache = []
         for block, (k_cache, v_cache), (cross_k, cross_v) in zip(self.decoder.block, kv_cache, cross_kv):
@@ -184,7 +186,7 @@ class EncoderDecoder(nn.Module):
             v = attn.v(h).view(b, t, attn.heads, -1)
             k_cache = k_cache.index_copy(1, input_pos, k)
             v_cache = v_cache.index_copy(1, input_pos, v)
-            x = x + attn(h, k_cache.transpose(1, 2), v_cache.transpose(1, 2), self_bias)
+            x = x + attn(h, k_cache[:, :n].transpose(1, 2), v_cache[:, :n].transpose(1, 2), self_bias)
             x = x + ca.EncDecAttention(ca.layer_norm(x), cross_k, cross_v, cross_bias)
             x = ff(x)
             new_cache.append((k_cache, v_cache))

@@ -1,7 +1,8 @@
 """Building blocks of the generic builders: norms, RoPE, attention over an explicit KV cache, MLPs.
 
 Everything is written for `torch.export`: shapes are static, positions and masks are tensors, and no Python
-branch depends on a tensor's value. Module names follow HF's where that keeps the checkpoint mapping short.
+branch depends on a tensor's value. The one data-dependent size is `filled_slots`: attention reads only the cache slots
+written so far (rounded up), not all kv_cache_max of them. Module names follow HF's where that keeps the checkpoint mapping short.
 """
 from __future__ import annotations
 
@@ -104,9 +105,34 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
 
 
-def attention_mask(input_pos: torch.Tensor, kv_max: int, window: int | None) -> torch.Tensor:
-    """Additive mask [1, 1, T, kv_max]: slot s is visible to query t iff pos[t] - window < s <= pos[t]."""
-    slots = torch.arange(kv_max, dtype=input_pos.dtype)[None, :]
+@torch.library.custom_op("zoo::filled_slots", mutates_args=())
+def filled_slots(input_pos: torch.Tensor, kv_max: int, multiple: int) -> torch.Tensor:
+    """Slot indices [0, n) that attention reads: n is the last position + 1 rounded up to `multiple`, at most kv_max.
+
+    Its length is data-dependent, so the exported graph slices each cache to n slots at run time (zoo/export/lower.py
+    lowers this op to RANGE over that n): a decode step at position 40 of a 1024-slot cache packs and multiplies 64
+    slots, not 1024. The rounding keeps the shapes, and the runtime's re-planning for them, constant for `multiple`
+    steps at a time.
+    """
+    n = min(-(-(int(input_pos.max()) + 1) // multiple) * multiple, kv_max)
+    return torch.arange(n, dtype=input_pos.dtype)
+
+
+@filled_slots.register_fake
+def _(input_pos: torch.Tensor, kv_max: int, multiple: int) -> torch.Tensor:
+    return input_pos.new_empty(torch.library.get_ctx().new_dynamic_size(min=1, max=kv_max))
+
+
+def cache_slots(input_pos: torch.Tensor, kv_max: int, multiple: int) -> torch.Tensor:
+    """The slots attention reads: the filled ones (`filled_slots`), or all kv_max when multiple is 0 (static shapes)."""
+    if multiple == 0:
+        return torch.arange(kv_max, dtype=input_pos.dtype)
+    return filled_slots(input_pos, kv_max, multiple)
+
+
+def attention_mask(input_pos: torch.Tensor, slots: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Additive mask [1, 1, T, S] over `slots` [S]: slot s is visible to query t iff pos[t] - window < s <= pos[t]."""
+    slots = slots[None, :]
     pos = input_pos[:, None]
     visible = slots <= pos
     if window is not None:
@@ -142,8 +168,10 @@ class Attention(nn.Module):
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
         layout: KVLayout,
+        slots: torch.Tensor,
         mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`slots` [S] (from `cache_slots`) are the cache slots read; `mask` [1, 1, T, kv_max] overrides the causal one."""
         b, t, _ = x.shape
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(b, t, self.num_heads, self.head_dim)
@@ -154,26 +182,26 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
-        if layout is KVLayout.btnh:  # K, V [B, S, G, H]
+        n = slots.shape[0]
+        if layout is KVLayout.btnh:  # K, V [B, kv_max, G, H]
             k_cache = k_cache.index_copy(1, input_pos, k)
             v_cache = v_cache.index_copy(1, input_pos, v)
-            keys_t = k_cache.permute(0, 2, 3, 1)  # [B, G, H, S]
-            values = v_cache.transpose(1, 2)  # [B, G, S, H]
-        else:  # K [B, G, S, H], V [B, G, H, S]
+            keys_t = k_cache[:, :n].permute(0, 2, 3, 1)  # [B, G, H, S]
+            values = v_cache[:, :n].transpose(1, 2)  # [B, G, S, H]
+        else:  # K [B, G, kv_max, H], V [B, G, H, kv_max]
             k_cache = k_cache.index_copy(2, input_pos, k.transpose(1, 2))
             v_cache = v_cache.index_copy(3, input_pos, v.permute(0, 2, 3, 1))
-            keys_t = k_cache.transpose(2, 3)
-            values = v_cache.transpose(2, 3)
-        kv_max = keys_t.shape[-1]
+            keys_t = k_cache[:, :, :n].transpose(2, 3)
+            values = v_cache[..., :n].transpose(2, 3)
         groups = self.num_heads // self.num_kv_heads
         # Queries of one kv group stacked along the sequence axis: [B, G, groups*T, H], so no K/V repeat is needed.
         q = q.transpose(1, 2).reshape(b, self.num_kv_heads, groups * t, self.head_dim)
         scores = torch.matmul(q * self.scale, keys_t)
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
-        if mask is None:
-            mask = attention_mask(input_pos, kv_max, self.window)
-        scores = scores + mask.repeat(1, 1, groups, 1)
+        mask = attention_mask(input_pos, slots, self.window) if mask is None else mask[..., :n]  # [1, 1, T, S]
+        # [B, G, groups, T, S] + [1, 1, 1, T, S]: the mask broadcasts over the query groups instead of being tiled
+        scores = (scores.view(b, self.num_kv_heads, groups, t, n) + mask[:, :, None]).view(b, self.num_kv_heads, groups * t, n)
         out = torch.matmul(torch.softmax(scores, dim=-1), values)  # [B, G, groups*T, H]
         out = out.reshape(b, self.num_heads, t, self.head_dim).transpose(1, 2).reshape(b, t, self.q_size)
         return self.o_proj(out), k_cache, v_cache

@@ -16,6 +16,8 @@ from tensorflow.compiler.tf2xla.python import xla
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
+import zoo.architectures.layers  # noqa: F401  registers torch.ops.zoo.filled_slots, lowered below
+
 aten = torch.ops.aten
 
 DTYPES: dict[torch.dtype, tf.DType] = {
@@ -110,7 +112,9 @@ def index_copy(x: tf.Tensor, dim: int, index: tf.Tensor, source: tf.Tensor) -> t
 def embedding(weight: tf.Tensor, indices: tf.Tensor, *_: Any) -> tf.Tensor:
     """GATHER with 1-D ids on axis 0, the form ai-edge-quantizer can turn into a quantized EMBEDDING_LOOKUP."""
     rows = tf.gather(weight, tf.reshape(indices, [-1]))
-    return tf.reshape(rows, indices.shape + weight.shape[1:])
+    if indices.shape.is_fully_defined():
+        return tf.reshape(rows, indices.shape + weight.shape[1:])
+    return tf.reshape(rows, tf.concat([tf.shape(indices), weight.shape[1:]], 0))  # T5's bias over the filled slots
 
 
 def index(x: tf.Tensor, indices: Sequence[tf.Tensor | None]) -> tf.Tensor:
@@ -125,13 +129,31 @@ def _clamp(i: int, size: int) -> int:
     return max(0, min(i + size if i < 0 else i, size))
 
 
-def slice_(x: tf.Tensor, dim: int = 0, start: int | None = None, end: int | None = None, step: int = 1) -> tf.Tensor:
+def slice_(x: tf.Tensor, dim: int = 0, start: int | None = None, end: int | tf.Tensor | None = None,
+           step: int = 1) -> tf.Tensor:
+    """A STRIDED_SLICE; an `end` known only at run time (a cache cut to its filled slots) makes a SLICE of that size."""
     dim = _axis(dim, x.shape.rank)
     size = x.shape[dim]
+    if isinstance(end, tf.Tensor):
+        if start or step != 1:
+            raise LoweringError("aten.slice.Tensor with a run-time end is lowered from start 0 with step 1 only")
+        sizes = [tf.cast(end, tf.int32) if d == dim else tf.constant(n) for d, n in enumerate(x.shape)]
+        return tf.slice(x, [0] * x.shape.rank, tf.stack(sizes))  # explicit sizes keep the other axes static
     start, end = _clamp(start or 0, size), size if end is None else _clamp(end, size)
     if start == 0 and end == size and step == 1:
         return x
     return x[(slice(None),) * dim + (slice(start, end, step),)]
+
+
+def filled_slots(input_pos: tf.Tensor, kv_max: int, multiple: int) -> tf.Tensor:
+    """zoo::filled_slots (zoo/architectures/layers.py): RANGE over the filled slots rounded up to `multiple`."""
+    n = (tf.reduce_max(input_pos) + multiple) // multiple * multiple  # ceil((last + 1) / multiple) * multiple
+    return tf.range(tf.minimum(n, kv_max), dtype=input_pos.dtype)
+
+
+def sym_size(x: tf.Tensor, dim: int) -> int | tf.Tensor:
+    """A dimension: a Python int when static, else the run-time size (a scalar tensor)."""
+    return x.shape[dim] if x.shape[dim] is not None else tf.shape(x, out_type=tf.int32)[dim]
 
 
 def split_with_sizes(x: tf.Tensor, sizes: Sequence[int], dim: int = 0) -> list[tf.Tensor]:
@@ -160,8 +182,12 @@ def transpose(x: tf.Tensor, d0: int, d1: int) -> tf.Tensor:
     return permute(x, perm)
 
 
-def reshape(x: tf.Tensor, shape: Sequence[int]) -> tf.Tensor:
-    return x if list(x.shape) == list(shape) else tf.reshape(x, list(shape))
+def reshape(x: tf.Tensor, shape: Sequence[int | tf.Tensor]) -> tf.Tensor:
+    """A size known only at run time (the filled cache slots) becomes -1, so every other axis stays static."""
+    shape = [-1 if isinstance(s, tf.Tensor) else s for s in shape]
+    if shape.count(-1) > 1:
+        raise LoweringError(f"reshape to {shape}: more than one size unknown before run time")
+    return x if list(x.shape) == shape else tf.reshape(x, shape)
 
 
 def repeat(x: tf.Tensor, repeats: Sequence[int]) -> tf.Tensor:
@@ -324,6 +350,11 @@ OPS: dict[Any, Callable[..., Any]] = {
     aten.lift_fresh_copy.default: identity,
     aten.dropout.default: identity,
     aten._assert_tensor_metadata.default: lambda *_, **__: None,  # a trace-time check, nothing to compute
+    aten._assert_scalar.default: lambda *_, **__: None,  # torch.export's range assert on a run-time size
+    aten.sym_size.int: sym_size,
+    operator.ge: operator.ge,  # comparisons of run-time sizes, feeding only the asserts above
+    operator.le: operator.le,
+    torch.ops.zoo.filled_slots.default: filled_slots,
 }
 
 
