@@ -20,16 +20,17 @@ def test_bench_stage_fills_its_report_fields(tmp_path):
     report = pipeline.run(cfg, tmp_path).data
     bench, exp = report["bench"], report["export"]
     assert report["status"] == "ok" and "bench" in report["timings"]
-    assert set(bench["prefill_tok_s"]) == set(bench["prefill_runner_tok_s"]) == {"8", "16"}
-    for t, stats in bench["interpreter"]["prefill"].items():
-        assert stats["invoke_s"] > 0 and stats["runner_s"] > 0
+    assert set(bench["prefill_tok_s"]) == set(bench["prefill_loop_tok_s"]) == {"8", "16"}
+    for t, stats in bench["runtime"]["prefill"].items():
+        assert stats["invoke_s"] > 0 and stats["loop_s"] > 0
         assert math.isclose(bench["prefill_tok_s"][t], int(t) / stats["invoke_s"])
-        assert math.isclose(bench["prefill_runner_tok_s"][t], int(t) / stats["runner_s"])
-    decode = bench["interpreter"]["decode"]
+        assert math.isclose(bench["prefill_loop_tok_s"][t], int(t) / stats["loop_s"])
+    decode = bench["runtime"]["decode"]
     assert decode["start_position"] == 16 and decode["steps"] == 4  # right after the longest prefill
     assert math.isclose(bench["decode_tok_s"], 1 / decode["invoke_s"])
-    assert math.isclose(bench["decode_runner_tok_s"], 1 / decode["runner_s"])
-    assert bench["ttft_s"] == bench["interpreter"]["prefill"]["8"]["runner_s"]  # prefill returns the last logits
+    assert math.isclose(bench["decode_loop_tok_s"], 1 / decode["loop_s"])
+    # our loop's first logits: the shortest prefill (all prompt tokens but the last), then decode of the last
+    assert bench["ttft_s"] == bench["runtime"]["prefill"]["8"]["loop_s"] + decode["loop_s"]
     assert 0 < bench["runtime_baseline_rss_bytes"] <= bench["runtime_peak_rss_bytes"]
 
     # float32: the weights' own bytes are 4 per parameter; the file holds them once plus tables and graph
@@ -45,7 +46,7 @@ def test_bench_stage_fills_its_report_fields(tmp_path):
 
     ref = bench["reference"]
     assert set(ref["prefill"]) == {"8", "16"} and ref["decode"]["tok_s"] > 0
-    assert math.isclose(bench["speedup_vs_reference"]["decode"], bench["decode_runner_tok_s"] / ref["decode"]["tok_s"])
+    assert math.isclose(bench["speedup_vs_reference"]["decode"], bench["decode_loop_tok_s"] / ref["decode"]["tok_s"])
     assert "targets" not in report  # the targets are the full model's, not the small variant's
 
     assert report["config"]["bench"]["decode_steps"] == 4 and report["config"]["export"]["prefill_lens"] == [8, 16]

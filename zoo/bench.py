@@ -1,12 +1,13 @@
 """The `bench` stage: how fast the flatbuffer runs here, how much memory its runtime needs, and against what bound.
 
-The interpreter is timed in a child process (`python -m zoo.bench SPEC OUT`) that imports only numpy and
-ai_edge_litert: its peak RSS (VmHWM of its own address space) is the runtime's own, where the parent's would include
-PyTorch, the checkpoint and the converter's leftovers; and its timings do not share an address space with the exporter. Each
+The flatbuffer is timed in zoo's own runtime (`zoo.runtime.LiteModel`: LiteRT's CompiledModel, KV caches updated in
+place) in a child process (`python -m zoo.bench SPEC OUT`) that imports only numpy, ai_edge_litert and the runtime: its
+peak RSS (VmHWM of its own address space) is the runtime's own, where the parent's would include PyTorch, the
+checkpoint and the converter's leftovers; and its timings do not share an address space with the exporter. Each
 signature is timed two ways, medians after a warm-up:
-- invoke only: inputs set once by the signature runner, then `Invoke()` of its subgraph (the kernels alone);
-- runner: the Python signature runner's call, which copies every input in and every output out (a real loop in
-  Python feeds each step's caches back, as `runner` decode does here).
+- invoke only: inputs written once, then runs of the signature on them (the kernels alone);
+- loop: a full step of the generate loop (tokens, positions and mask written, run, for decode the logits read and
+  the greedy pick), positions advancing from one decode step to the next as in generation.
 Decode speed is also put against the memory-bandwidth bound: a decode step reads at least every weight byte of the
 file (and, with the KV cache, all of its bytes), so `read bandwidth / bytes per step` caps tokens per second.
 """
@@ -47,86 +48,64 @@ def read_bandwidth(mib: int, threads: int, repeats: int = 7) -> float:
     return data.nbytes / seconds
 
 
-# --- the child process: interpreter only -------------------------------------------------------------------------
+# --- the child process: the runtime only ------------------------------------------------------------------------
 
-def interpreter_bench(spec: dict, feeds: dict[str, np.ndarray]) -> dict:
-    """Prefill and decode speeds of the flatbuffer at `spec['path']`; `feeds` holds the non-cache inputs."""
-    from ai_edge_litert.interpreter import Interpreter
+def runtime_bench(spec: dict) -> dict:
+    """Prefill and decode speeds of the flatbuffer at `spec['path']` in zoo's runtime (`LiteModel`), and its RSS."""
+    import ai_edge_litert.compiled_model  # noqa: F401  (in the baseline, as numpy is)
 
-    baseline = peak_rss_bytes()  # python, numpy and the interpreter module, before the model
-    interpreter = Interpreter(model_path=spec["path"], num_threads=spec["threads"])
-    cache = {name: np.zeros(shape, np.float32) for name, shape in spec["cache_shapes"].items()}
+    from zoo.runtime.model import LiteModel
+
+    baseline = peak_rss_bytes()  # python, numpy, LiteRT's module and the config schema, before the model
+    lite = LiteModel(spec["path"], spec["kv_layout"], spec["threads"])
     warmup, repeats = spec["warmup"], spec["repeats"]
     out: dict = {"prefill": {}}
-    for t in spec["prefill_lens"]:
-        runner = interpreter.get_signature_runner(f"prefill_{t}")
-        feed = {k[len(f"prefill_{t}/"):]: v for k, v in feeds.items() if k.startswith(f"prefill_{t}/")} | cache
-        runner_s = median_seconds(lambda r=runner, f=feed: r(**f), warmup, repeats, f"bench prefill_{t} runner")
-        invoke_s = invoke_seconds(runner, feed, warmup, repeats, f"bench prefill_{t} invoke")
-        out["prefill"][str(t)] = {"tokens": t, "invoke_s": invoke_s, "runner_s": runner_s,
-                                  "invoke_tok_s": t / invoke_s, "runner_tok_s": t / runner_s}
-    decode = interpreter.get_signature_runner("decode")
-    steps = [{k.split("/")[2]: v for k, v in feeds.items() if k.startswith(f"decode/{i}/")}
-             for i in range(warmup + spec["decode_steps"])]
-    invoke_s = invoke_seconds(decode, steps[0] | cache, warmup, spec["decode_steps"], "bench decode invoke")
-    step_times, state = [], cache
-    for i, step in enumerate(progress(steps, "bench decode runner")):
-        start = time.perf_counter()
-        result = decode(**step, **state)
-        state = {name: result[name] for name in cache}  # the next step reads this step's caches, as a real loop does
+    for t, tokens in zip(spec["prefill_lens"], spec["prefill_tokens"]):
+        sig = f"prefill_{t}"
+        loop_s = median_seconds(lambda s=sig, x=tokens: lite.step(s, x, 0, logits=False), warmup, repeats,
+                                f"bench {sig} loop")
+        invoke_s = median_seconds(lambda s=sig: lite.invoke_only(s), warmup, repeats, f"bench {sig} invoke")
+        out["prefill"][str(t)] = {"tokens": t, "invoke_s": invoke_s, "loop_s": loop_s,
+                                  "invoke_tok_s": t / invoke_s, "loop_tok_s": t / loop_s}
+    start, tokens = spec["decode_start"], spec["decode_tokens"]
+    lite.step("decode", tokens[:1], start)  # the inputs of the bare runs: one real step
+    invoke_s = median_seconds(lambda: lite.invoke_only("decode"), warmup, spec["decode_steps"], "bench decode invoke")
+    step_times = []
+    for i, token in enumerate(progress(tokens, "bench decode loop")):  # positions advance as in generation
+        begin = time.perf_counter()
+        int(np.argmax(lite.step("decode", [token], start + i)[0, -1]))
         if i >= warmup:
-            step_times.append(time.perf_counter() - start)
-    runner_s = statistics.median(step_times)
-    out["decode"] = {"start_position": spec["decode_start"], "steps": spec["decode_steps"], "invoke_s": invoke_s,
-                     "runner_s": runner_s, "invoke_tok_s": 1 / invoke_s, "runner_tok_s": 1 / runner_s}
+            step_times.append(time.perf_counter() - begin)
+    loop_s = statistics.median(step_times)
+    out["decode"] = {"start_position": start, "steps": spec["decode_steps"], "invoke_s": invoke_s,
+                     "loop_s": loop_s, "invoke_tok_s": 1 / invoke_s, "loop_tok_s": 1 / loop_s}
     out["runtime_baseline_rss_bytes"] = baseline
     out["runtime_peak_rss_bytes"] = peak_rss_bytes()
     return out
 
 
-def invoke_seconds(runner, feed: dict, warmup: int, repeats: int, desc: str) -> float:
-    """Median time of the runner's subgraph `Invoke()` alone, inputs set once by one ordinary call."""
-    runner(**feed)
-    wrapper, subgraph = runner._interpreter_wrapper, runner._subgraph_index
-    return median_seconds(lambda: wrapper.Invoke(subgraph), warmup, repeats, desc)
-
-
 def main(argv: list[str]) -> None:
-    """`python -m zoo.bench SPEC.json OUT.json`: the child side of `run_interpreter_bench`."""
+    """`python -m zoo.bench SPEC.json OUT.json`: the child side of `run_runtime_bench`."""
     spec_path, out_path = map(Path, argv)
-    spec = json.loads(spec_path.read_text())
-    with np.load(spec_path.with_suffix(".npz")) as data:
-        feeds = {k: data[k] for k in data.files}
-    out_path.write_text(json.dumps(interpreter_bench(spec, feeds)))
+    out_path.write_text(json.dumps(runtime_bench(json.loads(spec_path.read_text()))))
 
 
 # --- the parent: inputs, child process, reference, bounds ---------------------------------------------------------
 
-def run_interpreter_bench(path: Path, model, export, bench, threads: int) -> dict:
-    """Build the inputs here (they need the model's cache shapes and mask rule), time them in a child process."""
-    from zoo.check import step_inputs
-
+def run_runtime_bench(path: Path, model, export, bench, threads: int) -> dict:
+    """Random tokens for each signature, timed in a child process; decode starts right after the longest prefill."""
     rng = np.random.default_rng(0)
     vocab = model.arch.vocab_size
-    feeds = {}
-    for t in export.prefill_lens:
-        tokens = rng.integers(vocab, size=t).tolist()
-        feeds |= {f"prefill_{t}/{k}": v for k, v in step_inputs(tokens, list(range(t)), [], export).items()}
     n = bench.warmup + bench.decode_steps
-    start = max(0, min(max(export.prefill_lens), export.kv_cache_max - n))  # decode right after the longest prompt
-    for i in range(n):
-        step = step_inputs([int(rng.integers(vocab))], [start + i], [], export)
-        feeds |= {f"decode/{i}/{k}": v for k, v in step.items()}
-    k_shape, v_shape = model.kv_shapes(export.kv_cache_max)
-    cache_shapes = {f"kv_cache_{kind}_{i}": list(k_shape if kind == "k" else v_shape)
-                    for i in range(model.arch.num_layers) for kind in ("k", "v")}
-    spec = {"path": str(path), "threads": threads, "prefill_lens": list(export.prefill_lens),
-            "cache_shapes": cache_shapes, "warmup": bench.warmup, "repeats": bench.repeats,
-            "decode_steps": bench.decode_steps, "decode_start": start}
+    spec = {"path": str(path), "kv_layout": export.kv_layout.value, "threads": threads,
+            "prefill_lens": list(export.prefill_lens),
+            "prefill_tokens": [rng.integers(vocab, size=t).tolist() for t in export.prefill_lens],
+            "decode_tokens": rng.integers(vocab, size=n).tolist(),
+            "decode_start": max(0, min(max(export.prefill_lens), export.kv_cache_max - n)),
+            "warmup": bench.warmup, "repeats": bench.repeats, "decode_steps": bench.decode_steps}
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
-        np.savez(spec_path.with_suffix(".npz"), **feeds)
         done = subprocess.run([sys.executable, "-m", "zoo.bench", str(spec_path), str(out_path)],
                               check=False, stdout=subprocess.DEVNULL, stderr=None if sys.stderr.isatty() else subprocess.PIPE,
                               text=True, cwd=Path(__file__).resolve().parents[1])
@@ -212,18 +191,18 @@ def target_records(report: dict, target) -> list[dict]:
 
 def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
     """The report's `bench` section; `hf_factory()` builds the transformers model when `bench.reference` asks."""
-    lite = run_interpreter_bench(path, model, cfg.export, cfg.bench, cfg.threads)
+    lite = run_runtime_bench(path, model, cfg.export, cfg.bench, cfg.threads)
     section = {
         "threads": cfg.threads,
-        "ttft_s": lite["prefill"][str(min(cfg.export.prefill_lens))]["runner_s"]
-        + (lite["decode"]["runner_s"] if cfg.export.prefill_logits.value == "none" else 0.0),
+        # our loop: prefill of all prompt tokens but the last, decode of the last gives the first logits
+        "ttft_s": lite["prefill"][str(min(cfg.export.prefill_lens))]["loop_s"] + lite["decode"]["loop_s"],
         "prefill_tok_s": {t: v["invoke_tok_s"] for t, v in lite["prefill"].items()},
-        "prefill_runner_tok_s": {t: v["runner_tok_s"] for t, v in lite["prefill"].items()},
+        "prefill_loop_tok_s": {t: v["loop_tok_s"] for t, v in lite["prefill"].items()},
         "decode_tok_s": lite["decode"]["invoke_tok_s"],
-        "decode_runner_tok_s": lite["decode"]["runner_tok_s"],
+        "decode_loop_tok_s": lite["decode"]["loop_tok_s"],
         "runtime_peak_rss_bytes": lite["runtime_peak_rss_bytes"],
         "runtime_baseline_rss_bytes": lite["runtime_baseline_rss_bytes"],
-        "interpreter": lite,
+        "runtime": lite,
     }
     weights = weight_bytes(model, cfg.quant)
     section |= {"weight_bytes": weights, "size_vs_weights": size_bytes / weights}
@@ -232,10 +211,10 @@ def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
                                              section["decode_tok_s"])
     if cfg.bench.reference:
         ref = reference_bench(hf_factory(), model.arch.vocab_size, list(cfg.export.prefill_lens), cfg.bench)
-        section["reference"] = ref  # speed-ups: runner calls (a Python call with copies on both sides)
+        section["reference"] = ref  # speed-ups: our loop's steps (inputs written, logits read) over forward calls
         section["speedup_vs_reference"] = {
-            "decode": section["decode_runner_tok_s"] / ref["decode"]["tok_s"],
-            "prefill": {t: section["prefill_runner_tok_s"][t] / ref["prefill"][t]["tok_s"] for t in ref["prefill"]}}
+            "decode": section["decode_loop_tok_s"] / ref["decode"]["tok_s"],
+            "prefill": {t: section["prefill_loop_tok_s"][t] / ref["prefill"][t]["tok_s"] for t in ref["prefill"]}}
     return section
 
 

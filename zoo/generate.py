@@ -60,4 +60,8 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()  # LiteRT's process-wide environment logs its teardown at exit: the last line stays ours
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(code)

@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 from zoo.report import write_atomic
 
 COLUMNS = ["job", "status", "model", "quant", "kv_cache_max", "prefill_lens", "size_mb", "golden_max_abs_diff",
-           "check_top1", "check_kl", "prefill_tok_s", "decode_tok_s", "decode_runner_tok_s", "ttft_ms",
+           "check_top1", "check_kl", "prefill_tok_s", "decode_tok_s", "decode_loop_tok_s", "ttft_ms",
            "runtime_peak_rss_mib", "convert_peak_rss_gib", "convert_s", "error"]
-PLOTS = {"decode_tok_s": "decode tok/s (interpreter, invoke only)", "size_mb": "file size (MB)"}
+PLOTS = {"decode_tok_s": "decode tok/s (runtime, invoke only)", "size_mb": "file size (MB)"}
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -55,7 +55,7 @@ def job_row(sweep_dir: Path, job: Path) -> dict:
         "check_kl": chk.get("kl"),
         "prefill_tok_s": " ".join(f"{t}:{v:.0f}" for t, v in prefill.items()) or None,
         "decode_tok_s": bench.get("decode_tok_s"),
-        "decode_runner_tok_s": bench.get("decode_runner_tok_s"),
+        "decode_loop_tok_s": bench.get("decode_loop_tok_s"),
         "ttft_ms": bench["ttft_s"] * 1e3 if "ttft_s" in bench else None,
         "runtime_peak_rss_mib": bench["runtime_peak_rss_bytes"] / 2**20 if "runtime_peak_rss_bytes" in bench else None,
         "convert_peak_rss_gib": exp["convert_peak_rss_bytes"] / 2**30 if "convert_peak_rss_bytes" in exp else None,
@@ -89,9 +89,9 @@ def to_csv(rows: list[dict]) -> str:
 
 def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
     head = ["overrides", "status", "size MB", "golden diff", "top-1", "KL", "prefill tok/s", "decode tok/s",
-            "decode tok/s (runner)", "TTFT ms", "runtime RSS MiB", "convert RSS GiB", "convert s"]
+            "decode tok/s (loop)", "TTFT ms", "runtime RSS MiB", "convert RSS GiB", "convert s"]
     keys = ["overrides", "status", "size_mb", "golden_max_abs_diff", "check_top1", "check_kl", "prefill_tok_s",
-            "decode_tok_s", "decode_runner_tok_s", "ttft_ms", "runtime_peak_rss_mib", "convert_peak_rss_gib",
+            "decode_tok_s", "decode_loop_tok_s", "ttft_ms", "runtime_peak_rss_mib", "convert_peak_rss_gib",
             "convert_s"]
     failed = [r for r in rows if r["status"] != "ok"]
     common, own = varying(rows)
@@ -106,8 +106,8 @@ def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
     if failed:
         lines += ["", "## Failed jobs", ""] + [f"- `{r['overrides'] or r['job']}`: {r['error'] or r['status']}"
                                                  for r in failed]
-    lines += ["", ("Speeds are medians (zoo/bench.py): prefill and decode tok/s are interpreter invoke-only; the runner "
-                  "column includes the Python signature runner's KV copies."), ""]
+    lines += ["", ("Speeds are medians (zoo/bench.py): prefill and decode tok/s are invoke-only runs of the runtime; the "
+                  "loop column is a full step of zoo's generate loop."), ""]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Running exported flatbuffers: `LiteModel` (zero-copy signature stepping), the generate loop and sampling,
+"""Running exported flatbuffers: `LiteModel` (signatures run in place on one KV cache), the generate loop and sampling,
 tokenizer loading, and the export cache `zoo.generate` uses.
 
     from zoo.runtime import LiteModel, Generator, SamplingConfig

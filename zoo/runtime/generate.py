@@ -70,7 +70,7 @@ def stream(model: LiteModel, ids: Sequence[int], max_new_tokens: int, sampling: 
     start = clock()
     pos = 0
     for signature, n in model.prefill_plan(0, len(ids) - 1):
-        model.step(signature, ids[pos: pos + n], pos)
+        model.step(signature, ids[pos: pos + n], pos, logits=False)
         pos += n
     token = sample(model.step("decode", [ids[-1]], pos)[0, -1])
     stats.prefill_seconds = clock() - start
