@@ -1,7 +1,6 @@
 """Asymmetric int4 blocks carried by symmetric int4 kernels (zoo/export/asymmetric.py)."""
 from __future__ import annotations
 
-import pytest
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
 from conftest import compose_cfg
@@ -9,9 +8,8 @@ from test_export import SMALL_EXPORT
 from torch import nn
 
 from zoo import pipeline
-from zoo.config import QuantConfig, QuantMode
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
-from zoo.export.quantize import validate, zero_point_blocks
+from zoo.export.quantize import zero_point_blocks
 from zoo.report import Report
 
 BLOCK = 32
@@ -63,11 +61,6 @@ def test_zero_points_only_where_the_recipe_puts_int4(tmp_path):
     assert isinstance(clone.get_submodule(next(iter(blocks))), AsymmetricLinear)
     assert not any(isinstance(m, AsymmetricLinear) for m in model.modules())  # the verified model is untouched
     assert clone.model.embed_tokens.weight is model.model.embed_tokens.weight  # everything else is shared
-
-
-def test_zero_point_excludes_hadamard():
-    with pytest.raises(ValueError, match="zero_point and hadamard"):
-        validate(QuantConfig(mode=QuantMode.int4_block32, zero_point=True, hadamard=True))
 
 
 def test_int4_export_with_zero_points_passes_its_check(tmp_path):

@@ -54,9 +54,11 @@ _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _
 def validate(recipe: QuantConfig) -> None:
     if recipe.fallback in _BLOCK:
         raise ValueError(f"quant {recipe.name}: fallback must not be blockwise, got {recipe.fallback.value}")
-    if recipe.zero_point and recipe.hadamard:
-        raise ValueError(f"quant {recipe.name}: zero_point and hadamard exclude each other (a rotation moves "
-                         "weights off their 4-bit grid); set one of them to false")
+    for pattern in recipe.hadamard:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"quant {recipe.name}: hadamard pattern {pattern!r} is not a regex ({err})") from None
 
 
 def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, int]:
@@ -94,9 +96,9 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     if not plan:
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
     qz = _Quantizer(float_model)
-    for (mode, op_name), scopes in plan.items():
+    for (mode, op_name, rotate), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
-        _add_config(qz, regex, op_name, mode, recipe)
+        _add_config(qz, regex, op_name, mode, rotate, recipe.zero_point)
     data = qz.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model
     _unzero_scales(data)
     return data
@@ -122,28 +124,29 @@ def _unzero_scales(data: bytearray) -> None:
             scale[scale == 0] = 1.0
 
 
-def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, recipe: QuantConfig) -> None:
+def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool,
+                zero_point: bool) -> None:
     if mode is QuantMode.fp16:
         qz.add_weight_only_config(regex, op_name, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
         return
     if mode is QuantMode.int8_weight_only:
         qz.add_weight_only_config(regex, op_name, num_bits=8)
         return
-    algorithm = AlgorithmName.DECOMPOSED_HADAMARD_ROTATION if recipe.hadamard else AlgorithmName.MIN_MAX_UNIFORM_QUANT
+    algorithm = AlgorithmName.DECOMPOSED_HADAMARD_ROTATION if rotate else AlgorithmName.MIN_MAX_UNIFORM_QUANT
     if mode is QuantMode.int8_dynamic:
         qz.add_dynamic_config(regex, op_name, num_bits=8, algorithm_key=algorithm)
     else:
-        if recipe.zero_point:  # weights already on their blocks' int4 grid: take its exact scales
+        if zero_point:  # weights already on their blocks' int4 grid: take its exact scales
             algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
         granularity = qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
         qz.add_dynamic_config(regex, op_name, num_bits=4, granularity=granularity, algorithm_key=algorithm)
 
 
-def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName], list[str]]:
-    """Op scopes per (mode, op type); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
+def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
+    """Op scopes per (mode, op type, Hadamard-rotated); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    plan: dict[tuple[QuantMode, _OpName], list[str]] = {}
-    modes_per_buffer: dict[int, set[QuantMode]] = {}
+    plan: dict[tuple[QuantMode, _OpName, bool], list[str]] = {}
+    modes_per_buffer: dict[int, set[tuple[QuantMode, bool]]] = {}
     fallbacks = 0
     for sg in model.subgraphs:
         for op in sg.operators:
@@ -152,19 +155,36 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _
                 continue
             if mode in _BLOCK and weight.shape[-1] % _BLOCK[mode]:
                 mode, fallbacks = recipe.fallback, fallbacks + 1
-            modes_per_buffer.setdefault(weight.buffer, set()).add(mode)
             if mode is QuantMode.none:
+                modes_per_buffer.setdefault(weight.buffer, set()).add((mode, False))
                 continue
+            scope = tfl_utils.get_op_scope(op, sg.tensors)
+            rotate = _rotated(recipe, scope, mode)
+            modes_per_buffer.setdefault(weight.buffer, set()).add((mode, rotate))
             if op_name is _OpName.EMBEDDING_LOOKUP:
                 _to_embedding_lookup(model, codes, sg, op)
-            plan.setdefault((mode, op_name), []).append(tfl_utils.get_op_scope(op, sg.tensors))
+            plan.setdefault((mode, op_name, rotate), []).append(scope)
     if any(len(modes) > 1 for modes in modes_per_buffer.values()):
-        log.warning("quant %s: a shared weight (tied embedding?) takes several modes: ai-edge-quantizer then stores "
-                    "one copy per mode per signature", recipe.name)
+        log.warning("quant %s: a shared weight (tied embedding?) takes several modes or rotations: ai-edge-quantizer "
+                    "then stores one copy per mode per signature", recipe.name)
     if fallbacks:
         log.warning("quant %s: %d weights not divisible by the block size take %s", recipe.name, fallbacks,
                     recipe.fallback.value)
     return plan
+
+
+def _rotated(recipe: QuantConfig, scope: str, mode: QuantMode) -> bool:
+    """Whether the weight op at `scope` is Hadamard-rotated: a dynamic-mode op that a `hadamard` pattern matches.
+    A rotated EMBEDDING_LOOKUP stores its table rotated and rotates the rows it reads back: a tied table stays one
+    tensor when its lookup and its lm_head are both rotated (or both not)."""
+    if mode in (QuantMode.fp16, QuantMode.int8_weight_only):
+        return False
+    if not any(re.search(pattern, scope) for pattern in recipe.hadamard):
+        return False
+    if recipe.zero_point and mode in _BLOCK:
+        raise ValueError(f"quant {recipe.name}: hadamard matches {scope}, an int4 matrix with zero points (a "
+                         "rotation moves weights off their 4-bit grid); narrow the hadamard patterns")
+    return True
 
 
 def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.OperatorT, code: int,
