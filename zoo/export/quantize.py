@@ -159,31 +159,36 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _
                 modes_per_buffer.setdefault(weight.buffer, set()).add((mode, False))
                 continue
             scope = tfl_utils.get_op_scope(op, sg.tensors)
-            rotate = _rotated(recipe, scope, mode)
+            rotate = _rotated(recipe, _names(sg, op), mode)
             modes_per_buffer.setdefault(weight.buffer, set()).add((mode, rotate))
             if op_name is _OpName.EMBEDDING_LOOKUP:
                 _to_embedding_lookup(model, codes, sg, op)
             plan.setdefault((mode, op_name, rotate), []).append(scope)
+    if any(len({rotate for m, rotate in modes if m is mode}) > 1 for modes in modes_per_buffer.values()
+           for mode, _ in modes):
+        raise ValueError(f"quant {recipe.name}: hadamard rotates some uses of a shared weight (tied embedding?) but "
+                         "not others, which then read it rotated; match the weight's name (e.g. embed_tokens)")
     if any(len(modes) > 1 for modes in modes_per_buffer.values()):
-        log.warning("quant %s: a shared weight (tied embedding?) takes several modes or rotations: ai-edge-quantizer "
-                    "then stores one copy per mode per signature", recipe.name)
+        log.warning("quant %s: a shared weight (tied embedding?) takes several modes: ai-edge-quantizer then stores "
+                    "one copy per mode per signature", recipe.name)
     if fallbacks:
         log.warning("quant %s: %d weights not divisible by the block size take %s", recipe.name, fallbacks,
                     recipe.fallback.value)
     return plan
 
 
-def _rotated(recipe: QuantConfig, scope: str, mode: QuantMode) -> bool:
-    """Whether the weight op at `scope` is Hadamard-rotated: a dynamic-mode op that a `hadamard` pattern matches.
-    A rotated EMBEDDING_LOOKUP stores its table rotated and rotates the rows it reads back: a tied table stays one
-    tensor when its lookup and its lm_head are both rotated (or both not)."""
+def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
+    """Whether the weight op (its scope and input `names`) is Hadamard-rotated: a dynamic-mode op that a `hadamard`
+    pattern matches. A rotated EMBEDDING_LOOKUP stores its table rotated and rotates back the rows it reads, so a
+    tied table's lookup and lm_head (whose weight keeps the table's name) must be rotated both or neither: a
+    pattern on the table's name (e.g. `embed_tokens`) matches both."""
     if mode in (QuantMode.fp16, QuantMode.int8_weight_only):
         return False
-    if not any(re.search(pattern, scope) for pattern in recipe.hadamard):
+    if not any(re.search(pattern, names) for pattern in recipe.hadamard):
         return False
     if recipe.zero_point and mode in _BLOCK:
-        raise ValueError(f"quant {recipe.name}: hadamard matches {scope}, an int4 matrix with zero points (a "
-                         "rotation moves weights off their 4-bit grid); narrow the hadamard patterns")
+        raise ValueError(f"quant {recipe.name}: hadamard matches {names.split(';')[0]}, an int4 matrix with zero "
+                         "points (a rotation moves weights off their 4-bit grid); narrow the hadamard patterns")
     return True
 
 
@@ -199,11 +204,15 @@ def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.Operato
     return None, None, QuantMode.none
 
 
+def _names(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> str:
+    """The op's scope and its inputs' names, where component and hadamard patterns are searched."""
+    return ";".join([tfl_utils.get_op_scope(op, sg.tensors)] +
+                    [tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0])
+
+
 def _component(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> Optional[str]:
     """The component of the op's scope or its constant inputs' names."""
-    return _component_in(tfl_utils.get_op_scope(op, sg.tensors) + ";".join(
-        tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0
-    ))
+    return _component_in(_names(sg, op))
 
 
 def _component_in(names: str) -> Optional[str]:
