@@ -51,12 +51,28 @@ def test_any_weights_get_16_levels_per_block():
     assert ((got - blocks).abs() <= bound + 1e-6).all()
 
 
+def test_outlier_columns_are_exact():
+    """A super weight's column leaves the int4 blocks (whose range it no longer stretches) and stays exact, however
+    large the activation that meets it."""
+    linear = _q4_1_linear()
+    w = linear.weight.data
+    w[3, 5] = 40 * w.pow(2).mean().sqrt()
+    coarse = AsymmetricLinear(linear, 4 * BLOCK)
+    split = AsymmetricLinear(linear, 4 * BLOCK, outliers=20)
+    assert split.columns == [5] and coarse.columns == []
+    x = torch.randn(5, linear.in_features)
+    massive = x.clone()
+    massive[:, 5] = 3000.0  # the other columns' 128-block error stays, the massive input adds none
+    torch.testing.assert_close(split(massive) - linear(massive), split(x) - linear(x), rtol=0, atol=2e-2)
+    assert (coarse(massive) - linear(massive)).abs().max() > 10 * (coarse(x) - linear(x)).abs().max()
+
+
 def test_zero_points_only_where_the_recipe_puts_int4(tmp_path):
     cfg = compose_cfg(["variant=small", "quant=int4_block32", "quant.components.attention=int8_dynamic"])
     report = Report(tmp_path / "report.json")
     model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report).model
     blocks = zero_point_blocks(model, cfg.quant)
-    assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {BLOCK}
+    assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {(BLOCK, 0.0)}
     clone = with_zero_points(model, blocks)
     assert isinstance(clone.get_submodule(next(iter(blocks))), AsymmetricLinear)
     assert not any(isinstance(m, AsymmetricLinear) for m in model.modules())  # the verified model is untouched

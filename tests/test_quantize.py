@@ -16,7 +16,7 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
 from zoo.config import ComponentModes, QuantConfig, QuantMode
-from zoo.export.quantize import quantize, validate
+from zoo.export.quantize import _plan, quantize, validate
 
 RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
@@ -233,10 +233,14 @@ def test_hadamard_rotates_only_the_matching_matrices(float_model, float_logits):
         assert not check_failures(metrics, recipe.check), (patterns, metrics)
 
 
-def test_hadamard_must_not_rotate_zero_point_matrices(float_model):
-    recipe = QuantConfig(name="b32", mode=QuantMode.int4_block32, zero_point=True, hadamard=["mlp"])
-    with pytest.raises(ValueError, match="hadamard matches model.layers.0.mlp/.*zero points"):
-        quantize(float_model, recipe)
+def test_hadamard_skips_zero_point_matrices(float_model):
+    """int4 with zero points stays on its grid: a pattern matching it rotates only the int8 matrices."""
+    recipe = QuantConfig(name="b32", mode=QuantMode.int4_block32, zero_point=True, hadamard=["self_attn", "mlp"],
+                         components=ComponentModes(attention=QuantMode.int8_dynamic))
+    plan = _plan(flatbuffer_utils.read_model_from_bytearray(bytearray(float_model)), recipe)
+    rotated = {(mode, rotate): len(scopes) for (mode, _, rotate), scopes in plan.items()}
+    assert rotated[QuantMode.int8_dynamic, True] == 4 * 2 * LAYERS  # q, k, v, o in two signatures
+    assert rotated[QuantMode.int4_block32, False] >= 3 * 2 * LAYERS and (QuantMode.int4_block32, True) not in rotated
 
 
 def test_hadamard_patterns_are_regexes():

@@ -269,6 +269,9 @@ class QuantConfig:
     # (GGUF Q4_0/Q4_1, like the SmolLM2 checkpoint); a rotation would move them off that grid, so `hadamard` must
     # not match a matrix that has zero points.
     zero_point: bool = False
+    # With zero_point: input columns holding a weight above this many times its matrix's RMS (super weights, which
+    # meet massive activations) leave the int4 blocks and stay exact in the float zero-point matrix. 0: off.
+    outliers: float = 0.0
     check: QuantCheck = field(default_factory=QuantCheck)
 
 

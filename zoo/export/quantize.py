@@ -61,15 +61,16 @@ def validate(recipe: QuantConfig) -> None:
             raise ValueError(f"quant {recipe.name}: hadamard pattern {pattern!r} is not a regex ({err})") from None
 
 
-def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, int]:
-    """Linear modules that `recipe` makes asymmetric int4 (zoo/export/asymmetric.py), with their block size."""
+def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, tuple[int, float]]:
+    """Linear modules that `recipe` makes asymmetric int4 (zoo/export/asymmetric.py): their block size and the
+    recipe's outlier threshold."""
     if not recipe.zero_point:
         return {}
     blocks = {}
     for name, module in model.named_modules():
         mode = _component_mode(recipe, _component_in(name))
         if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
-            blocks[name] = _BLOCK[mode]
+            blocks[name] = (_BLOCK[mode], recipe.outliers)
     return blocks
 
 
@@ -179,7 +180,8 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _
 
 def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
     """Whether the weight op (its scope and input `names`) is Hadamard-rotated: a dynamic-mode op that a `hadamard`
-    pattern matches. A rotated EMBEDDING_LOOKUP stores its table rotated and rotates back the rows it reads, so a
+    pattern matches, unless int4 with zero points (e.g. a 576-input matrix in int4_block128 takes the int8 fallback and
+    can be rotated, a 2048-input one cannot). A rotated EMBEDDING_LOOKUP stores its table rotated and rotates back the rows it reads, so a
     tied table's lookup and lm_head (whose weight keeps the table's name) must be rotated both or neither: a
     pattern on the table's name (e.g. `embed_tokens`) matches both."""
     if mode in (QuantMode.fp16, QuantMode.int8_weight_only):
@@ -187,8 +189,9 @@ def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
     if not any(re.search(pattern, names) for pattern in recipe.hadamard):
         return False
     if recipe.zero_point and mode in _BLOCK:
-        raise ValueError(f"quant {recipe.name}: hadamard matches {names.split(';')[0]}, an int4 matrix with zero "
-                         "points (a rotation moves weights off their 4-bit grid); narrow the hadamard patterns")
+        log.info("quant %s: %s not rotated: int4 with zero points (a rotation would move weights off their 4-bit "
+                 "grid)", recipe.name, names.split(";")[0])
+        return False
     return True
 
 
