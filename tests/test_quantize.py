@@ -233,6 +233,13 @@ def test_hadamard_rotates_only_the_matching_matrices(float_model, float_logits):
         assert not check_failures(metrics, recipe.check), (patterns, metrics)
 
 
+def test_hadamard_max_caps_the_rotation_block(float_model):
+    recipe = dataclasses.replace(_load(_recipe("int8_dynamic")), hadamard=["down_proj"])
+    for cap, size in [(0, HIDDEN), (64, 64)]:  # 0: the largest power of two dividing down_proj's input, HIDDEN
+        weights = _weights(quantize(float_model, dataclasses.replace(recipe, hadamard_max=cap)))
+        assert {nbytes for name, (_, nbytes) in weights.items() if "hadamard" in name} == {size * size * 4}
+
+
 def test_hadamard_skips_zero_point_matrices(float_model):
     """int4 with zero points stays on its grid: a pattern matching it rotates only the int8 matrices."""
     recipe = QuantConfig(name="b32", mode=QuantMode.int4_block32, zero_point=True, hadamard=["self_attn", "mlp"],
@@ -243,6 +250,8 @@ def test_hadamard_skips_zero_point_matrices(float_model):
     assert rotated[QuantMode.int4_block32, False] >= 3 * 2 * LAYERS and (QuantMode.int4_block32, True) not in rotated
 
 
-def test_hadamard_patterns_are_regexes():
+def test_hadamard_patterns_are_regexes_and_blocks_powers_of_two():
     with pytest.raises(ValueError, match="hadamard pattern '\\(' is not a regex"):
         validate(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["("]))
+    with pytest.raises(ValueError, match="hadamard_max must be a power of two"):
+        validate(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["mlp"], hadamard_max=48))

@@ -263,6 +263,9 @@ class QuantConfig:
     # RESHAPE), to spread the activation outliers that per-token int8 clips. Rotate only where they hurt: each
     # rotation costs speed. Empty: none.
     hadamard: list[str] = field(default_factory=list)
+    # Largest Hadamard block (a power of two); 0: the largest power of two dividing the input size (SmolLM2's
+    # down_proj: 512, TinyLlama's q/k/v: 2048, a float matmul as large as the int8 one it guards).
+    hadamard_max: int = 0
     # int4 modes: each block gets a zero point (asymmetric, 16 levels between the block's min and max) instead of
     # symmetric levels around 0. Carried by symmetric int4 kernels as int4 weights plus a small float matrix over
     # block sums of the input (zoo/export/asymmetric.py). Exact for weights that were 4-bit asymmetric blocks

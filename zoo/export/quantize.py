@@ -54,6 +54,9 @@ _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _
 def validate(recipe: QuantConfig) -> None:
     if recipe.fallback in _BLOCK:
         raise ValueError(f"quant {recipe.name}: fallback must not be blockwise, got {recipe.fallback.value}")
+    if recipe.hadamard_max < 0 or recipe.hadamard_max & (recipe.hadamard_max - 1):
+        raise ValueError(f"quant {recipe.name}: hadamard_max must be a power of two (or 0: no cap), got "
+                         f"{recipe.hadamard_max}")
     for pattern in recipe.hadamard:
         try:
             re.compile(pattern)
@@ -99,7 +102,7 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     qz = _Quantizer(float_model)
     for (mode, op_name, rotate), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
-        _add_config(qz, regex, op_name, mode, rotate, recipe.zero_point)
+        _add_config(qz, regex, op_name, mode, rotate, recipe)
     data = qz.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model
     _unzero_scales(data)
     return data
@@ -125,22 +128,31 @@ def _unzero_scales(data: bytearray) -> None:
             scale[scale == 0] = 1.0
 
 
-def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool,
-                zero_point: bool) -> None:
+def _add_config(qz: _Quantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool,
+                recipe: QuantConfig) -> None:
     if mode is QuantMode.fp16:
         qz.add_weight_only_config(regex, op_name, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
         return
     if mode is QuantMode.int8_weight_only:
         qz.add_weight_only_config(regex, op_name, num_bits=8)
         return
-    algorithm = AlgorithmName.DECOMPOSED_HADAMARD_ROTATION if rotate else AlgorithmName.MIN_MAX_UNIFORM_QUANT
-    if mode is QuantMode.int8_dynamic:
-        qz.add_dynamic_config(regex, op_name, num_bits=8, algorithm_key=algorithm)
-    else:
-        if zero_point:  # weights already on their blocks' int4 grid: take its exact scales
-            algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
-        granularity = qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
-        qz.add_dynamic_config(regex, op_name, num_bits=4, granularity=granularity, algorithm_key=algorithm)
+    bits, granularity = 8, qtyping.QuantGranularity.CHANNELWISE
+    if mode in _BLOCK:
+        bits, granularity = 4, qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
+    if not rotate:
+        # zero points: weights already on their blocks' int4 grid, whose exact scales the recovery takes
+        algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY if recipe.zero_point and mode in _BLOCK else \
+            AlgorithmName.MIN_MAX_UNIFORM_QUANT
+        qz.add_dynamic_config(regex, op_name, num_bits=bits, granularity=granularity, algorithm_key=algorithm)
+        return
+    # add_dynamic_config's settings plus the Hadamard block cap, which only the general call takes
+    params = {"max_hadamard_size": recipe.hadamard_max} if recipe.hadamard_max else {}
+    weights = qtyping.TensorQuantizationConfig(num_bits=bits, symmetric=True, granularity=granularity,
+                                               algorithm_params=params)
+    op_config = qtyping.OpQuantizationConfig(weight_tensor_config=weights, explicit_dequantize=False,
+                                             compute_precision=qtyping.ComputePrecision.INTEGER)
+    qz._recipe_manager.add_quantization_config(regex, op_name, op_config=op_config,
+                                               algorithm_key=AlgorithmName.DECOMPOSED_HADAMARD_ROTATION)
 
 
 def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
