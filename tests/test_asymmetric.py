@@ -1,7 +1,6 @@
 """Asymmetric int4 blocks carried by symmetric int4 kernels (zoo/export/asymmetric.py)."""
 from __future__ import annotations
 
-import pytest
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
 from conftest import compose_cfg
@@ -9,9 +8,8 @@ from test_export import SMALL_EXPORT
 from torch import nn
 
 from zoo import pipeline
-from zoo.config import QuantConfig, QuantMode
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
-from zoo.export.quantize import validate, zero_point_blocks
+from zoo.export.quantize import zero_point_blocks
 from zoo.report import Report
 
 BLOCK = 32
@@ -53,21 +51,32 @@ def test_any_weights_get_16_levels_per_block():
     assert ((got - blocks).abs() <= bound + 1e-6).all()
 
 
+def test_outlier_columns_are_exact():
+    """A super weight's column leaves the int4 blocks (whose range it no longer stretches) and stays exact, however
+    large the activation that meets it."""
+    linear = _q4_1_linear()
+    w = linear.weight.data
+    w[3, 5] = 40 * w.pow(2).mean().sqrt()
+    coarse = AsymmetricLinear(linear, 4 * BLOCK)
+    split = AsymmetricLinear(linear, 4 * BLOCK, outliers=20)
+    assert split.columns == [5] and coarse.columns == []
+    x = torch.randn(5, linear.in_features)
+    massive = x.clone()
+    massive[:, 5] = 3000.0  # the other columns' 128-block error stays, the massive input adds none
+    torch.testing.assert_close(split(massive) - linear(massive), split(x) - linear(x), rtol=0, atol=2e-2)
+    assert (coarse(massive) - linear(massive)).abs().max() > 10 * (coarse(x) - linear(x)).abs().max()
+
+
 def test_zero_points_only_where_the_recipe_puts_int4(tmp_path):
     cfg = compose_cfg(["variant=small", "quant=int4_block32", "quant.components.attention=int8_dynamic"])
     report = Report(tmp_path / "report.json")
     model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report).model
     blocks = zero_point_blocks(model, cfg.quant)
-    assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {BLOCK}
+    assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {(BLOCK, 0.0)}
     clone = with_zero_points(model, blocks)
     assert isinstance(clone.get_submodule(next(iter(blocks))), AsymmetricLinear)
     assert not any(isinstance(m, AsymmetricLinear) for m in model.modules())  # the verified model is untouched
     assert clone.model.embed_tokens.weight is model.model.embed_tokens.weight  # everything else is shared
-
-
-def test_zero_point_excludes_hadamard():
-    with pytest.raises(ValueError, match="zero_point and hadamard"):
-        validate(QuantConfig(mode=QuantMode.int4_block32, zero_point=True, hadamard=True))
 
 
 def test_int4_export_with_zero_points_passes_its_check(tmp_path):

@@ -1,6 +1,8 @@
 """Every recipe in conf/quant/ on a small tied-embedding Llama-like .tflite with prefill and decode signatures."""
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
 from zoo.config import ComponentModes, QuantConfig, QuantMode
-from zoo.export.quantize import quantize
+from zoo.export.quantize import _plan, quantize, validate
 
 RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
@@ -170,13 +172,13 @@ def test_recipe_runs_within_its_thresholds(path, float_model, float_logits):
 
 
 @pytest.mark.parametrize("name, ratio", [("int8_dynamic", 0.27), ("int8_weight_only", 0.27),
-                                         ("int4_block32", 0.20), ("int4_block128", 0.17)])
+                                         ("int4_block32", 0.21), ("int4_block128", 0.17)])
 def test_weight_bytes_shrink(name, ratio, float_model):
     """Weights are shared by the signatures (one buffer each) and int8 ~1/4, int4 ~1/8 of float plus float16
-    block scales; the int4 recipes keep the tied table int8 (28% of this model's weights). Hadamard rotation is off
-    here: its float rotation matrices (dim x dim per input size) weigh a lot in a model this small (~1% of SmolLM2)."""
+    block scales; the int4 recipes keep the tied table int8 (28% of this model's weights), int4_block32 attention
+    too. Hadamard rotation is off here: its float rotation matrices weigh a lot in a model this small."""
     recipe = _load(_recipe(name))
-    recipe.hadamard = False
+    recipe.hadamard = []
     model = quantize(float_model, recipe)
     assert _weight_bytes(model) <= ratio * _weight_bytes(float_model)
     mlp = {dtype for n, (dtype, _) in _weights(model).items() if ".mlp/" in n}
@@ -209,9 +211,47 @@ def test_tied_table_is_one_buffer(float_model):
     assert len(tables) == 1 and len(fb.buffers[tables.pop()].data) == VOCAB * DIM
 
 
-def test_hadamard_stays_within_int8_bounds(float_model, float_logits):
+def _op_counts(model: bytes, signature: str = "decode") -> Counter:
+    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [names[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in fb.operatorCodes]
+    sg = fb.subgraphs[next(s.subgraphIndex for s in fb.signatureDefs if s.signatureKey.decode() == signature)]
+    return Counter(codes[op.opcodeIndex] for op in sg.operators)
+
+
+def test_hadamard_rotates_only_the_matching_matrices(float_model, float_logits):
+    """One rotation (RESHAPE, float FULLY_CONNECTED, RESHAPE) per input of the matrices a pattern matches (q, k and
+    v share theirs), none elsewhere."""
     recipe = _load(_recipe("int8_dynamic"))
-    assert recipe.hadamard, "the int8_dynamic recipe rotates by default (SmolLM2 misses its bounds without it)"
-    logits = _logits(quantize(float_model, recipe))
-    metrics = logit_metrics(_stack(float_logits), _stack(logits))
-    assert not check_failures(metrics, recipe.check), metrics
+    plain = _op_counts(quantize(float_model, dataclasses.replace(recipe, hadamard=[])))
+    for patterns, rotated in [(["down_proj"], LAYERS), (["[qkv]_proj", "down_proj"], 2 * LAYERS)]:
+        model = quantize(float_model, dataclasses.replace(recipe, hadamard=patterns))
+        counts = _op_counts(model)
+        assert counts["FULLY_CONNECTED"] - plain["FULLY_CONNECTED"] == rotated, patterns
+        assert counts["RESHAPE"] - plain["RESHAPE"] == 2 * rotated, patterns
+        metrics = logit_metrics(_stack(float_logits), _stack(_logits(model)))
+        assert not check_failures(metrics, recipe.check), (patterns, metrics)
+
+
+def test_hadamard_max_caps_the_rotation_block(float_model):
+    recipe = dataclasses.replace(_load(_recipe("int8_dynamic")), hadamard=["down_proj"])
+    for cap, size in [(0, HIDDEN), (64, 64)]:  # 0: the largest power of two dividing down_proj's input, HIDDEN
+        weights = _weights(quantize(float_model, dataclasses.replace(recipe, hadamard_max=cap)))
+        assert {nbytes for name, (_, nbytes) in weights.items() if "hadamard" in name} == {size * size * 4}
+
+
+def test_hadamard_skips_zero_point_matrices(float_model):
+    """int4 with zero points stays on its grid: a pattern matching it rotates only the int8 matrices."""
+    recipe = QuantConfig(name="b32", mode=QuantMode.int4_block32, zero_point=True, hadamard=["self_attn", "mlp"],
+                         components=ComponentModes(attention=QuantMode.int8_dynamic))
+    plan = _plan(flatbuffer_utils.read_model_from_bytearray(bytearray(float_model)), recipe)
+    rotated = {(mode, rotate): len(scopes) for (mode, _, rotate), scopes in plan.items()}
+    assert rotated[QuantMode.int8_dynamic, True] == 4 * 2 * LAYERS  # q, k, v, o in two signatures
+    assert rotated[QuantMode.int4_block32, False] >= 3 * 2 * LAYERS and (QuantMode.int4_block32, True) not in rotated
+
+
+def test_hadamard_patterns_are_regexes_and_blocks_powers_of_two():
+    with pytest.raises(ValueError, match="hadamard pattern '\\(' is not a regex"):
+        validate(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["("]))
+    with pytest.raises(ValueError, match="hadamard_max must be a power of two"):
+        validate(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["mlp"], hadamard_max=48))

@@ -258,15 +258,23 @@ class QuantConfig:
     components: ComponentModes = field(default_factory=ComponentModes)
     tables: QuantMode = QuantMode.none  # GATHER tables other than the embedding (RoPE, positions, masks)
     fallback: QuantMode = QuantMode.int8_dynamic  # for weights whose last dim is not a multiple of the block
-    # Dynamic modes: Hadamard-rotate weights and their inputs (extra small FULLY_CONNECTED ops) to spread the
-    # activation outliers that per-token int8 activations clip. SmolLM2 int8_dynamic, all prompt positions:
-    # cosine 0.988 -> 0.998, but prefill takes twice as long.
-    hadamard: bool = False
+    # Dynamic modes: weight ops whose scope or input names match one of these regexes (e.g. `qkv_proj`) are
+    # Hadamard-rotated, weights offline and inputs online (3 extra ops per input: RESHAPE, float FULLY_CONNECTED,
+    # RESHAPE), to spread the activation outliers that per-token int8 clips. Rotate only where they hurt: each
+    # rotation costs speed. Empty: none.
+    hadamard: list[str] = field(default_factory=list)
+    # Largest Hadamard block (a power of two); 0: the largest power of two dividing the input size (SmolLM2's
+    # down_proj: 512, TinyLlama's q/k/v: 2048, a float matmul as large as the int8 one it guards).
+    hadamard_max: int = 0
     # int4 modes: each block gets a zero point (asymmetric, 16 levels between the block's min and max) instead of
     # symmetric levels around 0. Carried by symmetric int4 kernels as int4 weights plus a small float matrix over
     # block sums of the input (zoo/export/asymmetric.py). Exact for weights that were 4-bit asymmetric blocks
-    # (GGUF Q4_0/Q4_1, like the SmolLM2 checkpoint); not combinable with hadamard.
+    # (GGUF Q4_0/Q4_1, like the SmolLM2 checkpoint); a rotation would move them off that grid, so `hadamard`
+    # skips matrices with zero points.
     zero_point: bool = False
+    # With zero_point: input columns holding a weight above this many times its matrix's RMS (super weights, which
+    # meet massive activations) leave the int4 blocks and stay exact in the float zero-point matrix. 0: off.
+    outliers: float = 0.0
     check: QuantCheck = field(default_factory=QuantCheck)
 
 

@@ -54,20 +54,26 @@ _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _
 def validate(recipe: QuantConfig) -> None:
     if recipe.fallback in _BLOCK:
         raise ValueError(f"quant {recipe.name}: fallback must not be blockwise, got {recipe.fallback.value}")
-    if recipe.zero_point and recipe.hadamard:
-        raise ValueError(f"quant {recipe.name}: zero_point and hadamard exclude each other (a rotation moves "
-                         "weights off their 4-bit grid); set one of them to false")
+    if recipe.hadamard_max < 0 or recipe.hadamard_max & (recipe.hadamard_max - 1):
+        raise ValueError(f"quant {recipe.name}: hadamard_max must be a power of two (or 0: no cap), got "
+                         f"{recipe.hadamard_max}")
+    for pattern in recipe.hadamard:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"quant {recipe.name}: hadamard pattern {pattern!r} is not a regex ({err})") from None
 
 
-def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, int]:
-    """Linear modules that `recipe` makes asymmetric int4 (zoo/export/asymmetric.py), with their block size."""
+def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, tuple[int, float]]:
+    """Linear modules that `recipe` makes asymmetric int4 (zoo/export/asymmetric.py): their block size and the
+    recipe's outlier threshold."""
     if not recipe.zero_point:
         return {}
     blocks = {}
     for name, module in model.named_modules():
         mode = _component_mode(recipe, _component_in(name))
         if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
-            blocks[name] = _BLOCK[mode]
+            blocks[name] = (_BLOCK[mode], recipe.outliers)
     return blocks
 
 
@@ -94,9 +100,9 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     if not plan:
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
     qz = _Quantizer(float_model)
-    for (mode, op_name), scopes in plan.items():
+    for (mode, op_name, rotate), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
-        _add_config(qz, regex, op_name, mode, recipe)
+        _add_config(qz, regex, op_name, mode, rotate, recipe)
     data = qz.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model
     _unzero_scales(data)
     return data
@@ -122,28 +128,38 @@ def _unzero_scales(data: bytearray) -> None:
             scale[scale == 0] = 1.0
 
 
-def _add_config(qz: quantizer.Quantizer, regex: str, op_name: _OpName, mode: QuantMode, recipe: QuantConfig) -> None:
+def _add_config(qz: _Quantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool,
+                recipe: QuantConfig) -> None:
     if mode is QuantMode.fp16:
         qz.add_weight_only_config(regex, op_name, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
         return
     if mode is QuantMode.int8_weight_only:
         qz.add_weight_only_config(regex, op_name, num_bits=8)
         return
-    algorithm = AlgorithmName.DECOMPOSED_HADAMARD_ROTATION if recipe.hadamard else AlgorithmName.MIN_MAX_UNIFORM_QUANT
-    if mode is QuantMode.int8_dynamic:
-        qz.add_dynamic_config(regex, op_name, num_bits=8, algorithm_key=algorithm)
-    else:
-        if recipe.zero_point:  # weights already on their blocks' int4 grid: take its exact scales
-            algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
-        granularity = qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
-        qz.add_dynamic_config(regex, op_name, num_bits=4, granularity=granularity, algorithm_key=algorithm)
+    bits, granularity = 8, qtyping.QuantGranularity.CHANNELWISE
+    if mode in _BLOCK:
+        bits, granularity = 4, qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
+    if not rotate:
+        # zero points: weights already on their blocks' int4 grid, whose exact scales the recovery takes
+        algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY if recipe.zero_point and mode in _BLOCK else \
+            AlgorithmName.MIN_MAX_UNIFORM_QUANT
+        qz.add_dynamic_config(regex, op_name, num_bits=bits, granularity=granularity, algorithm_key=algorithm)
+        return
+    # add_dynamic_config's settings plus the Hadamard block cap, which only the general call takes
+    params = {"max_hadamard_size": recipe.hadamard_max} if recipe.hadamard_max else {}
+    weights = qtyping.TensorQuantizationConfig(num_bits=bits, symmetric=True, granularity=granularity,
+                                               algorithm_params=params)
+    op_config = qtyping.OpQuantizationConfig(weight_tensor_config=weights, explicit_dequantize=False,
+                                             compute_precision=qtyping.ComputePrecision.INTEGER)
+    qz._recipe_manager.add_quantization_config(regex, op_name, op_config=op_config,
+                                               algorithm_key=AlgorithmName.DECOMPOSED_HADAMARD_ROTATION)
 
 
-def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName], list[str]]:
-    """Op scopes per (mode, op type); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
+def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
+    """Op scopes per (mode, op type, Hadamard-rotated); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    plan: dict[tuple[QuantMode, _OpName], list[str]] = {}
-    modes_per_buffer: dict[int, set[QuantMode]] = {}
+    plan: dict[tuple[QuantMode, _OpName, bool], list[str]] = {}
+    modes_per_buffer: dict[int, set[tuple[QuantMode, bool]]] = {}
     fallbacks = 0
     for sg in model.subgraphs:
         for op in sg.operators:
@@ -152,12 +168,19 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _
                 continue
             if mode in _BLOCK and weight.shape[-1] % _BLOCK[mode]:
                 mode, fallbacks = recipe.fallback, fallbacks + 1
-            modes_per_buffer.setdefault(weight.buffer, set()).add(mode)
             if mode is QuantMode.none:
+                modes_per_buffer.setdefault(weight.buffer, set()).add((mode, False))
                 continue
+            scope = tfl_utils.get_op_scope(op, sg.tensors)
+            rotate = _rotated(recipe, _names(sg, op), mode)
+            modes_per_buffer.setdefault(weight.buffer, set()).add((mode, rotate))
             if op_name is _OpName.EMBEDDING_LOOKUP:
                 _to_embedding_lookup(model, codes, sg, op)
-            plan.setdefault((mode, op_name), []).append(tfl_utils.get_op_scope(op, sg.tensors))
+            plan.setdefault((mode, op_name, rotate), []).append(scope)
+    if any(len({rotate for m, rotate in modes if m is mode}) > 1 for modes in modes_per_buffer.values()
+           for mode, _ in modes):
+        raise ValueError(f"quant {recipe.name}: hadamard rotates some uses of a shared weight (tied embedding?) but "
+                         "not others, which then read it rotated; match the weight's name (e.g. embed_tokens)")
     if any(len(modes) > 1 for modes in modes_per_buffer.values()):
         log.warning("quant %s: a shared weight (tied embedding?) takes several modes: ai-edge-quantizer then stores "
                     "one copy per mode per signature", recipe.name)
@@ -165,6 +188,23 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _
         log.warning("quant %s: %d weights not divisible by the block size take %s", recipe.name, fallbacks,
                     recipe.fallback.value)
     return plan
+
+
+def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
+    """Whether the weight op (its scope and input `names`) is Hadamard-rotated: a dynamic-mode op that a `hadamard`
+    pattern matches, unless int4 with zero points (e.g. a 576-input matrix in int4_block128 takes the int8 fallback and
+    can be rotated, a 2048-input one cannot). A rotated EMBEDDING_LOOKUP stores its table rotated and rotates back the rows it reads, so a
+    tied table's lookup and lm_head (whose weight keeps the table's name) must be rotated both or neither: a
+    pattern on the table's name (e.g. `embed_tokens`) matches both."""
+    if mode in (QuantMode.fp16, QuantMode.int8_weight_only):
+        return False
+    if not any(re.search(pattern, names) for pattern in recipe.hadamard):
+        return False
+    if recipe.zero_point and mode in _BLOCK:
+        log.info("quant %s: %s not rotated: int4 with zero points (a rotation would move weights off their 4-bit "
+                 "grid)", recipe.name, names.split(";")[0])
+        return False
+    return True
 
 
 def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.OperatorT, code: int,
@@ -179,11 +219,15 @@ def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.Operato
     return None, None, QuantMode.none
 
 
+def _names(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> str:
+    """The op's scope and its inputs' names, where component and hadamard patterns are searched."""
+    return ";".join([tfl_utils.get_op_scope(op, sg.tensors)] +
+                    [tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0])
+
+
 def _component(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> Optional[str]:
     """The component of the op's scope or its constant inputs' names."""
-    return _component_in(tfl_utils.get_op_scope(op, sg.tensors) + ";".join(
-        tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0
-    ))
+    return _component_in(_names(sg, op))
 
 
 def _component_in(names: str) -> Optional[str]:
