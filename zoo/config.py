@@ -516,9 +516,9 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     if kind is not Kind.decoder and not 0 < cfg.export.encoder_len <= arch.max_positions:
         raise ConfigError(f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
                           f"{arch.max_positions}")
-    if not 0 <= cfg.export.kv_read_multiple <= cfg.export.kv_cache_max:
-        raise ConfigError(f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be in 0..kv_cache_max="
-                          f"{cfg.export.kv_cache_max} (0 reads every cache slot)")
+    if cfg.export.kv_read_multiple < 0:  # above kv_cache_max it reads every slot, like 0 with a run-time size
+        raise ConfigError(f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be >= 0 "
+                          "(0 reads every cache slot)")
     for prefill in cfg.export.prefill_lens if kind is Kind.decoder else []:  # only decoders have prefill signatures
         if not 0 < prefill <= cfg.export.kv_cache_max:
             raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
