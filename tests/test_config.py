@@ -93,3 +93,16 @@ def test_sliding_layers_need_a_window():
     cfg = compose_cfg(["model=tinyllama", "model.arch.attention.layer_types=[sliding,full]",
                        "model.arch.attention.sliding_window=64"])
     assert cfg.model.arch.attention.layer_types == [LayerType.sliding, LayerType.full]
+
+
+def test_tokenizer_source_that_is_not_a_tokenizer_is_one_line(tmp_path):
+    from zoo.runtime.tokenizer import tokenizer_from
+
+    model_file = tmp_path / "tokenizer.model"
+    model_file.write_bytes(b"not a sentencepiece model")
+    for source, pattern in ((model_file, r"not a folder; give a tokenizer folder"),
+                            (tmp_path, r"transformers cannot load a tokenizer from it")):
+        cfg = compose_cfg([f"model.tokenizer.source={source}"]).model.tokenizer
+        with pytest.raises(ConfigError, match=pattern) as err:
+            tokenizer_from(cfg, None)
+        assert "\n" not in str(err.value)

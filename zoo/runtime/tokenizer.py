@@ -28,7 +28,15 @@ def tokenizer_from(cfg: TokenizerConfig, checkpoint_path: Path | None):
     if cfg.source == "none":
         return None
     if cfg.source != "checkpoint":
-        return AutoTokenizer.from_pretrained(Path(cfg.source).expanduser())
+        folder = Path(cfg.source).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"model.tokenizer.source={cfg.source}: not a folder; give a tokenizer folder (tokenizer.json, "
+                              "or tokenizer.model with tokenizer_config.json), `checkpoint` or `none`")
+        try:
+            return AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"model.tokenizer.source={cfg.source}: transformers cannot load a tokenizer from it "
+                              f"({str(err).splitlines()[0]})") from None
     if checkpoint_path is None:
         return None
     if checkpoint_path.suffix == ".gguf":
