@@ -32,7 +32,6 @@ from zoo.export.signatures import (
     plan,
     tf_signature,
 )
-from zoo.report import write_atomic
 
 
 def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
@@ -79,8 +78,7 @@ def export_signatures(step: nn.Module, programs: Mapping[str, tuple[ExportedProg
     baked = bake(graph, weights)
     if recipe.mode is QuantMode.none:
         return write(baked, path)
-    write_atomic(path, quantize(baked, recipe))
-    return path
+    return write(quantize(baked, recipe), path)
 
 
 def op_counts(flatbuffer: bytes) -> Counter[str]:
