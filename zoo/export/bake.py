@@ -90,7 +90,7 @@ def _shared_quantization() -> Iterator[None]:
     def shared(self: schema.QuantizationParametersT, builder) -> int:
         if self.details is not None:
             return pack(self, builder)
-        key = (id(builder), self.quantizedDimension,
+        key = (self.quantizedDimension,  # one builder per write: offsets from it are valid throughout
                *(None if v is None else np.asarray(v).tobytes() for v in (self.min, self.max, self.scale, self.zeroPoint)))
         if key not in memo:
             memo[key] = pack(self, builder)
