@@ -52,15 +52,21 @@ def bake(flatbuffer: bytes | bytearray, weights: Mapping[str, np.ndarray]) -> sc
     return model
 
 
+def unpack(packed: bytes | bytearray) -> schema.ModelT:
+    """A flatbuffer as a model object whose buffers, inline or stored after the table, are views of `packed`."""
+    model = schema.ModelT.InitFromPackedBuf(packed, 0)
+    for buffer in model.buffers:
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(packed, np.uint8, count=buffer.size, offset=buffer.offset)
+            buffer.offset = buffer.size = 0
+    return model
+
+
 def write(model: schema.ModelT | bytes | bytearray, path: Path) -> Path:
     """`model` (an object, or a flatbuffer to re-pack) as a .tflite with every non-empty buffer after the table
     (offset/size) and equal quantization parameters stored once, written atomically."""
     if not isinstance(model, schema.ModelT):
-        packed, model = model, schema.ModelT.InitFromPackedBuf(model, 0)  # buffers stay views of the bytes
-        for buffer in model.buffers:
-            if buffer.offset > 1:  # stored after the table: a view of it, placed again below
-                buffer.data = np.frombuffer(packed, np.uint8, count=buffer.size, offset=buffer.offset)
-                buffer.offset = buffer.size = 0
+        model = unpack(model)
     data = {i: b.data for i, b in enumerate(model.buffers) if b.data is not None and len(b.data)}
     for i in data:
         model.buffers[i].data, model.buffers[i].offset, model.buffers[i].size = None, 1, 1  # placeholders, patched

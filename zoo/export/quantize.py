@@ -29,6 +29,8 @@ from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 from torch import nn
 
 from zoo.config import QuantConfig, QuantMode
+from zoo.export.bake import unpack
+from zoo.export.rotation import factor_rotations
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,9 @@ class _Quantizer(quantizer.Quantizer):
         self._quantize_called = False
 
 
-def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig) -> bytearray:
-    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe."""
+def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig) -> qtyping.ModelT:
+    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe, its Hadamard
+    rotations factored (zoo/export/rotation.py)."""
     validate(recipe)
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
@@ -105,7 +108,9 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
         _add_config(qz, regex, op_name, mode, rotate, recipe)
     data = qz.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model
     _unzero_scales(data)
-    return data
+    quantized = unpack(data)
+    factor_rotations(quantized)
+    return quantized
 
 
 def _unzero_scales(data: bytearray) -> None:
