@@ -26,8 +26,8 @@ def _rotation(rows: int, size: int) -> bytes:
 
 
 def _run(model, x: np.ndarray) -> np.ndarray:
-    runner = Interpreter(model_content=bytes(flatbuffer_utils.convert_object_to_bytearray(model))).get_signature_runner()
-    return runner(x=x)["y"]
+    packed = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return Interpreter(model_content=packed).get_signature_runner()(x=x)["y"]
 
 
 @pytest.mark.parametrize("rows, size", [(3, 512), (128, 256), (5, 128)])
