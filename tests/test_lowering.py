@@ -168,6 +168,19 @@ def test_decode_writes_caches_in_place_and_reads_them_untransposed(tmp_path: Pat
     assert "SCATTER_ND" not in ops and "TRANSPOSE" not in ops
 
 
+def test_delegated_graph_is_cut_only_at_the_cache(tmp_path: Path) -> None:
+    """Fused q/k/v and gate/up outputs are split by static STRIDED_SLICEs, never SPLIT_V (which XNNPACK leaves to
+    a single-threaded builtin): XNNPACK takes everything between one layer's cache writes/reads and the next's."""
+    m = model(llama(), KVLayout.transposed, read_multiple=8)
+    path = export_tflite(m, tmp_path / "m.tflite", KV, [PREFILL], mask_as_input=True)
+    ops = op_counts(path.read_bytes())
+    assert "SPLIT_V" not in ops and "SPLIT" not in ops
+    interpreter = Interpreter(str(path), num_threads=2)
+    interpreter.allocate_tensors()
+    partitions = sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+    assert partitions == m.arch.num_layers + 1
+
+
 def test_weights_shared_between_signatures(tmp_path: Path) -> None:
     arch = llama(vocab_size=16000)  # weights (8 MB) well above the per-signature graph metadata (~30 kB)
     one = export_tflite(model(arch, KVLayout.btnh), tmp_path / "one.tflite", KV, [8])

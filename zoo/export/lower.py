@@ -7,6 +7,7 @@ traced from the same dict shares one copy of the weights in the flatbuffer. torc
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
@@ -157,7 +158,10 @@ def sym_size(x: tf.Tensor, dim: int) -> int | tf.Tensor:
 
 
 def split_with_sizes(x: tf.Tensor, sizes: Sequence[int], dim: int = 0) -> list[tf.Tensor]:
-    return tf.split(x, list(sizes), axis=_axis(dim, x.shape.rank))
+    """One static STRIDED_SLICE per part. tf.split would make a SPLIT_V, which XNNPACK does not take: each one cut
+    the delegated graph in two and ran as a single-threaded copy (fused q/k/v and gate/up, every layer)."""
+    bounds = [0, *itertools.accumulate(sizes)]
+    return [slice_(x, dim, a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def split(x: tf.Tensor, size: int, dim: int = 0) -> list[tf.Tensor]:
