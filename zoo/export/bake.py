@@ -9,6 +9,7 @@ with the weights after the flatbuffer table, addressed by offset, so files may p
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -52,9 +53,11 @@ def bake(flatbuffer: bytes | bytearray, weights: Mapping[str, np.ndarray]) -> sc
     return model
 
 
-def write(model: schema.ModelT | bytes | bytearray, path: Path) -> Path:
+def write(model: schema.ModelT | bytes | bytearray | mmap.mmap, path: Path) -> Path:
     """`model` (an object, or a flatbuffer to re-pack) as a .tflite with every non-empty buffer after the table
-    (offset/size) and equal quantization parameters stored once, written atomically."""
+    (offset/size) and equal quantization parameters stored once, written atomically. A mapped file's pages are
+    dropped from this process once copied (the file keeps them), so they are never all resident at once."""
+    mapped = model if isinstance(model, mmap.mmap) else None
     if not isinstance(model, schema.ModelT):
         packed, model = model, schema.ModelT.InitFromPackedBuf(model, 0)  # buffers stay views of the bytes
         for buffer in model.buffers:
@@ -76,9 +79,19 @@ def write(model: schema.ModelT | bytes | bytearray, path: Path) -> Path:
         for array in data.values():
             f.seek(_aligned(f.tell()))
             f.write(memoryview(array))
+            if mapped is not None:
+                _drop_pages(mapped, array)
         f.truncate(_aligned(f.tell()))
         os.fsync(f.fileno())
     return path
+
+
+def _drop_pages(mapped: mmap.mmap, view: np.ndarray) -> None:
+    """MADV_DONTNEED on the whole pages of `mapped` under `view`: a shared file map reads them back if touched."""
+    start = view.ctypes.data - np.frombuffer(mapped, np.uint8, count=1).ctypes.data
+    first, end = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, (start + view.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if end > first:
+        mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,9 @@ must not be the last op, or its pattern is lost and it takes the recipe's `mode`
 from __future__ import annotations
 
 import logging
+import mmap
 import re
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -91,8 +93,10 @@ class _Quantizer(quantizer.Quantizer):
         self._quantize_called = False
 
 
-def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig) -> bytearray:
-    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe."""
+def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig,
+             spill: Path | None = None) -> bytearray | mmap.mmap:
+    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe; with `spill`, a
+    writable map of that file, which the quantizer fills as it packs, so the output is never resident twice."""
     validate(recipe)
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
@@ -103,7 +107,8 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     for (mode, op_name, rotate), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, rotate, recipe)
-    data = qz.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model
+    data = qz.quantize(serialize_to_path=spill, enable_progress_bar=False,
+                       enable_progress_report=False).quantized_model
     _unzero_scales(data)
     return data
 
