@@ -259,12 +259,12 @@ class QuantConfig:
     tables: QuantMode = QuantMode.none  # GATHER tables other than the embedding (RoPE, positions, masks)
     fallback: QuantMode = QuantMode.int8_dynamic  # for weights whose last dim is not a multiple of the block
     # Dynamic modes: weight ops whose scope or input names match one of these regexes (e.g. `qkv_proj`) are
-    # Hadamard-rotated, weights offline and inputs online (3 extra ops per input: RESHAPE, float FULLY_CONNECTED,
-    # RESHAPE), to spread the activation outliers that per-token int8 clips. Rotate only where they hurt: each
-    # rotation costs speed. Empty: none.
+    # Hadamard-rotated, weights offline and inputs online (RESHAPE, float FULLY_CONNECTED, RESHAPE per input;
+    # blocks above 64 factored, zoo/export/rotation.py), to spread the activation outliers that per-token int8
+    # clips. Rotate only where they hurt: each rotation costs speed. Empty: none.
     hadamard: list[str] = field(default_factory=list)
     # Largest Hadamard block (a power of two); 0: the largest power of two dividing the input size (SmolLM2's
-    # down_proj: 512, TinyLlama's q/k/v: 2048, a float matmul as large as the int8 one it guards).
+    # down_proj: 512, TinyLlama's q/k/v: 2048).
     hadamard_max: int = 0
     # int4 modes: each block gets a zero point (asymmetric, 16 levels between the block's min and max) instead of
     # symmetric levels around 0. Carried by symmetric int4 kernels as int4 weights plus a small float matrix over

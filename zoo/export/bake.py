@@ -53,17 +53,22 @@ def bake(flatbuffer: bytes | bytearray, weights: Mapping[str, np.ndarray]) -> sc
     return model
 
 
+def unpack(packed: bytes | bytearray | mmap.mmap) -> schema.ModelT:
+    """A flatbuffer as a model object whose buffers, inline or stored after the table, are views of `packed`."""
+    model = schema.ModelT.InitFromPackedBuf(packed, 0)
+    for buffer in model.buffers:
+        if buffer.offset > 1:
+            buffer.data = np.frombuffer(packed, np.uint8, count=buffer.size, offset=buffer.offset)
+            buffer.offset = buffer.size = 0
+    return model
+
+
 def write(model: schema.ModelT | bytes | bytearray | mmap.mmap, path: Path) -> Path:
     """`model` (an object, or a flatbuffer to re-pack) as a .tflite with every non-empty buffer after the table
-    (offset/size) and equal quantization parameters stored once, written atomically. A mapped file's pages are
-    dropped from this process once copied (the file keeps them), so they are never all resident at once."""
-    mapped = model if isinstance(model, mmap.mmap) else None
+    (offset/size) and equal quantization parameters stored once, written atomically. Buffers that view a file map
+    (quantize's spill) have their pages dropped from this process once copied, so they are never all resident."""
     if not isinstance(model, schema.ModelT):
-        packed, model = model, schema.ModelT.InitFromPackedBuf(model, 0)  # buffers stay views of the bytes
-        for buffer in model.buffers:
-            if buffer.offset > 1:  # stored after the table: a view of it, placed again below
-                buffer.data = np.frombuffer(packed, np.uint8, count=buffer.size, offset=buffer.offset)
-                buffer.offset = buffer.size = 0
+        model = unpack(model)
     data = {i: b.data for i, b in enumerate(model.buffers) if b.data is not None and len(b.data)}
     for i in data:
         model.buffers[i].data, model.buffers[i].offset, model.buffers[i].size = None, 1, 1  # placeholders, patched
@@ -79,15 +84,21 @@ def write(model: schema.ModelT | bytes | bytearray | mmap.mmap, path: Path) -> P
         for array in data.values():
             f.seek(_aligned(f.tell()))
             f.write(memoryview(array))
-            if mapped is not None:
-                _drop_pages(mapped, array)
+            _drop_pages(array)
         f.truncate(_aligned(f.tell()))
         os.fsync(f.fileno())
     return path
 
 
-def _drop_pages(mapped: mmap.mmap, view: np.ndarray) -> None:
-    """MADV_DONTNEED on the whole pages of `mapped` under `view`: a shared file map reads them back if touched."""
+def _drop_pages(view: np.ndarray) -> None:
+    """MADV_DONTNEED on the whole pages under `view` when it views a shared file map, which reads them back from the
+    file if touched again; nothing for other arrays."""
+    base = view
+    while isinstance(base, np.ndarray):
+        base = base.base
+    mapped = base.obj if isinstance(base, memoryview) else base
+    if not isinstance(mapped, mmap.mmap):
+        return
     start = view.ctypes.data - np.frombuffer(mapped, np.uint8, count=1).ctypes.data
     first, end = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, (start + view.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
     if end > first:

@@ -17,7 +17,6 @@ must not be the last op, or its pattern is lost and it takes the recipe's `mode`
 from __future__ import annotations
 
 import logging
-import mmap
 import re
 from pathlib import Path
 from typing import Optional
@@ -31,6 +30,8 @@ from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 from torch import nn
 
 from zoo.config import QuantConfig, QuantMode
+from zoo.export.bake import unpack
+from zoo.export.rotation import factor_rotations
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,10 @@ class _Quantizer(quantizer.Quantizer):
 
 
 def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig,
-             spill: Path | None = None) -> bytearray | mmap.mmap:
-    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe; with `spill`, a
-    writable map of that file, which the quantizer fills as it packs, so the output is never resident twice."""
+             spill: Path | None = None) -> qtyping.ModelT:
+    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe, its Hadamard
+    rotations factored (zoo/export/rotation.py). With `spill`, the quantizer packs its output into that file as it
+    goes and the buffers view it (bake.write drops their pages once written): never resident twice."""
     validate(recipe)
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
@@ -110,7 +112,9 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     data = qz.quantize(serialize_to_path=spill, enable_progress_bar=False,
                        enable_progress_report=False).quantized_model
     _unzero_scales(data)
-    return data
+    quantized = unpack(data)
+    factor_rotations(quantized)
+    return quantized
 
 
 def _unzero_scales(data: bytearray) -> None:
