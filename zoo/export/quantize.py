@@ -17,6 +17,7 @@ must not be the last op, or its pattern is lost and it takes the recipe's `mode`
 from __future__ import annotations
 
 import logging
+import mmap
 import re
 from pathlib import Path
 from typing import Optional
@@ -114,6 +115,8 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     _unzero_scales(data)
     quantized = unpack(data)
     factor_rotations(quantized)
+    if isinstance(data, mmap.mmap):
+        data.madvise(mmap.MADV_DONTNEED)  # pages the post-passes read go back to the file, read again when written
     return quantized
 
 
