@@ -96,7 +96,7 @@ def _drop_pages(view: np.ndarray) -> None:
     base = view
     while isinstance(base, np.ndarray):
         base = base.base
-    mapped = base.obj if isinstance(base, memoryview) else base
+    mapped = getattr(base, "obj", base)  # np.frombuffer's base: a memoryview of the map
     if not isinstance(mapped, mmap.mmap):
         return
     start = view.ctypes.data - np.frombuffer(mapped, np.uint8, count=1).ctypes.data
