@@ -77,6 +77,17 @@ def test_named_ops_fuse_split_transpose_tie():
     assert out["tied"] is out["ab"]
 
 
+def test_fused_sources_become_views_of_the_parameter():
+    """One copy of fused weights: the checkpoint's q/k/v-style sources share the fused parameter's memory."""
+    a, b = torch.arange(6.0).view(2, 3), torch.ones(1, 3)
+    tensors = {"a": a, "b": b}
+    mapping = MappingConfig(identity=False, rules=[MappingRule(ours="ab", fuse=["a", "b"])])
+    fused = map_tensors(tensors, {"ab": (3, 3)}, mapping, num_layers=1)["ab"]
+    assert torch.equal(tensors["a"], a) and torch.equal(tensors["b"], b)
+    assert tensors["a"].data_ptr() == fused.data_ptr()
+    assert tensors["b"].data_ptr() == fused[2:].data_ptr()
+
+
 def test_drop_patterns_allow_unused(small):
     cfg, ckpt = small
     tensors = {**ckpt.tensors, "model.rotary_emb.inv_freq": torch.zeros(8)}

@@ -1,12 +1,15 @@
 """The export path: torch.export -> our ATen->TF lowering -> multi-signature .tflite, checked against torch."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from ai_edge_litert.interpreter import Interpreter
+from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
+from torch.export import ExportedProgram
 
 from zoo.architectures import build
 from zoo.architectures.layers import attention_mask
@@ -215,6 +218,20 @@ def test_interrupted_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(RuntimeError, match="interrupted"):
         export_tflite(model(llama(), KVLayout.btnh), tmp_path / "m.tflite", KV, [8])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_programs_and_functions_are_freed_before_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The converter runs with no exported program or lowered TF function of the export still alive (peak memory)."""
+    convert, alive = SavedModelConverter.convert, []
+
+    def counting(self):
+        gc.collect()
+        alive.extend(type(o).__name__ for o in gc.get_objects() if isinstance(o, (ExportedProgram, ConcreteFunction)))
+        return convert(self)
+
+    monkeypatch.setattr(SavedModelConverter, "convert", counting)
+    export_tflite(model(llama(), KVLayout.btnh), tmp_path / "m.tflite", KV, [4, 8])
+    assert alive == []
 
 
 def test_interrupted_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
 from zoo.config import ComponentModes, QuantConfig, QuantMode
+from zoo.export.bake import write
 from zoo.export.quantize import _plan, quantize, validate
 
 RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
@@ -188,6 +190,17 @@ def test_weight_bytes_shrink(name, ratio, float_model):
     mlp = {dtype for n, (dtype, _) in _weights(model).items() if ".mlp/" in n}
     int4 = recipe.mode in (QuantMode.int4_block32, QuantMode.int4_block128)
     assert mlp == ({"INT4", "FLOAT16"} if int4 else {"INT8"})
+
+
+def test_spilled_output_is_the_same_model(float_model, tmp_path):
+    """The quantizer packing into a file map (the export's memory saving), and the write that drops that map's
+    pages as it copies them, give the very file of the in-memory path."""
+    recipe = _load(_recipe("int8_dynamic"))
+    spilled = quantize(float_model, recipe, spill=tmp_path / "spill.tflite")
+    views = [getattr(b.data, "base", None) for b in spilled.buffers]
+    assert any(isinstance(getattr(v, "obj", None), mmap.mmap) for v in views)  # past the quantizer's small size
+    in_memory = quantize(float_model, recipe)
+    assert write(spilled, tmp_path / "a.tflite").read_bytes() == write(in_memory, tmp_path / "b.tflite").read_bytes()
 
 
 def test_fp16_halves_the_file(float_model):

@@ -5,6 +5,8 @@ together with the resolved config the pipeline adds.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -25,6 +27,16 @@ def peak_rss_bytes() -> int:
         return int(line.split()[1]) * 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def release_memory() -> None:
+    """Collect garbage and hand the allocator's free pages back to the kernel (glibc's malloc_trim), so memory a
+    finished step freed no longer counts as resident when the next one starts."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: freed memory stays with the allocator
+        pass
 
 
 def reset_peak_rss() -> bool:
@@ -84,7 +96,9 @@ class Report:
     @contextmanager
     def stage(self, name: str):
         """Time the block; its peak RSS is the stage's own where the kernel can reset the high-water mark
-        (`peak_rss_scope: stage`), else the process's peak so far (`process`), e.g. earlier jobs of a sweep."""
+        (`peak_rss_scope: stage`), else the process's peak so far (`process`), e.g. earlier jobs of a sweep. What
+        earlier stages freed is released first: the window starts from what is still alive."""
+        release_memory()
         scope = "stage" if reset_peak_rss() else "process"
         if self.bar is not None:
             self.bar.set_postfix_str(name)

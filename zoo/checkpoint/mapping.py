@@ -44,8 +44,13 @@ def source_names(rule: MappingRule) -> list[str]:
 
 
 def apply_rule(rule: MappingRule, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Our parameter from its checkpoint tensors. A fused one is a new tensor, and its sources in `tensors` become
+    views of it (same values): the checkpoint and the model then share one copy, as unfused parameters do."""
     if rule.fuse:
-        return torch.cat([tensors[n] for n in rule.fuse], dim=0)
+        fused = torch.cat([tensors[n] for n in rule.fuse], dim=0)
+        parts = torch.split(fused, [tensors[n].shape[0] for n in rule.fuse], dim=0)
+        tensors.update(zip(rule.fuse, parts))
+        return fused
     tensor = tensors[rule.hf]
     if rule.transpose:
         tensor = tensor.t().contiguous()

@@ -9,6 +9,7 @@ with the weights after the flatbuffer table, addressed by offset, so files may p
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -52,7 +53,7 @@ def bake(flatbuffer: bytes | bytearray, weights: Mapping[str, np.ndarray]) -> sc
     return model
 
 
-def unpack(packed: bytes | bytearray) -> schema.ModelT:
+def unpack(packed: bytes | bytearray | mmap.mmap) -> schema.ModelT:
     """A flatbuffer as a model object whose buffers, inline or stored after the table, are views of `packed`."""
     model = schema.ModelT.InitFromPackedBuf(packed, 0)
     for buffer in model.buffers:
@@ -62,9 +63,10 @@ def unpack(packed: bytes | bytearray) -> schema.ModelT:
     return model
 
 
-def write(model: schema.ModelT | bytes | bytearray, path: Path) -> Path:
+def write(model: schema.ModelT | bytes | bytearray | mmap.mmap, path: Path) -> Path:
     """`model` (an object, or a flatbuffer to re-pack) as a .tflite with every non-empty buffer after the table
-    (offset/size) and equal quantization parameters stored once, written atomically."""
+    (offset/size) and equal quantization parameters stored once, written atomically. Buffers that view a file map
+    (quantize's spill) have their pages dropped from this process once copied, so they are never all resident."""
     if not isinstance(model, schema.ModelT):
         model = unpack(model)
     data = {i: b.data for i, b in enumerate(model.buffers) if b.data is not None and len(b.data)}
@@ -82,9 +84,25 @@ def write(model: schema.ModelT | bytes | bytearray, path: Path) -> Path:
         for array in data.values():
             f.seek(_aligned(f.tell()))
             f.write(memoryview(array))
+            _drop_pages(array)
         f.truncate(_aligned(f.tell()))
         os.fsync(f.fileno())
     return path
+
+
+def _drop_pages(view: np.ndarray) -> None:
+    """MADV_DONTNEED on the whole pages under `view` when it views a shared file map, which reads them back from the
+    file if touched again; nothing for other arrays."""
+    base = view
+    while isinstance(base, np.ndarray):
+        base = base.base
+    mapped = getattr(base, "obj", base)  # np.frombuffer's base: a memoryview of the map
+    if not isinstance(mapped, mmap.mmap):
+        return
+    start = view.ctypes.data - np.frombuffer(mapped, np.uint8, count=1).ctypes.data
+    first, end = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, (start + view.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if end > first:
+        mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from zoo.export.signatures import (
     plan,
     tf_signature,
 )
+from zoo.report import release_memory
 
 
 def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
@@ -59,26 +60,36 @@ def converter_for(saved_model: str, names: Sequence[str]) -> tf.lite.TFLiteConve
     return converter
 
 
-def export_signatures(step: nn.Module, programs: Mapping[str, tuple[ExportedProgram, Sequence[str], Sequence[str]]],
-                      path: Path, recipe: QuantConfig) -> Path:
-    """Exported programs (name -> program, input names, output names), all over `step`'s weights, as one
-    multi-signature flatbuffer at `path`, quantized by `recipe`, written atomically.
+Lowerable = tuple[str, ExportedProgram, Sequence[str], Sequence[str]]  # name, program, input names, output names
 
-    The converter sees the graphs only (weights are signature inputs); bake.py then puts the weights in as views
-    of the torch tensors, so peak memory is the torch model plus the output, not several copies of the weights.
+
+def export_signatures(step: nn.Module, programs: Iterable[Lowerable], path: Path, recipe: QuantConfig) -> list[str]:
+    """Exported programs, all over `step`'s weights, as one multi-signature flatbuffer at `path`, quantized by
+    `recipe`, written atomically; returns the signature names.
+
+    Peak memory is the torch model plus one working set at a time, not several copies of the weights: the converter
+    sees the graphs only (weights are signature inputs) and bake.py puts the weights in as views of the torch
+    tensors; each program is lowered as `programs` yields it and dropped, the TF functions once saved, the converter's
+    buffers once it returns (release_memory), and the quantizer writes its output to a file as it packs it.
     """
     weights = state_arrays(step)
     specs = {name: torch.from_numpy(a) for name, a in weights.items()}
-    functions = {name: tf_signature(program, specs, inputs, outputs)
-                 for name, (program, inputs, outputs) in programs.items()}
+    functions = {name: tf_signature(program, specs, inputs, outputs) for name, program, inputs, outputs in programs}
+    names = list(functions)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".saved_model.") as saved_model:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export.") as tmp:
+        saved_model = os.path.join(tmp, "saved_model")
         tf.saved_model.save(tf.Module(), saved_model, signatures=functions)
-        graph = converter_for(saved_model, list(programs)).convert()
-    baked = bake(graph, weights)
-    if recipe.mode is QuantMode.none:
-        return write(baked, path)
-    return write(quantize(baked, recipe), path)
+        del functions
+        release_memory()
+        graph = converter_for(saved_model, names).convert()
+        release_memory()
+        baked = bake(graph, weights)
+        if recipe.mode is QuantMode.none:
+            write(baked, path)
+        else:
+            write(quantize(baked, recipe, spill=Path(tmp) / "quantized.tflite"), path)
+    return names
 
 
 def op_counts(flatbuffer: bytes) -> Counter[str]:
@@ -110,9 +121,8 @@ def export_tflite(
     """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode, quantized by `recipe` (fp32 if None)."""
     recipe = recipe or QuantConfig()
     model = with_zero_points(model, zero_point_blocks(model, recipe))
-    programs = {}
-    for signature in plan(prefill_lens, prefill_logits):
-        step = Step(model, signature.logits)
-        program = export_step(step, signature, kv_cache_max, mask_as_input)
-        programs[signature.name] = (program, *io_names(model.arch.num_layers, signature.logits, mask_as_input))
-    return export_signatures(step, programs, Path(path), recipe)
+    steps = [(signature, Step(model, signature.logits)) for signature in plan(prefill_lens, prefill_logits)]
+    programs = ((signature.name, export_step(step, signature, kv_cache_max, mask_as_input),
+                 *io_names(model.arch.num_layers, signature.logits, mask_as_input)) for signature, step in steps)
+    export_signatures(steps[-1][1], programs, Path(path), recipe)
+    return Path(path)

@@ -12,6 +12,5 @@ from zoo.export.signatures import Program, export_program
 
 def export_programs(programs: Sequence[Program], path: Path, recipe: QuantConfig) -> list[str]:
     """Writes the multi-signature flatbuffer atomically; returns its signature names."""
-    exported = {p.name: (export_program(p), p.inputs, p.outputs) for p in programs}
-    export_signatures(programs[0].step, exported, path, recipe)
-    return list(exported)
+    exported = ((p.name, export_program(p), p.inputs, p.outputs) for p in programs)  # each dropped once lowered
+    return export_signatures(programs[0].step, exported, path, recipe)

@@ -17,7 +17,9 @@ must not be the last op, or its pattern is lost and it takes the recipe's `mode`
 from __future__ import annotations
 
 import logging
+import mmap
 import re
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -93,9 +95,11 @@ class _Quantizer(quantizer.Quantizer):
         self._quantize_called = False
 
 
-def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig) -> qtyping.ModelT:
+def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig,
+             spill: Path | None = None) -> qtyping.ModelT:
     """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe, its Hadamard
-    rotations factored (zoo/export/rotation.py)."""
+    rotations factored (zoo/export/rotation.py). With `spill`, the quantizer packs its output into that file as it
+    goes and the buffers view it (bake.write drops their pages once written): never resident twice."""
     validate(recipe)
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
@@ -106,10 +110,13 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     for (mode, op_name, rotate), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, rotate, recipe)
-    data = qz.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model
+    data = qz.quantize(serialize_to_path=spill, enable_progress_bar=False,
+                       enable_progress_report=False).quantized_model
     _unzero_scales(data)
     quantized = unpack(data)
     factor_rotations(quantized)
+    if isinstance(data, mmap.mmap):
+        data.madvise(mmap.MADV_DONTNEED)  # pages the post-passes read go back to the file, read again when written
     return quantized
 
 
