@@ -56,3 +56,12 @@ def test_check_failure_stops_the_run(tmp_path):
     with pytest.raises(pipeline.CheckFailed, match=r"max_abs_diff .* violates bound 1e-12"):
         pipeline.run(cfg, tmp_path)
     assert '"status": "failed"' in (tmp_path / "report.json").read_text()
+
+
+@pytest.mark.parametrize("recipe", ["fp16", "int8_weight_only", "int4_block32", "int4_block128"])
+def test_each_recipe_passes_its_check_on_smollm2(recipe, tmp_path):
+    """The remaining recipes through the run's export and check stages on SmolLM2's small variant, each against
+    its own bounds (top-1 allowing one flip in 16, as SMALL_RANDOM_INT8 says why)."""
+    cfg = compose_cfg(["model=smollm2_135m", *SMALL_EXPORT, f"quant={recipe}", "quant.check.min_top1=0.93"])
+    report = pipeline.run(cfg, tmp_path)
+    assert report["status"] == "ok" and report["check"]["passed"], report["check"]
