@@ -204,10 +204,10 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _
 
 def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
     """Whether the weight op (its scope and input `names`) is Hadamard-rotated: a dynamic-mode op that a `hadamard`
-    pattern matches, unless int4 with zero points (e.g. a 576-input matrix in int4_block128 takes the int8 fallback and
-    can be rotated, a 2048-input one cannot). A rotated EMBEDDING_LOOKUP stores its table rotated and rotates back the rows it reads, so a
-    tied table's lookup and lm_head (whose weight keeps the table's name) must be rotated both or neither: a
-    pattern on the table's name (e.g. `embed_tokens`) matches both."""
+    pattern matches, unless int4 with zero points (e.g. a 576-input matrix in int4_block128 takes the int8 fallback
+    and can be rotated, a 2048-input one cannot). A rotated EMBEDDING_LOOKUP stores its table rotated and rotates
+    back the rows it reads, so a tied table's lookup and lm_head (whose weight keeps the table's name) must be
+    rotated both or neither: a pattern on the table's name (e.g. `embed_tokens`) matches both."""
     if mode in (QuantMode.fp16, QuantMode.int8_weight_only):
         return False
     if not any(re.search(pattern, names) for pattern in recipe.hadamard):
