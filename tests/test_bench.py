@@ -29,6 +29,7 @@ def test_bench_stage_fills_its_report_fields(tmp_path):
     assert decode["start_position"] == 16 and decode["steps"] == 4  # right after the longest prefill
     assert math.isclose(bench["decode_tok_s"], 1 / decode["invoke_s"])
     assert math.isclose(bench["decode_loop_tok_s"], 1 / decode["loop_s"])
+    assert math.isclose(bench["decode_loop_over_invoke"], decode["loop_s"] / decode["invoke_s"])
     # our loop's first logits: the shortest prefill (all prompt tokens but the last), then decode of the last
     assert bench["ttft_s"] == bench["runtime"]["prefill"]["8"]["loop_s"] + decode["loop_s"]
     assert 0 < bench["runtime_baseline_rss_bytes"] <= bench["runtime_peak_rss_bytes"]

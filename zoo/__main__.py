@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> str:
         b = report["bench"]
         prefill = ", ".join(f"{t}: {v:.0f}" for t, v in b["prefill_tok_s"].items())
         print(f"bench: prefill tok/s {prefill}; decode {b['decode_tok_s']:.1f} tok/s invoke only "
-              f"({b['decode_loop_tok_s']:.1f} in the generate loop, "
+              f"({b['decode_loop_tok_s']:.1f} in the generate loop: {b['decode_loop_over_invoke'] - 1:+.1%}; "
               f"{b['bandwidth']['decode_fraction_of_bound']:.0%} of the bandwidth bound); TTFT "
               f"{b['ttft_s'] * 1e3:.1f} ms; runtime peak RSS {b['runtime_peak_rss_bytes'] / 2**20:.0f} MiB")
     print(f"report: {report.path}")

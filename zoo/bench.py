@@ -4,39 +4,24 @@ The flatbuffer is timed in zoo's own runtime (`zoo.runtime.LiteModel`: LiteRT's 
 place) in a child process (`python -m zoo.bench SPEC OUT`) that imports only numpy, ai_edge_litert and the runtime: its
 peak RSS (VmHWM of its own address space) is the runtime's own, where the parent's would include PyTorch, the
 checkpoint and the converter's leftovers; and its timings do not share an address space with the exporter. Each
-signature is timed two ways, medians after a warm-up:
-- invoke only: inputs written once, then runs of the signature on them (the kernels alone);
-- loop: a full step of the generate loop (tokens, positions and mask written, run, for decode the logits read and
-  the greedy pick), positions advancing from one decode step to the next as in generation.
+signature is timed invoke-only and as a step of the generate loop (`zoo.runtime.speed`).
 Decode speed is also put against the memory-bandwidth bound: a decode step reads at least every weight byte of the
 file (and, with the KV cache, all of its bytes), so `read bandwidth / bytes per step` caps tokens per second.
 """
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from zoo.progress import progress
 from zoo.report import peak_rss_bytes
-
-
-def median_seconds(fn, warmup: int, repeats: int, desc: str = "") -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in progress(range(repeats), desc):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from zoo.runtime.model import LiteModel
+from zoo.runtime.speed import decode_speed, median_seconds, prefill_speed
 
 
 def read_bandwidth(mib: int, threads: int, repeats: int = 7) -> float:
@@ -54,31 +39,11 @@ def runtime_bench(spec: dict) -> dict:
     """Prefill and decode speeds of the flatbuffer at `spec['path']` in zoo's runtime (`LiteModel`), and its RSS."""
     import ai_edge_litert.compiled_model  # noqa: F401  (in the baseline, as numpy is)
 
-    from zoo.runtime.model import LiteModel
-
     baseline = peak_rss_bytes()  # python, numpy, LiteRT's module and the config schema, before the model
     lite = LiteModel(spec["path"], spec["kv_layout"], spec["threads"])
-    warmup, repeats = spec["warmup"], spec["repeats"]
-    out: dict = {"prefill": {}}
-    for t, tokens in zip(spec["prefill_lens"], spec["prefill_tokens"]):
-        sig = f"prefill_{t}"
-        loop_s = median_seconds(lambda s=sig, x=tokens: lite.step(s, x, 0, logits=False), warmup, repeats,
-                                f"bench {sig} loop")
-        invoke_s = median_seconds(lambda s=sig: lite.invoke_only(s), warmup, repeats, f"bench {sig} invoke")
-        out["prefill"][str(t)] = {"tokens": t, "invoke_s": invoke_s, "loop_s": loop_s,
-                                  "invoke_tok_s": t / invoke_s, "loop_tok_s": t / loop_s}
-    start, tokens = spec["decode_start"], spec["decode_tokens"]
-    lite.step("decode", tokens[:1], start)  # the inputs of the bare runs: one real step
-    invoke_s = median_seconds(lambda: lite.invoke_only("decode"), warmup, spec["decode_steps"], "bench decode invoke")
-    step_times = []
-    for i, token in enumerate(progress(tokens, "bench decode loop")):  # positions advance as in generation
-        begin = time.perf_counter()
-        int(np.argmax(lite.step("decode", [token], start + i)[0, -1]))
-        if i >= warmup:
-            step_times.append(time.perf_counter() - begin)
-    loop_s = statistics.median(step_times)
-    out["decode"] = {"start_position": start, "steps": spec["decode_steps"], "invoke_s": invoke_s,
-                     "loop_s": loop_s, "invoke_tok_s": 1 / invoke_s, "loop_tok_s": 1 / loop_s}
+    out: dict = {"prefill": {str(len(tokens)): prefill_speed(lite, tokens, spec["warmup"], spec["repeats"])
+                             for tokens in spec["prefill_tokens"]}}
+    out["decode"] = decode_speed(lite, spec["decode_tokens"], spec["decode_start"], spec["warmup"])
     out["runtime_baseline_rss_bytes"] = baseline
     out["runtime_peak_rss_bytes"] = peak_rss_bytes()
     return out
@@ -107,7 +72,8 @@ def run_runtime_bench(path: Path, model, export, bench, threads: int) -> dict:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
         done = subprocess.run([sys.executable, "-m", "zoo.bench", str(spec_path), str(out_path)],
-                              check=False, stdout=subprocess.DEVNULL, stderr=None if sys.stderr.isatty() else subprocess.PIPE,
+                              check=False, stdout=subprocess.DEVNULL,
+                              stderr=None if sys.stderr.isatty() else subprocess.PIPE,
                               text=True, cwd=Path(__file__).resolve().parents[1])
         if done.returncode != 0:
             raise RuntimeError(f"bench child process failed (exit {done.returncode}): {(done.stderr or '')[-2000:]}")
@@ -128,8 +94,8 @@ def reference_bench(hf, vocab: int, prefill_lens: list[int], bench) -> dict:
             out["prefill"][str(t)] = {"tokens": t, "seconds": seconds, "tok_s": t / seconds}
         past = hf(input_ids=torch.randint(vocab, (1, max(prefill_lens)), generator=gen), use_cache=True).past_key_values
         token = torch.randint(vocab, (1, 1), generator=gen)
-        step = lambda: hf(input_ids=token, past_key_values=past, use_cache=True)
-        seconds = median_seconds(step, bench.warmup, bench.decode_steps, "bench transformers decode")
+        seconds = median_seconds(lambda: hf(input_ids=token, past_key_values=past, use_cache=True),
+                                 bench.warmup, bench.decode_steps, "bench transformers decode")
     out["decode"] = {"seconds": seconds, "tok_s": 1 / seconds}
     return out
 
@@ -166,7 +132,8 @@ def bandwidth_section(bandwidth: float, size_bytes: int, kv_bytes: int, decode_t
     bound, bound_kv = bandwidth / size_bytes, bandwidth / (size_bytes + kv_bytes)
     return {"read_bytes_per_s": bandwidth, "file_bytes": size_bytes, "kv_cache_bytes": kv_bytes,
             "bound_tok_s": bound, "bound_with_kv_tok_s": bound_kv,
-            "decode_fraction_of_bound": decode_tok_s / bound, "decode_fraction_of_bound_with_kv": decode_tok_s / bound_kv}
+            "decode_fraction_of_bound": decode_tok_s / bound,
+            "decode_fraction_of_bound_with_kv": decode_tok_s / bound_kv}
 
 
 def target_records(report: dict, target) -> list[dict]:
@@ -200,6 +167,7 @@ def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
         "prefill_loop_tok_s": {t: v["loop_tok_s"] for t, v in lite["prefill"].items()},
         "decode_tok_s": lite["decode"]["invoke_tok_s"],
         "decode_loop_tok_s": lite["decode"]["loop_tok_s"],
+        "decode_loop_over_invoke": lite["decode"]["ratio"],  # the loop's own overhead, at the same positions
         "runtime_peak_rss_bytes": lite["runtime_peak_rss_bytes"],
         "runtime_baseline_rss_bytes": lite["runtime_baseline_rss_bytes"],
         "runtime": lite,

@@ -1,8 +1,12 @@
-"""Decode overhead of our loop against the interpreter alone, measured side by side in one process.
+"""How fast a flatbuffer runs in our runtime and in LiteRT-LM: the timings behind the `bench` stage and a CLI.
 
-`invoke` is the bare decode run with the inputs left as they are (caches aliased in place, as in every step);
-`loop` is a full step of the generate loop (write token, position and mask, run, read the logits, greedy pick). Both run in alternating
-blocks over the same positions so machine noise hits them alike; figures are medians per step.
+Each signature is timed two ways:
+- invoke only: a run of the signature on the inputs already written (caches aliased in place): the kernels alone;
+- loop: a full step of the generate loop (tokens, positions and mask written, run, for decode the logits read and
+  the greedy pick).
+Decode positions advance as in generation, and the bare decode run is timed right after each loop step on the
+inputs that step wrote: the same position, so both read the same number of cache slots and machine noise hits them
+alike. Figures are medians after a warm-up.
 """
 from __future__ import annotations
 
@@ -11,47 +15,47 @@ import time
 
 import numpy as np
 
+from zoo.progress import progress
 from zoo.runtime.model import LiteModel
 
 
-def decode_overhead(model: LiteModel, steps: int = 64, blocks: int = 5, start: int = 16) -> dict[str, float]:
-    """Median seconds per decode step of the bare invoke and of our loop step, and their ratios."""
-    times = {key: [] for key in ("invoke", "loop", "invoke_cpu", "loop_cpu")}
-
-    def timed(key: str, fn) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
+def median_seconds(fn, warmup: int, repeats: int, desc: str = "") -> float:
+    for _ in range(warmup):
         fn()
-        times[f"{key}_cpu"].append(time.process_time() - cpu)
-        times[key].append(time.perf_counter() - wall)
-
-    for _ in range(blocks):
-        model.step("decode", [0], start)  # inputs hold a real step for the bare invokes
-        for _ in range(steps):
-            timed("invoke", lambda: model.invoke_only("decode"))
-        token = [0]
-        for pos in range(start, start + steps):
-            timed("loop", lambda pos=pos, token=token: token.append(int(np.argmax(model.step("decode", token[-1:], pos)[0, -1]))))
-    med = {key: statistics.median(values) for key, values in times.items()}
-    return {**{f"{k}_s": v for k, v in med.items()}, "ratio": med["loop"] / med["invoke"],
-            "cpu_ratio": med["loop_cpu"] / med["invoke_cpu"], "invoke_tps": 1 / med["invoke"],
-            "loop_tps": 1 / med["loop"], "steps": steps * blocks}
+    times = []
+    for _ in progress(range(repeats), desc):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def prefill_speed(model: LiteModel, blocks: int = 5) -> dict[str, float]:
-    """Median seconds of one full call of the largest prefill signature: bare invoke and our step (T tokens)."""
-    t = model.prefill_lens[-1]
-    sig, tokens = f"prefill_{t}", list(range(1, t + 1))
-    invoke, ours = [], []
-    clock = time.perf_counter
-    for _ in range(blocks):
-        start = clock()
-        model.step(sig, tokens, 0, logits=False)
-        ours.append(clock() - start)
-        start = clock()
-        model.invoke_only(sig)
-        invoke.append(clock() - start)
-    inv, step = statistics.median(invoke), statistics.median(ours)
-    return {"tokens": t, "invoke_s": inv, "loop_s": step, "invoke_tps": t / inv, "loop_tps": t / step}
+def prefill_speed(model: LiteModel, tokens: list[int], warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds of the prefill signature of len(tokens) from position 0: our step and the bare invoke."""
+    t = len(tokens)
+    sig = f"prefill_{t}"
+    loop_s = median_seconds(lambda: model.step(sig, tokens, 0, logits=False), warmup, repeats, f"bench {sig} loop")
+    invoke_s = median_seconds(lambda: model.invoke_only(sig), warmup, repeats, f"bench {sig} invoke")
+    return {"tokens": t, "invoke_s": invoke_s, "loop_s": loop_s, "invoke_tok_s": t / invoke_s, "loop_tok_s": t / loop_s}
+
+
+def decode_speed(model: LiteModel, tokens: list[int], start: int, warmup: int) -> dict[str, float]:
+    """Median seconds per decode step of our loop and of the bare invoke at the same positions (start, start+1, ...).
+
+    The first `warmup` tokens are run untimed. `ratio` is loop over invoke: the loop's own overhead.
+    """
+    times: dict[str, list[float]] = {"loop": [], "invoke": []}
+    for i, token in enumerate(progress(tokens, "bench decode")):
+        begin = time.perf_counter()
+        int(np.argmax(model.step("decode", [token], start + i)[0, -1]))
+        middle = time.perf_counter()
+        model.invoke_only("decode")
+        if i >= warmup:
+            times["loop"].append(middle - begin)
+            times["invoke"].append(time.perf_counter() - middle)
+    loop_s, invoke_s = statistics.median(times["loop"]), statistics.median(times["invoke"])
+    return {"start_position": start, "steps": len(times["loop"]), "invoke_s": invoke_s, "loop_s": loop_s,
+            "invoke_tok_s": 1 / invoke_s, "loop_tok_s": 1 / loop_s, "ratio": loop_s / invoke_s}
 
 
 def litert_lm_speed(bundle: str, prefill_tokens: int, decode_tokens: int, threads: int = 2) -> dict[str, float]:
@@ -67,7 +71,9 @@ if __name__ == "__main__":  # python -m zoo.runtime.speed MODEL.tflite btnh|tran
     import sys
 
     lite = LiteModel(sys.argv[1], sys.argv[2])
-    print("decode", decode_overhead(lite))
-    print("prefill", prefill_speed(lite))
+    rng = np.random.default_rng(0)
+    t = lite.prefill_lens[-1]
+    print("prefill", prefill_speed(lite, rng.integers(lite.vocab_size, size=t).tolist(), 3, 10))
+    print("decode", decode_speed(lite, rng.integers(lite.vocab_size, size=3 + 128).tolist(), t, 3))
     if len(sys.argv) > 3:
-        print("litert-lm", litert_lm_speed(sys.argv[3], lite.prefill_lens[-1], 64))
+        print("litert-lm", litert_lm_speed(sys.argv[3], t, 64))
