@@ -11,17 +11,31 @@ file (and, with the KV cache, all of its bytes), so `read bandwidth / bytes per 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from zoo.progress import progress
 from zoo.report import peak_rss_bytes
 from zoo.runtime.model import LiteModel
-from zoo.runtime.speed import decode_speed, median_seconds, prefill_speed
+from zoo.runtime.speed import decode_speed, prefill_speed
+
+
+def median_seconds(fn, warmup: int, repeats: int, desc: str = "") -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in progress(range(repeats), desc):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def read_bandwidth(mib: int, threads: int, repeats: int = 7) -> float:

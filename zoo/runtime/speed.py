@@ -4,9 +4,9 @@ Each signature is timed two ways:
 - invoke only: a run of the signature on the inputs already written (caches aliased in place): the kernels alone;
 - loop: a full step of the generate loop (tokens, positions and mask written, run, for decode the logits read and
   the greedy pick).
-Decode positions advance as in generation, and the bare decode run is timed right after each loop step on the
-inputs that step wrote: the same position, so both read the same number of cache slots and machine noise hits them
-alike. Figures are medians after a warm-up.
+The bare run is timed right after each loop step on the inputs that step wrote: the same work (for decode the same
+position, as positions advance as in generation, so both read the same number of cache slots), and machine noise
+hits both alike. Figures are medians after a warm-up.
 """
 from __future__ import annotations
 
@@ -19,23 +19,26 @@ from zoo.progress import progress
 from zoo.runtime.model import LiteModel
 
 
-def median_seconds(fn, warmup: int, repeats: int, desc: str = "") -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in progress(range(repeats), desc):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _paired(model: LiteModel, signature: str, steps, warmup: int, desc: str) -> tuple[float, float, int]:
+    """Median seconds of each of `steps` (our loop's steps) and of the bare run right after it, past `warmup`."""
+    loop, invoke = [], []
+    for i, step in enumerate(progress(steps, desc)):
+        begin = time.perf_counter()
+        step()
+        middle = time.perf_counter()
+        model.invoke_only(signature)
+        if i >= warmup:
+            loop.append(middle - begin)
+            invoke.append(time.perf_counter() - middle)
+    return statistics.median(loop), statistics.median(invoke), len(loop)
 
 
 def prefill_speed(model: LiteModel, tokens: list[int], warmup: int, repeats: int) -> dict[str, float]:
     """Median seconds of the prefill signature of len(tokens) from position 0: our step and the bare invoke."""
     t = len(tokens)
     sig = f"prefill_{t}"
-    loop_s = median_seconds(lambda: model.step(sig, tokens, 0, logits=False), warmup, repeats, f"bench {sig} loop")
-    invoke_s = median_seconds(lambda: model.invoke_only(sig), warmup, repeats, f"bench {sig} invoke")
+    steps = [lambda: model.step(sig, tokens, 0, logits=False)] * (warmup + repeats)
+    loop_s, invoke_s, _ = _paired(model, sig, steps, warmup, f"bench {sig}")
     return {"tokens": t, "invoke_s": invoke_s, "loop_s": loop_s, "invoke_tok_s": t / invoke_s, "loop_tok_s": t / loop_s}
 
 
@@ -44,17 +47,10 @@ def decode_speed(model: LiteModel, tokens: list[int], start: int, warmup: int) -
 
     The first `warmup` tokens are run untimed. `ratio` is loop over invoke: the loop's own overhead.
     """
-    times: dict[str, list[float]] = {"loop": [], "invoke": []}
-    for i, token in enumerate(progress(tokens, "bench decode")):
-        begin = time.perf_counter()
-        int(np.argmax(model.step("decode", [token], start + i)[0, -1]))
-        middle = time.perf_counter()
-        model.invoke_only("decode")
-        if i >= warmup:
-            times["loop"].append(middle - begin)
-            times["invoke"].append(time.perf_counter() - middle)
-    loop_s, invoke_s = statistics.median(times["loop"]), statistics.median(times["invoke"])
-    return {"start_position": start, "steps": len(times["loop"]), "invoke_s": invoke_s, "loop_s": loop_s,
+    steps = [lambda i=i, token=token: int(np.argmax(model.step("decode", [token], start + i)[0, -1]))
+             for i, token in enumerate(tokens)]
+    loop_s, invoke_s, n = _paired(model, "decode", steps, warmup, "bench decode")
+    return {"start_position": start, "steps": n, "invoke_s": invoke_s, "loop_s": loop_s,
             "invoke_tok_s": 1 / invoke_s, "loop_tok_s": 1 / loop_s, "ratio": loop_s / invoke_s}
 
 
