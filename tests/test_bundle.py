@@ -29,7 +29,8 @@ def litertlm_run(tmp_path_factory):
 def test_litertlm_preset_writes_the_bundle(litertlm_run):
     cfg, report = litertlm_run
     made = report["bundles"]["litertlm"]
-    assert made["path"].endswith("tinyllama_none_kv128.litertlm") and made["size_bytes"] > report["export"]["size_bytes"]
+    assert made["path"].endswith("tinyllama_none_kv128.litertlm")
+    assert made["size_bytes"] > report["export"]["size_bytes"]
     assert "bundle" in report["timings"]
 
 
@@ -79,3 +80,30 @@ def test_task_bundle_holds_model_tokenizer_and_metadata(tmp_path):
         assert bundle.read("TOKENIZER_MODEL") == (sp / "tokenizer.model").read_bytes()
         assert bundle.read("TF_LITE_PREFILL_DECODE") == open(report["export"]["path"], "rb").read()
         assert b"</s>" in bundle.read("METADATA")
+
+
+def test_litert_lm_compare_times_every_bundle_in_every_round(litertlm_run, tmp_path):
+    """`python -m zoo.runtime.speed A.litertlm B.litertlm`: LiteRT-LM's benchmark of each bundle, alternating."""
+    import shutil
+
+    from zoo.runtime.speed import litert_lm_compare
+
+    _, report = litertlm_run
+    first = report["bundles"]["litertlm"]["path"]
+    second = shutil.copy(first, tmp_path / "copy.litertlm")
+    stats = litert_lm_compare([first, str(second)], rounds=2, prefill_tokens=16, decode_tokens=8)
+    assert list(stats) == [first, str(second)]
+    for bundle in stats.values():
+        for key in ("prefill_tps", "decode_tps"):
+            assert 0 < bundle[key]["min"] <= bundle[key]["median"] <= bundle[key]["max"]
+
+
+def test_speed_cli_refuses_missing_files_and_unknown_layouts(litertlm_run, capsys):
+    from zoo.runtime.speed import main
+
+    _, report = litertlm_run
+    for argv, message in ((["x.litertlm"], "no such file: x.litertlm"),
+                          ([report["export"]["path"], "bthn"], "its KV layout (btnh or transposed)")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
+from zoo.config import KVLayout
 from zoo.progress import progress
 from zoo.runtime.model import LiteModel
 
@@ -63,13 +65,45 @@ def litert_lm_speed(bundle: str, prefill_tokens: int, decode_tokens: int, thread
     return {"prefill_tps": info.last_prefill_tokens_per_second, "decode_tps": info.last_decode_tokens_per_second}
 
 
-if __name__ == "__main__":  # python -m zoo.runtime.speed MODEL.tflite btnh|transposed [BUNDLE.litertlm]
-    import sys
+def litert_lm_compare(bundles: list[str], rounds: int, prefill_tokens: int = 128,
+                      decode_tokens: int = 128) -> dict[str, dict]:
+    """LiteRT-LM's benchmark of several bundles in alternating rounds (noise hits each alike): medians and ranges."""
+    runs: dict[str, list[dict]] = {b: [] for b in bundles}
+    for _ in progress(range(rounds), "litert-lm rounds"):
+        for b in bundles:
+            runs[b].append(litert_lm_speed(b, prefill_tokens, decode_tokens))
+    return {b: {key: {"median": statistics.median(r[key] for r in rs), "min": min(r[key] for r in rs),
+                      "max": max(r[key] for r in rs)} for key in ("prefill_tps", "decode_tps")}
+            for b, rs in runs.items()}
 
-    lite = LiteModel(sys.argv[1], sys.argv[2])
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m zoo.runtime.speed", description=(
+        "FILE.tflite LAYOUT: our loop against the bare runs (prefill and decode). "
+        "A.litertlm [B.litertlm ...]: LiteRT-LM's own benchmark of each bundle, in alternating rounds."))
+    parser.add_argument("files", nargs="+", help="FILE.tflite btnh|transposed, or .litertlm bundles")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds of the LiteRT-LM benchmark")
+    parser.add_argument("--decode-tokens", type=int, default=128)
+    args = parser.parse_args(argv)
+    if missing := [f for f in args.files if f.endswith((".tflite", ".litertlm")) and not Path(f).is_file()]:
+        parser.error(f"no such file: {', '.join(missing)}")
+    if all(f.endswith(".litertlm") for f in args.files):
+        for bundle, stats in litert_lm_compare(args.files, args.rounds, decode_tokens=args.decode_tokens).items():
+            print(bundle, " ".join(f"{k} {v['median']:.1f} [{v['min']:.1f}-{v['max']:.1f}]" for k, v in stats.items()))
+        return
+    layouts = [k.value for k in KVLayout]
+    if len(args.files) != 2 or not args.files[0].endswith(".tflite") or args.files[1] not in layouts:
+        parser.error(f"give FILE.tflite and its KV layout ({' or '.join(layouts)}), or only .litertlm bundles")
+    lite = LiteModel(*args.files)
     rng = np.random.default_rng(0)
     t = lite.prefill_lens[-1]
     print("prefill", prefill_speed(lite, rng.integers(lite.vocab_size, size=t).tolist(), 3, 10))
-    print("decode", decode_speed(lite, rng.integers(lite.vocab_size, size=3 + 128).tolist(), t, 3))
-    if len(sys.argv) > 3:
-        print("litert-lm", litert_lm_speed(sys.argv[3], t, 64))
+    print("decode", decode_speed(lite, rng.integers(lite.vocab_size, size=3 + args.decode_tokens).tolist(), t, 3))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
