@@ -106,7 +106,7 @@ def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
     if failed:
         lines += ["", "## Failed jobs", ""] + [f"- `{r['overrides'] or r['job']}`: {r['error'] or r['status']}"
                                                  for r in failed]
-    lines += ["", ("Speeds are medians (zoo/bench.py): prefill and decode tok/s are invoke-only runs of the runtime; the "
+    lines += ["", ("Speeds are medians (zoo/runtime/speed.py): prefill and decode tok/s are invoke-only runs; the "
                   "loop column is a full step of zoo's generate loop."), ""]
     return "\n".join(lines)
 
