@@ -77,11 +77,10 @@ def run_runtime_bench(path: Path, model, export, bench, threads: int) -> dict:
     vocab = model.arch.vocab_size
     n = bench.warmup + bench.decode_steps
     spec = {"path": str(path), "kv_layout": export.kv_layout.value, "threads": threads,
-            "prefill_lens": list(export.prefill_lens),
             "prefill_tokens": [rng.integers(vocab, size=t).tolist() for t in export.prefill_lens],
             "decode_tokens": rng.integers(vocab, size=n).tolist(),
             "decode_start": max(0, min(max(export.prefill_lens), export.kv_cache_max - n)),
-            "warmup": bench.warmup, "repeats": bench.repeats, "decode_steps": bench.decode_steps}
+            "warmup": bench.warmup, "repeats": bench.repeats}  # decode times the tokens past warmup
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
