@@ -12,7 +12,8 @@ from small_runtime import tiny_tokenizer
 from zoo import golden, pipeline
 from zoo.config import SamplingConfig
 from zoo.report import Report
-from zoo.runtime import GenerateError, LiteModel, stream
+from zoo.errors import InputError
+from zoo.runtime import LiteModel, stream
 from zoo.runtime.artifacts import artifact_dir, ensure_export, open_generator
 
 PROMPT = "What is the capital of France?"
@@ -123,13 +124,13 @@ def test_text_generation_stops_at_the_tokenizers_eos(small):
 ])
 def test_bad_requests_are_refused_up_front(small, prompt, max_new, message):
     cfg, path, _, _ = small
-    with pytest.raises(GenerateError, match=message):
+    with pytest.raises(InputError, match=message):
         next(stream(LiteModel(path, cfg.export.kv_layout), prompt, max_new, SamplingConfig()))
 
 
 def test_unknown_signature_is_refused(small):
     cfg, path, _, _ = small
-    with pytest.raises(GenerateError, match=r"prefill_16 is not a signature of .*\(has decode, prefill_32, prefill_8\)"):
+    with pytest.raises(InputError, match=r"prefill_16 is not a signature of .*\(has decode, prefill_32, prefill_8\)"):
         LiteModel(path, cfg.export.kv_layout, prefill_lens=[16])
 
 
@@ -150,19 +151,20 @@ def test_cli_streams_text_and_prints_speed(small, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "line"), [
-    (["prompt="], "zoo.generate: error: empty prompt: give some text (generate.prompt=...) or token ids"),
-    (["prompt=hi", "max_new_tokens=500"], "zoo.generate: error: prompt of 18 tokens + max_new_tokens=500 = 518 "
+    (["prompt="], "zoo.generate: error [input]: empty prompt: give some text (generate.prompt=...) or token ids"),
+    (["prompt=hi", "max_new_tokens=500"], "zoo.generate: error [input]: prompt of 18 tokens + max_new_tokens=500 = 518 "
      "exceeds kv_cache_max=128 of tinyllama_none_kv128.tflite: shorten the prompt, lower generate.max_new_tokens "
      "or export with a larger export.kv_cache_max"),
-    (["prompt=hi", "prefill_lens=[16]"], "zoo.generate: error: prefill_16 is not a signature of "
+    (["prompt=hi", "prefill_lens=[16]"], "zoo.generate: error [input]: prefill_16 is not a signature of "
      "tinyllama_none_kv128.tflite (has decode, prefill_32, prefill_8)"),
-    (["prompt=hi", "sampling.top_p=0"], "zoo.generate: error: sampling.top_p must be in (0, 1], got 0.0"),
-    (["prompt=hi", "sampling.tmperature=1"], "zoo.generate: error: command line override: "
+    (["prompt=hi", "sampling.top_p=0"], "zoo.generate: error [config]: generate.sampling.top_p must be in (0, 1] (1: no cut), "
+     "got 0.0"),
+    (["prompt=hi", "sampling.tmperature=1"], "zoo.generate: error [config]: command line override: "
      "generate.sampling.tmperature: Key 'tmperature' not in 'SamplingConfig'"),
 ])
 def test_cli_errors_are_one_line(small, tmp_path, args, line):
     *_, overrides = small
     result = generate_cli(*overrides, *args, tmp_path=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == line
     assert result.stdout == ""

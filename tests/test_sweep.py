@@ -13,7 +13,7 @@ import torch
 
 from conftest import ROOT, compose_cfg
 from zoo.config import job_dirname
-from zoo.jobcache import CacheCorrupted, JobCache, checkpoint_key, gate_key
+from zoo.jobcache import CacheError, JobCache, checkpoint_key, gate_key
 
 SMALL = ["model=smollm2_135m", "variant=small", "export.prefill_lens=[8]", "export.check_steps=4",
          "golden.answer_tokens=8"]  # the small variant's longest golden prompt (33) + 8 tokens fit kv 48, not kv 32
@@ -105,8 +105,9 @@ def test_sweep_in_separate_processes(launcher, tmp_path):
 def test_summary_command_needs_a_sweep_folder(tmp_path):
     done = subprocess.run([sys.executable, "-m", "zoo.summary", str(tmp_path)], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=False)
-    assert done.returncode == 1
-    assert done.stderr.strip() == f"zoo.summary: error: {tmp_path}: no sweep jobs here (no */.hydra/overrides.yaml)"
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"zoo.summary: error [input]: {tmp_path}: no sweep jobs here "
+                                   "(no */.hydra/overrides.yaml): give the folder of a `-m` sweep")
 
 
 def test_job_dirname_is_safe():
@@ -140,7 +141,7 @@ def test_cache_reuses_and_detects_in_place_changes():
     assert cache.checkpoint(cfg, lambda: made.append(1) or Ckpt()) is first and made == [1]
     assert cache.hits["checkpoint"] == 1
     first.tensors["w"][0] = 2.0  # a job that writes into shared weights
-    with pytest.raises(CacheCorrupted):
+    with pytest.raises(CacheError):
         cache.checkpoint(cfg, Ckpt)
     assert cache.checkpoint(cfg, lambda: made.append(1) or Ckpt()) is not first and made == [1, 1]
 

@@ -5,12 +5,15 @@ config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.ya
 
 In a sweep (`-m`) a job that fails, for any reason, is recorded as failed in its report.json and the sweep goes
 on: Hydra's sweeper re-raises the first failed job's exception after its batch and skips the summary callback, so
-jobs return their status instead of raising. A single run still exits 1 with one line.
+jobs return their status instead of raising. A single run ends in one line and exit status 2 (the user's to fix)
+or 1 (a bug), see zoo/errors.py; a config error leaves no run directory behind.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,16 +24,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.bundle import BundleError
-from zoo.checkpoint import CheckpointError, MappingError
 from zoo.config import ConfigError, composition_error, load
+from zoo.errors import as_user_error, guarded
 from zoo.jobcache import JobCache
-from zoo.pipeline import CheckFailed, GateFailed, check_line, gate_line, run
+from zoo.pipeline import check_line, gate_line, run
 from zoo.report import Report, write_atomic
 
-USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed, BundleError)
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
 log = logging.getLogger("zoo")
+# A single run's failure, raised again by compose_and_run once Hydra has returned: raised through Hydra, it is
+# preceded by Hydra's own "Error executing job with overrides" line.
+FAILURE: list[BaseException] = []
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -39,14 +43,21 @@ def main(cfg: DictConfig) -> str:
     run_dir = Path(hc.runtime.output_dir)
     try:
         zoo_cfg = load(cfg, dict(hc.runtime.choices))
+    except ConfigError as err:
+        if hc.mode != RunMode.MULTIRUN:
+            remove_hydra_record(run_dir, hc.job.name)
+            FAILURE.append(err)
+            return "failed"
+        return job_failed(run_dir, err)
+    try:
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(zoo_cfg)))
         report = run(zoo_cfg, run_dir, CACHE)
-    except Exception as err:
+    except BaseException as err:
         if hc.mode != RunMode.MULTIRUN:
-            if not isinstance(err, USER_ERRORS):
-                raise
-            print(f"zoo: error: {err}", file=sys.stderr)
-            sys.exit(1)
+            FAILURE.append(err)
+            return "failed"
+        if not isinstance(err, Exception):
+            raise
         return job_failed(run_dir, err)
     print(f"{report['model']}: {report['num_params'] / 1e6:.1f}M parameters from {report['checkpoint']}")
     print(gate_line(report["golden"]))
@@ -68,10 +79,19 @@ def main(cfg: DictConfig) -> str:
     return "ok"
 
 
+def remove_hydra_record(run_dir: Path, job_name: str) -> None:
+    """Undo what Hydra made before the config was found invalid (`.hydra/`, the job's log), and the run directory
+    itself if that leaves it empty: a rejected config leaves nothing behind, and nothing else is touched."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / f"{job_name}.log").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
 def job_failed(run_dir: Path, err: Exception) -> str:
     """A failed sweep job: one line (a traceback in the job's log for an unexpected error) and a report.json
     saying `failed` (run() writes its own; a config error stops before it)."""
-    if isinstance(err, USER_ERRORS):
+    if as_user_error(err) is not None:
         log.error("job failed: %s", err)
     else:
         log.exception("job failed: %s: %s", type(err).__name__, err)
@@ -82,14 +102,19 @@ def job_failed(run_dir: Path, err: Exception) -> str:
     return "failed"
 
 
-def cli() -> None:
-    """Hydra re-raises composition errors (HYDRA_FULL_ERROR) so they can be shown as one line, exit status 1."""
+def compose_and_run() -> None:
+    """Hydra re-raises composition errors (HYDRA_FULL_ERROR) so they can be shown as one line."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         main()
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"zoo: error: {composition_error(err, sys.argv[1:])}", file=sys.stderr)
-        sys.exit(1)
+        raise composition_error(err, sys.argv[1:]) from None
+    if FAILURE:
+        raise FAILURE.pop()
+
+
+def cli() -> None:
+    sys.exit(guarded("zoo", compose_and_run, sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from zoo.errors import BundleError
 from zoo.config import Bundle, ZooConfig
 from zoo.report import Report
 from zoo.runtime.tokenizer import special_ids
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be made from this export or tokenizer: one line saying why."""
 
 
 def save_tokenizer(tokenizer, folder: Path) -> Path:

@@ -1,7 +1,9 @@
 """The post-export check: the flatbuffer, run by ai_edge_litert's interpreter, against the PyTorch model.
 
 Both sides get the same inputs: one prefill of a fixed prompt, then teacher-forced decode steps whose tokens are
-the float32 PyTorch model's greedy choices; each side carries its own KV cache, so cache writes are checked too.
+the PyTorch model's greedy choices; each side carries its own KV cache, so cache writes are checked too. The
+PyTorch side runs in float64 (zoo/exact.py, as the golden gate does), so the figures measure the flatbuffer's own
+error, not whichever way float32 rounding fell in one PyTorch call.
 The bounds come from the quant recipe (`quant.check`). Encoder kinds have their own runs (`KIND_CHECKS`).
 """
 from __future__ import annotations
@@ -30,7 +32,8 @@ def step_inputs(tokens: list[int], positions: list[int], cache: list[np.ndarray]
     for i in range(len(cache) // 2):
         feed[f"kv_cache_k_{i}"], feed[f"kv_cache_v_{i}"] = cache[2 * i], cache[2 * i + 1]
     if export.mask_as_input:
-        feed["mask"] = attention_mask(torch.tensor(positions), torch.arange(export.kv_cache_max), None).numpy()
+        mask = attention_mask(torch.tensor(positions), torch.arange(export.kv_cache_max), None)
+        feed["mask"] = mask.numpy().astype(np.float32)  # float64 under zoo.exact; the flatbuffer takes float32
     return feed
 
 
@@ -156,7 +159,7 @@ def run_seq2seq_check(path: Path, model: nn.Module, golden: dict, cfg) -> tuple[
                      attention_mask=feed["attention_mask"], **lite_cross, **dict(zip(cache_names(len(cache)), cache)))
         return out["logits"][0, -1], [out[n] for n in cache_names(len(cache))]
 
-    empty = [t.numpy() for pair in model.empty_cache(cfg.export.kv_cache_max) for t in pair]
+    empty = [t.numpy().astype(np.float32) for pair in model.empty_cache(cfg.export.kv_cache_max) for t in pair]
     lite_cache, ref_cache, token, got, want = empty, model.empty_cache(cfg.export.kv_cache_max), start, [], []
     for pos in range(steps):
         logits, lite_cache = lite_step(token, pos, lite_cache)

@@ -15,9 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.__main__ import USER_ERRORS
 from zoo.config import GROUPS, GenerateConfig, ZooConfig, composition_error, load
-from zoo.runtime.model import GenerateError
+from zoo.errors import guarded
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
@@ -43,15 +42,11 @@ def compose_config(argv: list[str]) -> ZooConfig:
 def main(argv: list[str]) -> int:
     from zoo.runtime.artifacts import ensure_export, open_generator
 
-    try:
-        cfg = compose_config(argv)
-        path = ensure_export(cfg, log=lambda s: print(s, file=sys.stderr))
-        generator = open_generator(cfg, path)
-        result = generator.generate(cfg.generate.prompt, cfg.generate.max_new_tokens, cfg.generate.sampling,
-                                    on_text=lambda s: print(s, end="", flush=True))
-    except (*USER_ERRORS, GenerateError) as err:
-        print(f"zoo.generate: error: {err}", file=sys.stderr)
-        return 1
+    cfg = compose_config(argv)
+    path = ensure_export(cfg, log=lambda s: print(s, file=sys.stderr))
+    generator = open_generator(cfg, path)
+    result = generator.generate(cfg.generate.prompt, cfg.generate.max_new_tokens, cfg.generate.sampling,
+                                on_text=lambda s: print(s, end="", flush=True))
     if result.text is None:
         print(" ".join(map(str, result.ids)), end="")
     print(f"\n[{path.name}] {result.stats.line()}")
@@ -60,7 +55,7 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    code = main(sys.argv[1:])
+    code = guarded("zoo.generate", lambda: main(sys.argv[1:]), sys.argv[1:])
     sys.stdout.flush()
     sys.stderr.flush()  # LiteRT's process-wide environment logs its teardown at exit: the last line stays ours
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)

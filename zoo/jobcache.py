@@ -23,11 +23,8 @@ from typing import Any
 
 import torch
 
+from zoo.errors import CacheError
 from zoo.config import ZooConfig
-
-
-class CacheCorrupted(RuntimeError):
-    """A cached value no longer matches what was stored."""
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
@@ -77,7 +74,7 @@ class JobCache:
             _, value, stored = self._checkpoint
             if fingerprint(value.tensors) != stored:
                 self._checkpoint = None
-                raise CacheCorrupted("the cached checkpoint's tensors were modified in place by an earlier job")
+                raise CacheError("the cached checkpoint's tensors were modified in place by an earlier job")
             self.hits["checkpoint"] += 1
             return value
         self._checkpoint = None  # free the old weights before loading new ones

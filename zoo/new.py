@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from zoo.errors import ConfigError, guarded
 from zoo.report import write_atomic
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -41,20 +42,16 @@ FAMILY_ACT = {"llama": ("hidden_act", "silu"), "phi3": ("hidden_act", "silu"), "
               "gemma3": ("hidden_activation", "gelu_pytorch_tanh"), "gpt2": ("activation_function", "gelu_new")}
 
 
-class NewError(ValueError):
-    """A config.json this command cannot turn into an entry; one line saying why."""
-
-
 def hf_config(path: Path):
     from transformers import CONFIG_MAPPING
 
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise NewError(f"{path}: not a readable config.json ({err})") from None
+        raise ConfigError(f"{path}: not a readable config.json ({err})") from None
     model_type = raw.get("model_type")
     if model_type not in FAMILIES:
-        raise NewError(f"{path}: model_type {model_type!r} is not known to zoo.new (known: {', '.join(FAMILIES)})")
+        raise ConfigError(f"{path}: model_type {model_type!r} is not known to zoo.new (known: {', '.join(FAMILIES)})")
     return model_type, CONFIG_MAPPING[model_type].from_dict(raw)
 
 
@@ -87,7 +84,7 @@ def rope_fields(rope: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         extra.update(short_factor="${model.arch.rope.short_factor}", long_factor="${model.arch.rope.long_factor}",
                      original_max_position_embeddings="${model.arch.rope.original_max_positions}")
     elif kind != "default":
-        raise NewError(f"rope_type {kind!r} is not supported (default, linear, llama3, longrope)")
+        raise ConfigError(f"rope_type {kind!r} is not supported (default, linear, llama3, longrope)")
     return out
 
 
@@ -98,7 +95,7 @@ def entry(model_type: str, c, name: str, checkpoint: str) -> dict[str, Any]:
     dim = c.hidden_size
     act = getattr(c, "hidden_activation", None) or getattr(c, "hidden_act", None) or c.activation_function
     if act not in ACTIVATIONS:
-        raise NewError(f"activation {act!r} is not supported (known: {', '.join(ACTIVATIONS)})")
+        raise ConfigError(f"activation {act!r} is not supported (known: {', '.join(ACTIVATIONS)})")
     hidden = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * dim
     eps = next(getattr(c, k) for k in ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon") if hasattr(c, k))
     attention: dict[str, Any] = {"num_heads": heads, "num_kv_heads": getattr(c, "num_key_value_heads", None) or heads}
@@ -119,7 +116,7 @@ def entry(model_type: str, c, name: str, checkpoint: str) -> dict[str, Any]:
         arch["mlp"]["bias"] = bool(getattr(c, "mlp_bias", False))
         attention["qk_norm"] = model_type == "qwen3"
     if model_type == "phi" and c.qk_layernorm:
-        raise NewError("phi with qk_layernorm is not supported")
+        raise ConfigError("phi with qk_layernorm is not supported")
     if model_type == "gemma3_text":
         params = c.rope_parameters
         arch["rope"] = rope_fields(params["full_attention"], rope_extra)
@@ -143,7 +140,7 @@ def entry(model_type: str, c, name: str, checkpoint: str) -> dict[str, Any]:
         layer_types = ["sliding_attention"] if slides else []
         reference["hf_config"]["sliding_window"] = "${model.arch.attention.sliding_window}" if slides else None
     elif model_type not in ("gemma2", "gemma3_text") and "sliding_attention" in layer_types:
-        raise NewError(f"sliding-window layers of model_type {model_type!r} are not supported")
+        raise ConfigError(f"sliding-window layers of model_type {model_type!r} are not supported")
     if layer_types:
         attention["layer_types"] = pattern(layer_types)
         if "sliding" in attention["layer_types"]:
@@ -170,10 +167,10 @@ def write(config_path: Path, name: str | None, conf: Path, force: bool) -> Path:
     model_type, c = hf_config(config_path)
     name = name or default_name(config_path)
     if not re.fullmatch(r"[a-z0-9_]+", name):
-        raise NewError(f"--name {name!r}: use lower-case letters, digits and underscores")
+        raise ConfigError(f"--name {name!r}: use lower-case letters, digits and underscores")
     out = conf / "model" / f"{name}.yaml"
     if out.exists() and not force:
-        raise NewError(f"{out} exists; pass --force to overwrite it")
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
     folder = config_path.resolve().parent
     data = entry(model_type, c, name, str(folder) if has_weights(folder) else "random")
     header = (f"# Draft by `python -m zoo.new {config_path}` (model_type {model_type}). Check it with\n"
@@ -189,14 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", type=Path, default=CONF, help="config root to write model/<name>.yaml into")
     parser.add_argument("--force", action="store_true", help="overwrite an existing entry")
     args = parser.parse_args(argv)
-    try:
-        out = write(args.config, args.name, args.conf, args.force)
-    except NewError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
+    print(f"wrote {write(args.config, args.name, args.conf, args.force)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("zoo.new", main, sys.argv[1:]))

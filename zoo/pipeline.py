@@ -17,18 +17,12 @@ from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
 from zoo.config import Kind, Variant, ZooConfig
+from zoo.errors import CheckFailed, GateFailed
+from zoo.exact import float64
 from zoo.jobcache import JobCache
 from zoo.progress import progress
 from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
-
-
-class GateFailed(RuntimeError):
-    """Our model does not reproduce transformers: nothing may be exported from it."""
-
-
-class CheckFailed(RuntimeError):
-    """The exported flatbuffer is further from the PyTorch model than the quant recipe allows."""
 
 
 @dataclass
@@ -84,13 +78,14 @@ def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
     longest = max(len(p) for p in prompts) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
     if kind is Kind.decoder and longest > kv_max:
         raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
-    result = functions.gate(loaded.model, hf, prompts, cfg)
-    del hf
-    section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts}
-    expect = cfg.model.expect_answer
-    if expect and loaded.tokenizer is not None:
-        answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
-        section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
+    with float64(loaded.model, hf):  # zoo/exact.py: no float32 rounding for a kernel's choice to flip
+        result = functions.gate(loaded.model, hf, prompts, cfg)
+        del hf
+        section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts, "dtype": "float64"}
+        expect = cfg.model.expect_answer
+        if expect and loaded.tokenizer is not None:
+            answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
+            section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
     return section
 
 
@@ -158,7 +153,7 @@ def check(cfg: ZooConfig, model: nn.Module, prompt: list[int], path: Path, repor
     """The flatbuffer against the PyTorch model on the same inputs; raises CheckFailed past the recipe's bounds."""
     from zoo.check import KIND_CHECKS, check_failures, logit_metrics, run_check
 
-    with report.stage("check"):
+    with report.stage("check"), float64(model):
         if Kind(cfg.model.kind) is Kind.decoder:
             logits = run_check(path, model, prompt, cfg.export, cfg.threads)
             metrics, positions = logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])

@@ -20,6 +20,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from zoo.errors import InputError, guarded
 from zoo.report import write_atomic
 
 COLUMNS = ["job", "status", "model", "quant", "kv_cache_max", "prefill_lens", "size_mb", "golden_max_abs_diff",
@@ -149,7 +150,7 @@ def write_summary(sweep_dir: Path) -> dict[str, Path]:
     rows = sorted((job_row(sweep_dir, job) for job in job_dirs(sweep_dir)),
                   key=lambda r: (str(r["model"]), str(r["quant"]), r["prefill_lens"], r["kv_cache_max"] or 0, r["job"]))
     if not rows:
-        raise FileNotFoundError(f"{sweep_dir}: no sweep jobs here (no */.hydra/overrides.yaml)")
+        raise InputError(f"{sweep_dir}: no sweep jobs here (no */.hydra/overrides.yaml): give the folder of a `-m` sweep")
     written = {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
     write_atomic(written["csv"], to_csv(rows))
     write_atomic(written["md"], to_markdown(rows, sweep_dir))
@@ -173,14 +174,10 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         print("usage: python -m zoo.summary <sweep dir>  (e.g. multirun/2026-01-01_12-00-00)", file=sys.stderr)
         sys.exit(2)
-    try:
-        written = write_summary(Path(argv[0]))
-    except FileNotFoundError as err:
-        print(f"zoo.summary: error: {err}", file=sys.stderr)
-        sys.exit(1)
+    written = write_summary(Path(argv[0]))
     print(written["md"].read_text())
     print("summary: " + ", ".join(str(p) for p in written.values()))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(guarded("zoo.summary", lambda: main(sys.argv[1:]), sys.argv[1:]))

@@ -13,11 +13,8 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from zoo.errors import MappingError
 from zoo.config import MappingConfig, MappingRule
-
-
-class MappingError(ValueError):
-    """Checkpoint tensors and model parameters that do not pair up."""
 
 
 def expand(rules: list[MappingRule], num_layers: int) -> dict[str, MappingRule]:

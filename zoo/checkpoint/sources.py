@@ -14,11 +14,8 @@ from typing import Any
 
 import torch
 
+from zoo.errors import CheckpointError
 from zoo.config import ReferenceConfig
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be found, read or matched to the entry."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ tokenizer loading, and the export cache `zoo.generate` uses.
 """
 from zoo.config import SamplingConfig
 from zoo.runtime.generate import Generator, Result, Stats, stream
-from zoo.runtime.model import GenerateError, LiteModel
+from zoo.errors import InputError
+from zoo.runtime.model import LiteModel
 
-__all__ = ["GenerateError", "Generator", "LiteModel", "Result", "SamplingConfig", "Stats", "stream"]
+__all__ = ["InputError", "Generator", "LiteModel", "Result", "SamplingConfig", "Stats", "stream"]

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from zoo.config import SamplingConfig
-from zoo.runtime.model import GenerateError, LiteModel
+from zoo.errors import InputError
+from zoo.runtime.model import LiteModel
 from zoo.runtime.sampling import Sampler
 
 
@@ -46,15 +47,15 @@ class Result:
 def check_prompt(ids: Sequence[int], max_new_tokens: int, model: LiteModel) -> None:
     """Refuse up front what cannot run: nothing is wrapped or truncated."""
     if not ids:
-        raise GenerateError("empty prompt: give some text (generate.prompt=...) or token ids")
+        raise InputError("empty prompt: give some text (generate.prompt=...) or token ids")
     if max_new_tokens < 1:
-        raise GenerateError(f"generate.max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise InputError(f"generate.max_new_tokens must be >= 1, got {max_new_tokens}")
     bad = next(((i, t) for i, t in enumerate(ids) if not 0 <= t < model.vocab_size), None)
     if bad:
-        raise GenerateError(f"token id {bad[1]} at prompt position {bad[0]} is outside the vocabulary "
+        raise InputError(f"token id {bad[1]} at prompt position {bad[0]} is outside the vocabulary "
                             f"[0, {model.vocab_size}) of {model.path.name}")
     if len(ids) + max_new_tokens > model.kv_max:
-        raise GenerateError(
+        raise InputError(
             f"prompt of {len(ids)} tokens + max_new_tokens={max_new_tokens} = {len(ids) + max_new_tokens} exceeds "
             f"kv_cache_max={model.kv_max} of {model.path.name}: shorten the prompt, lower generate.max_new_tokens or "
             f"export with a larger export.kv_cache_max")
@@ -102,9 +103,9 @@ class Generator:
         if not isinstance(prompt, str):
             return [int(t) for t in prompt]
         if not prompt.strip():
-            raise GenerateError("empty prompt: give some text (generate.prompt=...) or token ids")
+            raise InputError("empty prompt: give some text (generate.prompt=...) or token ids")
         if self.tokenizer is None:
-            raise GenerateError("this entry has no tokenizer (model.tokenizer.source): give token ids, not text")
+            raise InputError("this entry has no tokenizer (model.tokenizer.source): give token ids, not text")
         return encode_prompt(self.tokenizer, prompt, self.chat)
 
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int, sampling: SamplingConfig | None = None,

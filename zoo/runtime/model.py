@@ -26,13 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.errors import InputError
 from zoo.config import KVLayout
 
 MASK_VALUE = -1e9  # zoo.architectures.layers.MASK_VALUE, without importing torch into the runtime
-
-
-class GenerateError(ValueError):
-    """Bad input to the runtime (empty prompt, token out of range, unknown signature, context overflow): one line."""
 
 
 @dataclass
@@ -67,7 +64,7 @@ def _native_stderr_captured():
         os.dup2(log.fileno(), 2)
         try:
             yield
-        except GenerateError:
+        except InputError:
             raise
         except BaseException:
             os.dup2(saved, 2)
@@ -106,12 +103,12 @@ class LiteModel:
         defs = self._held.model.get_signature_list()
         have = ", ".join(sorted(defs))
         if "decode" not in defs:
-            raise GenerateError(f"{self.path.name} has no 'decode' signature (has {have})")
+            raise InputError(f"{self.path.name} has no 'decode' signature (has {have})")
         available = sorted(int(n.removeprefix("prefill_")) for n in defs if n.startswith("prefill_"))
         self.prefill_lens = available if prefill_lens is None else sorted(prefill_lens)
         for t in self.prefill_lens:
             if t not in available:
-                raise GenerateError(f"prefill_{t} is not a signature of {self.path.name} (has {have})")
+                raise InputError(f"prefill_{t} is not a signature of {self.path.name} (has {have})")
         decode_inputs = self._held.model.get_input_tensor_details("decode")
         self.num_layers = sum(n.startswith("kv_cache_k_") for n in decode_inputs)
         self.cache_names = [f"kv_cache_{kind}_{i}" for i in range(self.num_layers) for kind in ("k", "v")]
@@ -129,11 +126,11 @@ class LiteModel:
         for n in self.cache_names:
             for side, details in (("input", ins), ("output", outs)):
                 if n not in details or tuple(details[n]["shape"]) != self._cache_shapes[n]:
-                    raise GenerateError(f"{self.path.name}: {name}'s {side} {n} is not decode's "
+                    raise InputError(f"{self.path.name}: {name}'s {side} {n} is not decode's "
                                         f"{list(self._cache_shapes[n])}: the signatures cannot share one cache")
         known = {"tokens", "input_pos", "mask", *self.cache_names}
         if unknown := sorted(set(ins) - known):
-            raise GenerateError(f"{self.path.name}: {name} has inputs this runtime does not feed: {unknown}")
+            raise InputError(f"{self.path.name}: {name} has inputs this runtime does not feed: {unknown}")
         mask_shape = tuple(ins["mask"]["shape"]) if "mask" in ins else None
         offsets = None if mask_shape is None else \
             np.arange(mask_shape[-1])[None, :] - np.arange(mask_shape[-2])[:, None]
@@ -180,7 +177,7 @@ class LiteModel:
         sig = self._held.sigs[signature]
         n, t = len(tokens), sig.length
         if not 0 < n <= t or start + t > self.kv_max:
-            raise GenerateError(f"{signature}: {n} tokens at position {start} do not fit (T={t}, "
+            raise InputError(f"{signature}: {n} tokens at position {start} do not fit (T={t}, "
                                 f"kv_cache_max={self.kv_max})")
         padded = np.zeros((1, t), np.int32)
         padded[0, :n] = tokens

@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.config import SamplingConfig
-from zoo.runtime.model import GenerateError
+from zoo.config import SamplingConfig, sampling_problem
+from zoo.errors import InputError
 
 
 class Sampler:
     """Greedy when temperature is 0; else softmax(logits / temperature) cut to top_k, then to the top_p mass."""
 
     def __init__(self, cfg: SamplingConfig):
-        if cfg.temperature < 0:
-            raise GenerateError(f"sampling.temperature must be >= 0, got {cfg.temperature}")
-        if cfg.top_k < 0:
-            raise GenerateError(f"sampling.top_k must be >= 0 (0: no cut), got {cfg.top_k}")
-        if not 0 < cfg.top_p <= 1:
-            raise GenerateError(f"sampling.top_p must be in (0, 1], got {cfg.top_p}")
+        problem = sampling_problem(cfg)
+        if problem:
+            raise InputError(problem)
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
 

@@ -1,0 +1,128 @@
+"""The errors a user can act on, and how every `python -m zoo...` command reports a failure.
+
+A `ZooError` is the user's to fix (a config, a file, the machine): its message is one line saying what is wrong and
+what to do, printed as `<prog>: error [<code>]: <message>` with exit status 2. The code names the kind of failure
+and never changes, so scripts can tell failures apart. Anything else is a bug in zoo: one line with exit status 1,
+and the traceback only with `verbose=true`. Ctrl-C ends with exit status 130 after the atomic writers have removed
+their temp files (zoo/files.py).
+"""
+from __future__ import annotations
+
+import errno
+import sys
+import traceback
+from collections.abc import Callable
+
+
+class ZooError(Exception):
+    code = "error"
+
+
+class ConfigError(ZooError, ValueError):
+    """A config that cannot describe a buildable model or a valid run; names the field and the file."""
+
+    code = "config"
+
+
+class CheckpointError(ZooError, ValueError):
+    """A checkpoint that cannot be read: missing, truncated or corrupt files, or not the entry's architecture."""
+
+    code = "checkpoint"
+
+
+class MappingError(ZooError, ValueError):
+    """Checkpoint tensors that do not fill our module: missing, extra, or of the wrong shape or dtype."""
+
+    code = "mapping"
+
+
+class GateFailed(ZooError):
+    """Our model does not reproduce transformers: nothing may be exported from it."""
+
+    code = "gate"
+
+
+class CheckFailed(ZooError):
+    """The exported flatbuffer is further from the PyTorch model than the quant recipe allows."""
+
+    code = "check"
+
+
+class BundleError(ZooError, ValueError):
+    code = "bundle"
+
+
+class InputError(ZooError, ValueError):
+    """Bad input to a runtime: token ids, prompts, sampling values, a file that is not the expected flatbuffer."""
+
+    code = "input"
+
+
+class CacheError(ZooError):
+    """An artifact or job cache entry that is broken, locked or not writable."""
+
+    code = "cache"
+
+
+class ResourceError(ZooError):
+    """The machine cannot take the job: memory or disk, with the estimate and what is available."""
+
+    code = "resources"
+
+
+class StorageError(ZooError):
+    """A file system refused a write (full, read-only, no permission)."""
+
+    code = "storage"
+
+
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                  errno.EPERM: "operation not permitted"}
+
+
+def as_user_error(err: BaseException) -> ZooError | None:
+    """The ZooError that `err` is for the user: itself, or a file system refusal (full disk, read-only folder)."""
+    if isinstance(err, ZooError):
+        return err
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        where = f" writing {err.filename}" if err.filename else ""
+        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "choose a writable folder"
+        return StorageError(f"{STORAGE_ERRNOS[err.errno]}{where}: {fix} and run again "
+                            "(finished files are kept; nothing half-written is left under a final name)")
+    if isinstance(err, MemoryError):
+        return ResourceError("out of memory: use a smaller model or recipe, or free memory, and run again")
+    return None
+
+
+def one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def error_line(prog: str, err: BaseException) -> tuple[str, int]:
+    """The line a command prints for `err`, and its exit status (2: the user's to fix, 1: a bug, 130: Ctrl-C)."""
+    if isinstance(err, KeyboardInterrupt):
+        return f"{prog}: interrupted [interrupted]: stopped by Ctrl-C; finished files are kept, temp files removed", 130
+    user = as_user_error(err)
+    if user is not None:
+        return f"{prog}: error [{user.code}]: {one_line(user)}", 2
+    return (f"{prog}: internal error [bug]: {type(err).__name__}: {one_line(err)} (a bug in zoo; rerun with "
+            "verbose=true for the traceback)"), 1
+
+
+def verbose_requested(argv: list[str]) -> bool:
+    return any(a.lower() in ("verbose=true", "verbose=1", "+verbose=true") for a in argv)
+
+
+def guarded(prog: str, main: Callable[[], int | None], argv: list[str]) -> int:
+    """Run a command's `main`; any failure becomes one line on stderr and an exit status (see error_line)."""
+    try:
+        return main() or 0
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    except BaseException as err:  # noqa: BLE001 - this is the one place every failure is reported
+        line, status = error_line(prog, err)
+        if verbose_requested(argv) and status != 130:
+            traceback.print_exception(err)
+        print(line, file=sys.stderr, flush=True)
+        return status

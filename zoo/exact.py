@@ -1,0 +1,74 @@
+"""Float64 evaluation of float32 models, for comparisons that must not depend on float32 rounding.
+
+Two float32 computations of the same model agree only to float32's reordering error, and on SmolLM2 (residual
+channels in the thousands) that error reaches ~5e-3 in a logit: CPU GEMM kernels pick their blocking by memory
+alignment and load, so the same call can round differently from one run to the next. In float64 the same
+reordering moves a logit by ~1e-12, so a fixed tolerance far below any real fault holds on every machine and run.
+
+`float64(*modules)` runs models in float64 without changing them: a torch function mode widens each float32 tensor
+an op receives and every float32 dtype an op asks for (`.float()`, `.to(torch.float32)`, `softmax(dtype=
+torch.float32)`: transformers' upcasts in norms, softmax and RoPE), and makes float64 the default dtype for the
+tensors the models create. The modules' weights are widened once up front while they fit a memory budget (a third of
+the available memory), the rest on each use, so a model too large to copy still runs, only slower.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psutil
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+
+def _key(t: torch.Tensor) -> tuple:
+    return t.data_ptr(), tuple(t.shape), t.stride()
+
+
+def _in_place(name: str) -> bool:
+    """`x.add_(y)`, `x[i] = y`, `x += y`: ops whose first argument is written."""
+    augmented = name.startswith("__i") and name not in ("__index__", "__int__", "__invert__", "__init__")
+    return name == "__setitem__" or augmented or (name.endswith("_") and not name.endswith("__"))
+
+
+class _Float64(TorchFunctionMode):
+    def __init__(self, widened: dict[tuple, torch.Tensor]):
+        super().__init__()
+        self.widened = widened
+
+    def widen(self, value):
+        if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+            done = self.widened.get(_key(value))
+            return done if done is not None else value.double()
+        if value is torch.float32:
+            return torch.float64
+        if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) or v is torch.float32 for v in value):
+            return type(value)(self.widen(v) for v in value)
+        return value
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = {k: self.widen(v) for k, v in (kwargs or {}).items()}
+        if func is torch.Tensor.float:
+            func = torch.Tensor.double
+        if _in_place(getattr(func, "__name__", "")) and args:  # the tensor written stays itself
+            return func(args[0], *(self.widen(a) for a in args[1:]), **kwargs)
+        return func(*(self.widen(a) for a in args), **kwargs)
+
+
+@contextmanager
+def float64(*modules: nn.Module) -> Iterator[None]:
+    """Run the enclosed forward passes in float64 (results come out float64); `modules` are widened up front."""
+    budget, widened = psutil.virtual_memory().available // 3, {}
+    with torch.no_grad():
+        for t in itertools.chain.from_iterable(itertools.chain(m.parameters(), m.buffers()) for m in modules):
+            if t.dtype == torch.float32 and t.device.type == "cpu" and _key(t) not in widened and budget >= 2 * t.nbytes:
+                widened[_key(t)], budget = t.detach().double(), budget - 2 * t.nbytes
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with _Float64(widened):
+            yield
+    finally:
+        torch.set_default_dtype(default)
