@@ -36,7 +36,7 @@ STRICT_CASES = {
     "extra": (lambda t: {**t, "model.layers.0.mystery.weight": torch.zeros(3)},
               r"checkpoint tensors not used .*: model.layers.0.mystery.weight"),
     "shape": (lambda t: {**t, "model.norm.weight": torch.ones(65)},
-              r"shape mismatches: model.norm.weight: checkpoint \(65,\) vs model \(64,\)"),
+              r"shape or dtype mismatches: model.norm.weight: checkpoint \(65,\) vs model \(64,\)"),
 }
 
 

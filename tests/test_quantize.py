@@ -9,16 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import torch
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.tools import flatbuffer_utils
 from omegaconf import OmegaConf
 from tensorflow.compiler.tf2xla.python import xla
 
+from conftest import compose_cfg
 from zoo.check import check_failures, logit_metrics
 from zoo.config import ComponentModes, QuantConfig, QuantMode
 from zoo.export.bake import write
-from zoo.export.quantize import _plan, quantize, validate
+from zoo.architectures import build
+from zoo.errors import ConfigError
+from zoo.export.quantize import _plan, quantize
+from zoo.export.recipe import check_recipe
 
 RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
@@ -268,8 +273,19 @@ def test_hadamard_skips_zero_point_matrices(float_model):
     assert rotated[QuantMode.int4_block32, False] >= 3 * 2 * LAYERS and (QuantMode.int4_block32, True) not in rotated
 
 
-def test_hadamard_patterns_are_regexes_and_blocks_powers_of_two():
-    with pytest.raises(ValueError, match="hadamard pattern '\\(' is not a regex"):
-        validate(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["("]))
-    with pytest.raises(ValueError, match="hadamard_max must be a power of two"):
-        validate(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["mlp"], hadamard_max=48))
+def test_recipes_are_checked_against_the_models_weight_names():
+    """Malformed recipes, and patterns or components that select no weight, are refused before any work."""
+    with torch.device("meta"):
+        model = build(compose_cfg(["model=tinyllama", "variant=small"]).model)
+    with pytest.raises(ConfigError, match="hadamard pattern '\\(' is not a regex"):
+        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["("]), model, "tinyllama")
+    with pytest.raises(ConfigError, match="hadamard_max must be a power of two"):
+        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["mlp"], hadamard_max=48), model, "tinyllama")
+    with pytest.raises(ConfigError, match="'SelfAttention' matches no weight of tinyllama"):
+        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["qkv_proj", "SelfAttention"]), model, "t")
+    with torch.device("meta"):
+        encoder = build(compose_cfg(["model=minilm_l6", "variant=small"]).model)
+    with pytest.raises(ConfigError, match="components.lm_head selects no weight of minilm_l6"):
+        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, components=ComponentModes(lm_head=QuantMode.fp16)),
+                     encoder, "minilm_l6")
+    check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["qkv_proj", "down_proj"]), model, "tinyllama")

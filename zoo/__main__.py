@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import ConfigError, composition_error, load
-from zoo.errors import as_user_error, guarded
+from zoo.errors import ResourceError, as_user_error, guarded
 from zoo.jobcache import JobCache
-from zoo.pipeline import check_line, gate_line, run
+from zoo.pipeline import check_line, gate_line, preflight, run
 from zoo.report import Report, write_atomic
 
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
@@ -43,17 +43,13 @@ def main(cfg: DictConfig) -> str:
     run_dir = Path(hc.runtime.output_dir)
     try:
         zoo_cfg = load(cfg, dict(hc.runtime.choices))
-    except ConfigError as err:
-        if hc.mode != RunMode.MULTIRUN:
-            remove_hydra_record(run_dir, hc.job.name)
-            FAILURE.append(err)
-            return "failed"
-        return job_failed(run_dir, err)
-    try:
+        preflight(zoo_cfg)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(zoo_cfg)))
         report = run(zoo_cfg, run_dir, CACHE)
     except BaseException as err:
         if hc.mode != RunMode.MULTIRUN:
+            if isinstance(err, (ConfigError, ResourceError)):
+                remove_hydra_record(run_dir, hc.job.name)
             FAILURE.append(err)
             return "failed"
         if not isinstance(err, Exception):
@@ -83,7 +79,8 @@ def remove_hydra_record(run_dir: Path, job_name: str) -> None:
     """Undo what Hydra made before the config was found invalid (`.hydra/`, the job's log), and the run directory
     itself if that leaves it empty: a rejected config leaves nothing behind, and nothing else is touched."""
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-    (run_dir / f"{job_name}.log").unlink(missing_ok=True)
+    for name in (f"{job_name}.log", "config.yaml"):
+        (run_dir / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         run_dir.rmdir()
 

@@ -116,9 +116,7 @@ def reference_bench(hf, vocab: int, prefill_lens: list[int], bench) -> dict:
 def weight_bytes(model, quant) -> int:
     """The weights' own bytes at the recipe's precision: matrices at their component's mode (with one float32
     scale per output row for int8, per block for int4), everything else float32 (fp16 halves all)."""
-    import re
-
-    from zoo.export.quantize import COMPONENTS
+    from zoo.export.recipe import component_of
 
     per_value = {"none": 4.0, "fp16": 2.0, "int8_dynamic": 1.0, "int8_weight_only": 1.0,
                  "int4_block32": 0.5 + 4 / 32, "int4_block128": 0.5 + 4 / 128}
@@ -130,7 +128,7 @@ def weight_bytes(model, quant) -> int:
         if p.dim() < 2:
             total += 4 * p.numel()
             continue
-        component = next((c for c, pattern in COMPONENTS.items() if re.search(pattern, name)), None)
+        component = component_of(name)
         mode = (getattr(quant.components, component) if component else None) or quant.mode
         total += per_value[mode.value] * p.numel() + (4 * p.shape[0] if mode.value.startswith("int8") else 0)
     return int(total)

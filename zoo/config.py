@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -345,6 +346,7 @@ class GenerateConfig:
     """`python -m zoo.generate`: what to generate from the flatbuffer the rest of the config describes."""
 
     prompt: str = ""
+    prompt_file: Optional[str] = None  # a UTF-8 text file whose content is the prompt (instead of `prompt`)
     max_new_tokens: int = 64
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     prefill_lens: Optional[list[int]] = None  # prefill signatures to use; None: every one the flatbuffer has
@@ -390,6 +392,7 @@ class ZooConfig:
     seed: int = 0
     threads: int = 2
     verbose: bool = False  # tracebacks of failures (zoo/errors.py)
+    memory_limit_gib: Optional[float] = None  # refuse jobs estimated past this; None: the memory available now
 
 
 def hf_layer_types(pattern, num_layers: int) -> list[str]:
@@ -439,7 +442,29 @@ def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
     except OmegaConfBaseException as err:
         raise ConfigError(describe(err, choices)) from None
     validate(obj, source_file("model", choices))
+    if obj.generate.prompt_file is not None:
+        obj.generate.prompt = read_prompt_file(obj.generate)
     return obj
+
+
+def read_prompt_file(generate: GenerateConfig) -> str:
+    """The prompt file's text; a missing, unreadable, empty or binary file is a ConfigError."""
+    path = Path(generate.prompt_file).expanduser()
+    if generate.prompt:
+        raise ConfigError("generate.prompt and generate.prompt_file are both set: give one of them")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"generate.prompt_file={path}: cannot read it ({err.strerror}): give an existing text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise ConfigError(f"generate.prompt_file={path}: not UTF-8 text (binary data?): give a text file")
+    if not text.strip():
+        raise ConfigError(f"generate.prompt_file={path}: the file is empty: write the prompt into it")
+    return text
 
 
 def source_file(group: str, choices: dict[str, str]) -> str:
@@ -551,8 +576,9 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     problem = sampling_problem(cfg.generate.sampling)
     if problem:
         raise ConfigError(f"generate.{problem}")
-    if cfg.generate.max_new_tokens < 1:
-        raise ConfigError(f"generate.max_new_tokens must be >= 1, got {cfg.generate.max_new_tokens}")
+    if not 1 <= cfg.generate.max_new_tokens < cfg.export.kv_cache_max:
+        raise ConfigError(f"generate.max_new_tokens={cfg.generate.max_new_tokens} must be in 1..kv_cache_max - 1="
+                          f"{cfg.export.kv_cache_max - 1} (the prompt needs at least one cache slot)")
     if kind is not Kind.encoder and cfg.export.kv_cache_max > arch.max_positions:  # an encoder has no KV cache
         raise ConfigError(
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"

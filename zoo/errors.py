@@ -9,6 +9,7 @@ their temp files (zoo/files.py).
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -116,6 +117,8 @@ def verbose_requested(argv: list[str]) -> bool:
 
 def guarded(prog: str, main: Callable[[], int | None], argv: list[str]) -> int:
     """Run a command's `main`; any failure becomes one line on stderr and an exit status (see error_line)."""
+    if verbose_requested(argv):
+        os.environ["ZOO_VERBOSE"] = "1"  # read by the runtime, which shows LiteRT's native logs then
     try:
         return main() or 0
     except SystemExit as done:

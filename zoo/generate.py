@@ -40,9 +40,11 @@ def compose_config(argv: list[str]) -> ZooConfig:
 
 
 def main(argv: list[str]) -> int:
+    from zoo.pipeline import preflight
     from zoo.runtime.artifacts import ensure_export, open_generator
 
     cfg = compose_config(argv)
+    preflight(cfg)
     path = ensure_export(cfg, log=lambda s: print(s, file=sys.stderr))
     generator = open_generator(cfg, path)
     result = generator.generate(cfg.generate.prompt, cfg.generate.max_new_tokens, cfg.generate.sampling,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -17,7 +18,7 @@ from zoo import golden
 from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
 from zoo.config import Kind, Variant, ZooConfig
-from zoo.errors import CheckFailed, GateFailed
+from zoo.errors import CheckFailed, ConfigError, GateFailed, ResourceError
 from zoo.exact import float64
 from zoo.jobcache import JobCache
 from zoo.progress import progress
@@ -30,6 +31,30 @@ class Loaded:
     model: nn.Module
     checkpoint: Checkpoint
     tokenizer: object | None
+
+
+# Peak memory of a run: the libraries (torch, TensorFlow, LiteRT) plus a multiple of the float32 weights (the
+# model, the converter's and the quantizer's working sets). Measured: SmolLM2 1.9-2.2 GiB for 0.54 GB of weights,
+# TinyLlama 6.7 GiB for 4.4 GB; this estimate (2.2 and 8.8 GiB) errs on the safe side.
+LIBRARIES_GIB, WEIGHTS_FACTOR = 1.2, 1.7
+
+
+def preflight(cfg: ZooConfig) -> None:
+    """What can be refused before any file is read or written: the quant recipe against the entry's weight names,
+    and a model too large for the memory (the model built on the meta device: nothing allocated)."""
+    from zoo.export.recipe import check_recipe
+
+    with torch.device("meta"):
+        model = build(cfg.model)
+    check_recipe(cfg.quant, model, cfg.model.name)
+    params = sum(p.numel() for p in model.parameters())
+    need = LIBRARIES_GIB + WEIGHTS_FACTOR * 4 * params / 2**30
+    limit = cfg.memory_limit_gib if cfg.memory_limit_gib is not None else psutil.virtual_memory().available / 2**30
+    if need > limit:
+        source = "memory_limit_gib" if cfg.memory_limit_gib is not None else "available memory"
+        raise ResourceError(f"{cfg.model.name} needs an estimated {need:.1f} GiB ({params / 1e9:.2f} B parameters, "
+                            f"{4 * params / 2**30:.1f} GiB in float32, plus conversion) but the {source} is "
+                            f"{limit:.1f} GiB: free memory, use a larger machine, or try variant=small")
 
 
 def resolve_checkpoint(cfg: ZooConfig, report: Report, cache: JobCache | None = None) -> Checkpoint:
@@ -46,6 +71,9 @@ def resolve_checkpoint(cfg: ZooConfig, report: Report, cache: JobCache | None = 
 def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded:
     """Build our module from the entry and fill it strictly from the checkpoint."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
+    if tokenizer is not None and len(tokenizer) > cfg.model.arch.vocab_size:
+        raise ConfigError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
+                          f"{cfg.model.arch.vocab_size} (model.arch.vocab_size): give the entry's own tokenizer")
     with report.stage("build"), torch.device("meta"):  # no init of weights the checkpoint replaces
         model = build(cfg.model, cfg.export.kv_layout, cfg.export.kv_read_multiple)
     with report.stage("load"):

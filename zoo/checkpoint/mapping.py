@@ -40,6 +40,19 @@ def source_names(rule: MappingRule) -> list[str]:
     return rule.fuse or ([rule.hf] if rule.hf else [])
 
 
+def source_problem(rule: MappingRule, tensors: dict[str, torch.Tensor]) -> str | None:
+    """Why the rule's checkpoint tensors cannot make a float parameter: a non-float dtype, or fused sources whose
+    shapes do not stack (a q_proj of the wrong width shows only here)."""
+    sources = {n: tensors[n] for n in source_names(rule)}
+    for n, t in sources.items():
+        if not t.is_floating_point():
+            return f"checkpoint tensor {n} is {str(t.dtype).removeprefix('torch.')}, not a float tensor"
+    if rule.fuse and len({tuple(t.shape[1:]) for t in sources.values()}) > 1:
+        shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in sources.items())
+        return f"fused sources do not stack ({shapes})"
+    return None
+
+
 def apply_rule(rule: MappingRule, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Our parameter from its checkpoint tensors. A fused one is a new tensor, and its sources in `tensors` become
     views of it (same values): the checkpoint and the model then share one copy, as unfused parameters do."""
@@ -71,6 +84,11 @@ def map_tensors(
             if absent:
                 missing.append(f"{name} (rule needs {', '.join(absent)})")
                 continue
+            problem = source_problem(rule, tensors)
+            if problem:
+                bad_shapes.append(f"{name}: {problem}")
+                used.update(source_names(rule))
+                continue
             out[name] = apply_rule(rule, tensors)
             used.update(source_names(rule))
         elif rule is None and mapping.identity and name in tensors:
@@ -95,7 +113,7 @@ def map_tensors(
         if unused:
             parts.append(f"checkpoint tensors not used (map them or add to mapping.drop): {fold(unused)}")
         if bad_shapes:
-            parts.append(f"shape mismatches: {fold(bad_shapes)}")
+            parts.append(f"shape or dtype mismatches: {fold(bad_shapes)}")
         raise MappingError("strict load failed; " + "; ".join(parts))
     return out
 

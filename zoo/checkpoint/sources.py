@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import importlib.util
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,22 @@ def folder_checkpoint(folder: Path) -> Checkpoint:
 
     if not (folder / "config.json").exists():
         raise CheckpointError(f"model.checkpoint: {folder} has no config.json (not a HF snapshot folder)")
-    config = AutoConfig.from_pretrained(folder)
+    with unreadable(folder / "config.json", "a transformers config"):
+        config = AutoConfig.from_pretrained(folder)
     return Checkpoint(read_weights(folder), config, str(folder), folder)
+
+
+@contextmanager
+def unreadable(path: Path, what: str):
+    """Any failure to parse `path` (truncated, corrupt, wrong format) as one CheckpointError naming the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - readers raise anything from OSError to their own error types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not readable as {what} ({first[:200]}): the file is truncated or corrupt; "
+                              "copy or download it again") from None
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -118,13 +133,19 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     for index_name, loader in (("model.safetensors.index.json", load_file), ("pytorch_model.bin.index.json", load_bin)):
         index = folder / index_name
         if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            with unreadable(index, "a shard index (JSON with a weight_map)"):
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            absent = [shard for shard in shards if not (folder / shard).exists()]
+            if absent:
+                raise CheckpointError(f"{index}: shards missing from {folder}: {', '.join(absent)}; copy them there")
             tensors: dict[str, torch.Tensor] = {}
             for shard in shards:
-                tensors.update(loader(folder / shard))
+                with unreadable(folder / shard, "tensors"):
+                    tensors.update(loader(folder / shard))
             return as_float32(tensors)
     if (folder / "model.safetensors").exists():
-        return as_float32(load_file(folder / "model.safetensors"))
+        with unreadable(folder / "model.safetensors", "safetensors"):
+            return as_float32(load_file(folder / "model.safetensors"))
     if (folder / "pytorch_model.bin").exists():
         return as_float32(load_bin(folder / "pytorch_model.bin"))
     raise CheckpointError(f"model.checkpoint: {folder} has no model.safetensors, index or pytorch_model.bin")
@@ -138,7 +159,14 @@ def load_bin(path: Path) -> dict[str, torch.Tensor]:
 
 
 def as_float32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    """Float tensors as float32; a NaN or infinity (a corrupt data region, a broken conversion) is refused here,
+    where the tensor can still be named, not found as NaN logits later."""
+    out = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    bad = [k for k, v in out.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint tensors with values that are not finite (NaN or inf): {', '.join(bad[:5])}"
+                              f"{' ...' if len(bad) > 5 else ''}: the checkpoint is corrupt; copy or download it again")
+    return out
 
 
 def gguf_checkpoint(path: Path) -> Checkpoint:
@@ -146,11 +174,12 @@ def gguf_checkpoint(path: Path) -> Checkpoint:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    parsed = load_gguf_checkpoint(str(path), return_tensors=False)
-    config = AutoConfig.for_model(**parsed["config"])
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
-    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)["tensors"]
+    with unreadable(path, "a GGUF file of an architecture transformers reads"):
+        parsed = load_gguf_checkpoint(str(path), return_tensors=False)
+        config = AutoConfig.for_model(**parsed["config"])
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+        tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)["tensors"]
     return Checkpoint(as_float32(tensors), config, str(path), path)
 
 

@@ -8,7 +8,8 @@ for the lm_head, and quantizes every GATHER table of >= 1024 elements (RoPE, mas
 Keep a tied table whole in the float model too: the converter folds the final norm's weight into the lm_head
 matrix, a second float table, unless `converter._experimental_disable_fuse_mul_and_fc = True`.
 
-Naming contract with the exporter: a weight op belongs to a component when the component's pattern (COMPONENTS)
+Naming contract with the exporter: a weight op belongs to a component when the component's pattern (COMPONENTS,
+zoo/export/recipe.py, which checks a recipe against the model before any work)
 is found in the op's scope (its output tensor names, as ai-edge-quantizer sees them) or in a constant input's
 name. TF name scopes give both, e.g. `model.layers.3.mlp/down_proj/MatMul`. An op whose output is a signature
 output is renamed `StatefulPartitionedCall:N`, so the lm_head of a tied model (weight named `arith.constantN`)
@@ -32,6 +33,7 @@ from torch import nn
 
 from zoo.config import QuantConfig, QuantMode
 from zoo.export.bake import unpack
+from zoo.export.recipe import component_of
 from zoo.export.rotation import factor_rotations
 
 log = logging.getLogger(__name__)
@@ -40,32 +42,11 @@ _Op = schema.BuiltinOperator
 _OpName = qtyping.TFLOperationName
 
 
-# Regexes searched in an op's scope and constant input names; the first that matches names the component.
-COMPONENTS = {
-    "lm_head": r"lm_head",
-    "embedding": r"embed_tokens|word_embeddings|\bshared\b",  # Llama-style, BERT, T5
-    "attention": r"self_attn",
-    "mlp": r"mlp",
-}
-
 # The float matrix over block sums of an asymmetric int4 weight (zoo/export/asymmetric.py): small, kept float.
 ZERO_POINT = r"\.zero_point\b"
 
 _BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block128: 128}
 _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
-
-
-def validate(recipe: QuantConfig) -> None:
-    if recipe.fallback in _BLOCK:
-        raise ValueError(f"quant {recipe.name}: fallback must not be blockwise, got {recipe.fallback.value}")
-    if recipe.hadamard_max < 0 or recipe.hadamard_max & (recipe.hadamard_max - 1):
-        raise ValueError(f"quant {recipe.name}: hadamard_max must be a power of two (or 0: no cap), got "
-                         f"{recipe.hadamard_max}")
-    for pattern in recipe.hadamard:
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise ValueError(f"quant {recipe.name}: hadamard pattern {pattern!r} is not a regex ({err})") from None
 
 
 def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, tuple[int, float]]:
@@ -100,7 +81,6 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe, its Hadamard
     rotations factored (zoo/export/rotation.py). With `spill`, the quantizer packs its output into that file as it
     goes and the buffers view it (bake.write drops their pages once written): never resident twice."""
-    validate(recipe)
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
     plan = _plan(float_model, recipe)
@@ -246,7 +226,7 @@ def _component_in(names: str) -> Optional[str]:
     """The first COMPONENTS pattern found in `names`; ZERO_POINT before all (its matrix stays float)."""
     if re.search(ZERO_POINT, names):
         return ZERO_POINT
-    return next((c for c, pattern in COMPONENTS.items() if re.search(pattern, names)), None)
+    return component_of(names)
 
 
 def _component_mode(recipe: QuantConfig, component: Optional[str]) -> QuantMode:

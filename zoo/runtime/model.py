@@ -65,6 +65,10 @@ def _native_stderr_captured():
         try:
             yield
         except InputError:
+            if os.environ.get("ZOO_VERBOSE"):  # zoo/errors.py sets it for verbose=true
+                os.dup2(saved, 2)
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace"))
             raise
         except BaseException:
             os.dup2(saved, 2)
@@ -74,6 +78,16 @@ def _native_stderr_captured():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def cache_layout(k_shape: tuple, v_shape: tuple) -> KVLayout | None:
+    """The layout the cache shapes show (None when both read alike): btnh K and V are both [1, S, G, H];
+    transposed K is [1, G, S, H] and V [1, G, H, S]."""
+    if k_shape == v_shape:
+        return KVLayout.btnh if k_shape[2] != k_shape[3] or k_shape[1] != k_shape[2] else None
+    if (k_shape[2], k_shape[3]) == (v_shape[3], v_shape[2]):
+        return KVLayout.transposed
+    return None
 
 
 class LiteModel:
@@ -91,12 +105,20 @@ class LiteModel:
         self.path = Path(path)
         held = self._held = _Held()
         self.close = weakref.finalize(self, held.release)  # `close()` releases now; else garbage collection or exit
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such file: give the path of a .tflite written by zoo")
+        if self.path.read_bytes()[4:8] != b"TFL3":  # the flatbuffer file identifier of every LiteRT model
+            raise InputError(f"{self.path}: not a LiteRT flatbuffer (no TFL3 identifier): give a .tflite written by zoo")
         with _native_stderr_captured():
             with tempfile.TemporaryDirectory(prefix="zoo-xnnpack-") as tmp:
                 cpu = CpuOptions(num_threads=threads,  # 0 (LiteRT's default, "decide") is slower here
                                  xnnpack_weight_cache_path=str(Path(tmp) / "weights.xnn"))
-                held.model = CompiledModel.from_file(
-                    str(self.path), options=Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu))
+                try:
+                    held.model = CompiledModel.from_file(
+                        str(self.path), options=Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu))
+                except RuntimeError as err:
+                    raise InputError(f"{self.path}: LiteRT cannot load it ({str(err).strip().splitlines()[0]}): the "
+                                     "file is truncated or corrupt; export it again") from None
             self._load(KVLayout(kv_layout), prefill_lens)
 
     def _load(self, layout: KVLayout, prefill_lens: list[int] | None) -> None:
@@ -113,6 +135,13 @@ class LiteModel:
         self.num_layers = sum(n.startswith("kv_cache_k_") for n in decode_inputs)
         self.cache_names = [f"kv_cache_{kind}_{i}" for i in range(self.num_layers) for kind in ("k", "v")]
         self._cache_shapes = {n: tuple(decode_inputs[n]["shape"]) for n in self.cache_names}
+        if self.num_layers == 0:
+            raise InputError(f"{self.path.name}: its decode signature has no kv_cache_k_* inputs: not a decoder "
+                             "flatbuffer of zoo")
+        found = cache_layout(self._cache_shapes["kv_cache_k_0"], self._cache_shapes["kv_cache_v_0"])
+        if found not in (None, layout):
+            raise InputError(f"{self.path.name}: its KV caches are laid out {found.value}, not {layout.value}: "
+                             f"open it with kv_layout={found.value}")
         self._held.cache = {n: self._held.model.create_input_buffer_by_name("decode", n) for n in self.cache_names}
         self.reset()
         # sequence axis of the cache: btnh K [1, S, G, H]; transposed K [1, G, S, H]

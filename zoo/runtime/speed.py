@@ -18,6 +18,7 @@ import numpy as np
 
 from zoo.config import KVLayout
 from zoo.progress import progress
+from zoo.errors import InputError
 from zoo.runtime.model import LiteModel
 
 
@@ -88,14 +89,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--decode-tokens", type=int, default=128)
     args = parser.parse_args(argv)
     if missing := [f for f in args.files if f.endswith((".tflite", ".litertlm")) and not Path(f).is_file()]:
-        parser.error(f"no such file: {', '.join(missing)}")
+        raise InputError(f"no such file: {', '.join(missing)}")
     if all(f.endswith(".litertlm") for f in args.files):
         for bundle, stats in litert_lm_compare(args.files, args.rounds, decode_tokens=args.decode_tokens).items():
             print(bundle, " ".join(f"{k} {v['median']:.1f} [{v['min']:.1f}-{v['max']:.1f}]" for k, v in stats.items()))
         return
     layouts = [k.value for k in KVLayout]
     if len(args.files) != 2 or not args.files[0].endswith(".tflite") or args.files[1] not in layouts:
-        parser.error(f"give FILE.tflite and its KV layout ({' or '.join(layouts)}), or only .litertlm bundles")
+        raise InputError(f"give FILE.tflite and its KV layout ({' or '.join(layouts)}), or only .litertlm bundles")
     lite = LiteModel(*args.files)
     rng = np.random.default_rng(0)
     t = lite.prefill_lens[-1]
@@ -106,4 +107,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     import sys
 
-    main(sys.argv[1:])
+    from zoo.errors import guarded
+
+    sys.exit(guarded("zoo.runtime.speed", lambda: main(sys.argv[1:]), sys.argv[1:]))

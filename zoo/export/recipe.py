@@ -1,0 +1,58 @@
+"""What a quant recipe selects, checked before any work: its regexes are searched in the names of our model's
+weights, so a component or `hadamard` pattern that selects no weight is a config error, not a silent no-op.
+
+Weight ops keep our module paths as TF name scopes and our parameter names as constant names
+(zoo/export/lower.py), so the module paths of the model built on the meta device are the names the quantizer
+will search (zoo/export/quantize.py).
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from torch import nn
+
+from zoo.config import QuantConfig, QuantMode
+from zoo.errors import ConfigError
+
+# Regexes searched in an op's scope and constant input names; the first that matches names the component.
+COMPONENTS = {
+    "lm_head": r"lm_head",
+    "embedding": r"embed_tokens|word_embeddings|\bshared\b",  # Llama-style, BERT, T5
+    "attention": r"self_attn",
+    "mlp": r"mlp",
+}
+BLOCKWISE = (QuantMode.int4_block32, QuantMode.int4_block128)
+
+
+def component_of(name: str) -> Optional[str]:
+    return next((c for c, pattern in COMPONENTS.items() if re.search(pattern, name)), None)
+
+
+def weight_names(model: nn.Module) -> list[str]:
+    """Module paths of the model's weight ops (matrices and tables)."""
+    return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Embedding))]
+
+
+def check_recipe(recipe: QuantConfig, model: nn.Module, model_name: str) -> None:
+    """Raises ConfigError for a malformed recipe or a pattern that selects no weight of `model`."""
+    where = f"conf/quant/{recipe.name}.yaml"
+    if recipe.fallback in BLOCKWISE:
+        raise ConfigError(f"{where}: quant.fallback must not be blockwise, got {recipe.fallback.value}")
+    if recipe.hadamard_max < 0 or recipe.hadamard_max & (recipe.hadamard_max - 1):
+        raise ConfigError(f"{where}: quant.hadamard_max must be a power of two (or 0: no cap), got "
+                          f"{recipe.hadamard_max}")
+    names = weight_names(model)
+    example = f"its weights are named like {', '.join(names[:4])}"
+    for pattern in recipe.hadamard:
+        try:
+            found = any(re.search(pattern, n) for n in names)
+        except re.error as err:
+            raise ConfigError(f"{where}: quant.hadamard pattern {pattern!r} is not a regex ({err})") from None
+        if not found:
+            raise ConfigError(f"{where}: quant.hadamard pattern {pattern!r} matches no weight of {model_name} "
+                              f"({example}): fix the pattern or drop it (quant.hadamard=[] rotates nothing)")
+    for component in COMPONENTS:
+        if getattr(recipe.components, component) is not None and not any(component_of(n) == component for n in names):
+            raise ConfigError(f"{where}: quant.components.{component} selects no weight of {model_name} (pattern "
+                              f"{COMPONENTS[component]!r}; {example}): remove it from the recipe")
