@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,8 @@ def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
                  f"hydra.run.dir={run_dir}", cwd=work)
     assert result.returncode == 0, result.stderr
     assert "golden PASS" in result.stdout
+    library_logs = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|INFO: |\[.*\]\[(absl|tensorflow)\])", re.M)
+    assert not library_logs.search(result.stdout + result.stderr), result.stdout + result.stderr  # zoo/quiet.py
     report = json.loads((run_dir / "report.json").read_text())
     for key in ("model", "checkpoint", "num_params", "golden", "timings", "versions"):
         assert key in report

@@ -14,7 +14,7 @@ from zoo.architectures import build
 from zoo.architectures.encoder_decoder import relative_bucket
 from zoo.checkpoint import load
 from zoo.config import ConfigError, Kind
-from zoo.export import lower
+from zoo.export.lower import lower
 from zoo.export.convert import op_counts
 from zoo.report import Report
 

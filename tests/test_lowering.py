@@ -17,8 +17,8 @@ from zoo.config import (
     Activation, ArchConfig, AttentionConfig, KVLayout, LayerType, MLPConfig, MLPType, ModelConfig, NormConfig,
     NormType, Positions, QuantConfig, QuantMode, Residual, RopeConfig,
 )
-from zoo.export import LoweringError, export_tflite, lower
-from zoo.export.convert import SavedModelConverter, op_counts
+from zoo.export.convert import SavedModelConverter, export_tflite, op_counts
+from zoo.export.lower import LoweringError, lower
 
 KV = 32
 PREFILL = 8

@@ -576,9 +576,8 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     problem = sampling_problem(cfg.generate.sampling)
     if problem:
         raise ConfigError(f"generate.{problem}")
-    if not 1 <= cfg.generate.max_new_tokens < cfg.export.kv_cache_max:
-        raise ConfigError(f"generate.max_new_tokens={cfg.generate.max_new_tokens} must be in 1..kv_cache_max - 1="
-                          f"{cfg.export.kv_cache_max - 1} (the prompt needs at least one cache slot)")
+    if cfg.generate.max_new_tokens < 1:
+        raise ConfigError(f"generate.max_new_tokens must be >= 1, got {cfg.generate.max_new_tokens}")
     if kind is not Kind.encoder and cfg.export.kv_cache_max > arch.max_positions:  # an encoder has no KV cache
         raise ConfigError(
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"

@@ -9,7 +9,6 @@ their temp files (zoo/files.py).
 from __future__ import annotations
 
 import errno
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -117,8 +116,9 @@ def verbose_requested(argv: list[str]) -> bool:
 
 def guarded(prog: str, main: Callable[[], int | None], argv: list[str]) -> int:
     """Run a command's `main`; any failure becomes one line on stderr and an exit status (see error_line)."""
-    if verbose_requested(argv):
-        os.environ["ZOO_VERBOSE"] = "1"  # read by the runtime, which shows LiteRT's native logs then
+    from zoo.quiet import quiet_libraries
+
+    quiet_libraries(verbose_requested(argv))
     try:
         return main() or 0
     except SystemExit as done:

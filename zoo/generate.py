@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import GROUPS, GenerateConfig, ZooConfig, composition_error, load
-from zoo.errors import guarded
+from zoo.errors import ConfigError, guarded
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
@@ -44,6 +44,9 @@ def main(argv: list[str]) -> int:
     from zoo.runtime.artifacts import ensure_export, open_generator
 
     cfg = compose_config(argv)
+    if cfg.generate.max_new_tokens >= cfg.export.kv_cache_max:  # refused before an export, not after
+        raise ConfigError(f"generate.max_new_tokens={cfg.generate.max_new_tokens} must be below export.kv_cache_max="
+                          f"{cfg.export.kv_cache_max} (the prompt needs at least one cache slot)")
     preflight(cfg)
     path = ensure_export(cfg, log=lambda s: print(s, file=sys.stderr))
     generator = open_generator(cfg, path)

@@ -22,6 +22,7 @@ from zoo.errors import CheckFailed, ConfigError, GateFailed, ResourceError
 from zoo.exact import float64
 from zoo.jobcache import JobCache
 from zoo.progress import progress
+from zoo.quiet import native_logs_captured
 from zoo.report import Report
 from zoo.runtime.tokenizer import load_tokenizer
 
@@ -155,7 +156,7 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
 
 def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path:
     """The multi-signature flatbuffer of the verified model, quantized by the recipe, written atomically."""
-    from zoo.export import export_tflite
+    from zoo.export.convert import export_tflite
     from zoo.export.programs import export_programs
     from zoo.export.signatures import PROGRAMS
 
@@ -232,12 +233,13 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
         loaded = load_model(cfg, resolve_checkpoint(cfg, report, cache), report)
         verify(cfg, loaded, report, cache)
         if cfg.export.enabled:
-            path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
-            check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)
-            if cfg.export.bundles:
-                from zoo.bundle import bundle
+            with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
+                path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
+                check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)
+                if cfg.export.bundles:
+                    from zoo.bundle import bundle
 
-                bundle(cfg, path, loaded.tokenizer, report)
+                    bundle(cfg, path, loaded.tokenizer, report)
             if cfg.bench.enabled:
                 bench(cfg, loaded, path, report)
     except Exception as err:

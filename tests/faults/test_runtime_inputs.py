@@ -73,7 +73,7 @@ def generate_cache(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(("args", "code", "fragments"), [
     (["prompt="], "input", ["empty prompt"]),
     (["prompt=hello"], "input", ["no tokenizer", "token ids"]),
-    (["max_new_tokens=1000", "prompt=hello"], "config", ["max_new_tokens=1000", "kv_cache_max - 1=63"]),
+    (["max_new_tokens=1000", "prompt=hello"], "config", ["max_new_tokens=1000", "below export.kv_cache_max=64"]),
 ], ids=["empty_prompt", "text_without_tokenizer", "past_context"])
 def test_generate_refuses_bad_prompts(generate_cache, tmp_path, args, code, fragments):
     result = run("zoo.generate", *SMALL, f"artifacts={generate_cache}", *args, cwd=tmp_path)

@@ -1,5 +1,5 @@
-"""Export of zoo models to LiteRT (.tflite): torch.export, our ATen -> TF lowering, the TFLite converter."""
-from zoo.export.convert import export_tflite
-from zoo.export.lower import LoweringError, lower
+"""Export of zoo models to LiteRT (.tflite): torch.export, our ATen -> TF lowering, the TFLite converter.
 
-__all__ = ["LoweringError", "export_tflite", "lower"]
+Import the modules themselves (`zoo.export.convert`, `zoo.export.lower`): this package imports nothing, so that
+`zoo.export.recipe` (checked before any work) does not load TensorFlow.
+"""

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import InputError
+from zoo.quiet import native_logs_captured
 from zoo.config import KVLayout
 
 MASK_VALUE = -1e9  # zoo.architectures.layers.MASK_VALUE, without importing torch into the runtime
@@ -51,33 +52,8 @@ class _Held:
     sigs: dict = field(default_factory=dict)  # signature name -> _Signature
 
     def release(self) -> None:
-        with _native_stderr_captured():  # tearing down the environment logs every accelerator it destroys
+        with native_logs_captured():  # tearing down the environment logs every accelerator it destroys
             self.sigs, self.cache, self.model = {}, {}, None
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """LiteRT's C++ side logs accelerator and plugin discovery to fd 2 on every load: shown only if LiteRT fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        except InputError:
-            if os.environ.get("ZOO_VERBOSE"):  # zoo/errors.py sets it for verbose=true
-                os.dup2(saved, 2)
-                log.seek(0)
-                sys.stderr.write(log.read().decode(errors="replace"))
-            raise
-        except BaseException:
-            os.dup2(saved, 2)
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def cache_layout(k_shape: tuple, v_shape: tuple) -> KVLayout | None:
@@ -109,7 +85,7 @@ class LiteModel:
             raise InputError(f"{self.path}: no such file: give the path of a .tflite written by zoo")
         if self.path.read_bytes()[4:8] != b"TFL3":  # the flatbuffer file identifier of every LiteRT model
             raise InputError(f"{self.path}: not a LiteRT flatbuffer (no TFL3 identifier): give a .tflite written by zoo")
-        with _native_stderr_captured():
+        with native_logs_captured():
             with tempfile.TemporaryDirectory(prefix="zoo-xnnpack-") as tmp:
                 cpu = CpuOptions(num_threads=threads,  # 0 (LiteRT's default, "decide") is slower here
                                  xnnpack_weight_cache_path=str(Path(tmp) / "weights.xnn"))

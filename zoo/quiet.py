@@ -1,0 +1,55 @@
+"""Library logs kept out of a command's output: zoo prints its own lines, `verbose=true` shows everything.
+
+TensorFlow, absl, XNNPACK and LiteRT log from C++ straight to file descriptor 2 (INFO lines on every import, conversion
+and interpreter), and from Python through absl's logger.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+
+from zoo.errors import ZooError
+
+
+def is_verbose() -> bool:
+    return bool(os.environ.get("ZOO_VERBOSE"))
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Set before TensorFlow is imported (its C++ logging reads the environment once)."""
+    if verbose:
+        os.environ["ZOO_VERBOSE"] = "1"
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("absl", "tensorflow", "jax", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def native_logs_captured():
+    """What native code writes to fd 2 during the block goes to a temp file, shown only if the block fails with
+    something other than a user error (a bug's context), or always when verbose."""
+    if is_verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except ZooError:
+            raise
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
