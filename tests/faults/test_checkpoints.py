@@ -114,7 +114,7 @@ def no_config(folder: Path) -> None:
 
 def disagreeing_config(folder: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
-    config["rope_theta"] = 500000.0
+    config["rope_parameters"]["rope_theta"] = 500000.0
     (folder / "config.json").write_text(json.dumps(config))
 
 

@@ -92,8 +92,12 @@ def map_tensors(
             out[name] = apply_rule(rule, tensors)
             used.update(source_names(rule))
         elif rule is None and mapping.identity and name in tensors:
-            out[name] = tensors[name]
             used.add(name)
+            if not tensors[name].is_floating_point():
+                bad_shapes.append(f"{name}: checkpoint tensor is {str(tensors[name].dtype).removeprefix('torch.')}, "
+                                  "not a float tensor")
+                continue
+            out[name] = tensors[name]
         elif rule is None:
             missing.append(name)
     for name, rule in rules.items():
