@@ -1,0 +1,74 @@
+"""The fault suite's harness: run zoo's real commands as a user does and check what a failure leaves behind.
+
+Every case asserts the contract of zoo/errors.py: exit status 2 for what the user must fix (1 for a bug), exactly one
+`<prog>: error [<code>]: ...` line on stderr naming what is wrong, no traceback, and a file system with nothing
+half-written under a final name and nothing earlier lost.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# A tiny random model with a short cache: a whole run (gate, export, check) in well under a minute.
+SMALL = ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[16]"]
+ERROR_LINE = re.compile(r"^zoo(\.\w+)?: (error|internal error|interrupted) \[(\w+)\]: (.+)$")
+TEMP_NAMES = re.compile(r"(^\..*\.tmp$)|(^\.export\.)|(\.tmp\.)|(^\..*\.tmp\.)")
+
+
+def env_for(home: Path, **extra: str) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)  # TF/Keras write ~/.keras: keep HOME out of the folders under test
+    return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home),
+            "XDG_CACHE_HOME": str(home / ".cache"), **extra}
+
+
+def run(module: str, *args: str, cwd: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` from `cwd` with a private HOME next to it."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env_for(cwd.parent / "home", **env), check=False)
+
+
+def error_of(result: subprocess.CompletedProcess) -> tuple[str, str]:
+    """(code, message) of the one error line a failed command printed; fails on a traceback or on other counts."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [m for m in map(ERROR_LINE.match, result.stderr.splitlines()) if m]
+    assert len(lines) == 1, result.stderr
+    return lines[0].group(3), lines[0].group(4)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, code: str, *fragments: str) -> str:
+    """Exit status 2, one `[code]` line containing every fragment (case-insensitive); returns the message."""
+    got_code, message = error_of(result)
+    assert (result.returncode, got_code) == (2, code), (result.returncode, result.stderr)
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), (fragment, message)
+    return message
+
+
+def snapshot(*folders: Path) -> dict[str, tuple[int, str]]:
+    """Every file under `folders`: path -> (size, sha256)."""
+    files = {}
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            files[str(path)] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+    return files
+
+
+def temp_files(*folders: Path) -> list[str]:
+    """Files or folders named like an unfinished write (zoo/files.py's temp names)."""
+    return [str(p) for folder in folders for p in Path(folder).rglob("*") if TEMP_NAMES.search(p.name)]
+
+
+def assert_nothing_partial(*folders: Path) -> None:
+    assert temp_files(*folders) == []
+
+
+def user_error_cases(*cases):
+    """pytest.param per (id, args, code, fragments) case."""
+    return [pytest.param(args, code, fragments, id=case_id) for case_id, args, code, fragments in cases]
