@@ -125,6 +125,10 @@ def compose_and_run() -> None:
         main()
     except (HydraException, OmegaConfBaseException) as err:
         raise composition_error(err, sys.argv[1:]) from None
+    except ValueError as err:  # Hydra's log file refused (read-only run dir): logging's "Unable to configure handler"
+        if isinstance(err.__cause__, OSError):
+            raise err.__cause__ from None
+        raise
     if FAILURE:
         raise FAILURE.pop()
 

@@ -43,8 +43,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         if tmp.is_dir():
             remove(path)  # a folder cannot be renamed over a non-empty one
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         remove(tmp)
+        if isinstance(err, OSError) and err.filename in (None, str(tmp)):  # the error line names the file
+            err.filename = str(path)
         raise
 
 
