@@ -100,7 +100,7 @@ def job_reused(run_dir: Path, cfg) -> bool:
     config = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
     if unfinished(run_dir, config) is not None:
         return False
-    print(f"job reused: {run_dir} (finished with this config; its files are as report.json records them)")
+    print(f"job reused: {run_dir} (finished with this config; its files are as report.json records them)", flush=True)
     return True
 
 

@@ -67,15 +67,12 @@ def write_atomic(path: Path, data: str | bytes | bytearray | memoryview) -> None
         f.write(data)
 
 
-def remove_stale(folder: Path) -> list[Path]:
-    """Remove the temp files and folders in `folder` whose process is gone (killed mid-write); returns them."""
-    stale = []
+def remove_stale(folder: Path) -> None:
+    """Remove the temp files and folders in `folder` whose process is gone (killed mid-write)."""
     for entry in folder.iterdir() if folder.is_dir() else ():
         match = TEMP.match(entry.name)
         if match and not alive(int(match.group(1))):
             remove(entry)
-            stale.append(entry)
-    return stale
 
 
 def alive(pid: int) -> bool:
