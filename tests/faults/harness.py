@@ -63,6 +63,18 @@ def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 90
         time.sleep(0.05)
 
 
+def generate_args(tokenizer: Path, cache: Path) -> list[str]:
+    """`python -m zoo.generate` of a tiny model with a real tokenizer, exporting into the artifact cache `cache`."""
+    return ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[32]",
+            f"model.tokenizer.source={tokenizer}", "prompt=Hello", "max_new_tokens=4", f"generate.artifacts={cache}"]
+
+
+def entry(cache: Path) -> Path:
+    """The one entry (folder) of an artifact cache."""
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    return folder
+
+
 def run(module: str, *args: str, cwd: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` from `cwd` with a private HOME next to it."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,

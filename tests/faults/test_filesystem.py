@@ -22,8 +22,10 @@ from faults.harness import (
     SMALL,
     assert_nothing_partial,
     assert_user_error,
+    entry,
     env_for,
     finish,
+    generate_args,
     output,
     run,
     snapshot,
@@ -52,11 +54,6 @@ def mount(target: Path, *, size: str | None = None, read_only_copy_of: Path | No
         subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
 
 
-def generate_args(tokenizer: Path, cache: Path) -> list[str]:
-    return ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[32]",
-            f"model.tokenizer.source={tokenizer}", "prompt=Hello", "max_new_tokens=4", f"generate.artifacts={cache}"]
-
-
 @pytest.fixture(scope="module")
 def filled_cache(tmp_path_factory, tiny_tokenizer) -> Path:
     """An artifact cache with one complete entry, made by `python -m zoo.generate`; cases copy it."""
@@ -65,11 +62,6 @@ def filled_cache(tmp_path_factory, tiny_tokenizer) -> Path:
     result = run("zoo.generate", *generate_args(tiny_tokenizer, base / "artifacts"), cwd=base / "cwd")
     assert result.returncode == 0, result.stderr
     return base / "artifacts"
-
-
-def entry(cache: Path) -> Path:
-    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
-    return folder
 
 
 def pipeline_runs(stderr: str) -> int:

@@ -18,8 +18,10 @@ from faults.harness import (
     SMALL,
     TEMP_NAMES,
     assert_nothing_partial,
+    entry,
     error_of,
     finish,
+    generate_args,
     run,
     snapshot,
     start,
@@ -107,6 +109,22 @@ def test_signal_while_the_flatbuffer_is_written(tmp_path, sig):
     assert_nothing_partial(run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "ok" and changed(run_dir / TFLITE, report["export"]) is None
+
+
+def test_generate_killed_while_filling_the_cache(tmp_path, tiny_tokenizer):
+    """`zoo.generate` killed while it writes the cache entry's flatbuffer: the entry has temp files and no report
+    saying `ok`, so it does not count; the next call removes the dead process's temp files, exports and generates."""
+    cache = tmp_path / "artifacts"
+    proc = start("zoo.generate", *generate_args(tiny_tokenizer, cache), cwd=tmp_path)
+    wait_until(lambda: cache.is_dir() and export_temps(cache), proc, "export temp files in the cache")
+    proc.send_signal(signal.SIGKILL)
+    assert_interrupted(finish(proc), "KILL")
+    assert not (entry(cache) / "report.json").exists() and not (entry(cache) / TFLITE).exists()
+    again = run("zoo.generate", *generate_args(tiny_tokenizer, cache), cwd=tmp_path)
+    assert again.returncode == 0 and TFLITE in again.stdout, again.stderr
+    assert_nothing_partial(cache)
+    report = json.loads((entry(cache) / "report.json").read_text())
+    assert report["status"] == "ok" and changed(entry(cache) / TFLITE, report["export"]) is None
 
 
 def sweep(tmp_path: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
