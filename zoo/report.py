@@ -87,7 +87,8 @@ def machine() -> dict[str, Any]:
 
 
 def interrupt_if_asked(stage: str) -> None:
-    name, signame, nth = (os.environ.get(FAULT_AT, "").split(":") + ["INT", "1"])[:3]
+    spec = os.environ.get(FAULT_AT, "").split(":")
+    name, signame, nth = spec + ["INT", "1"][len(spec) - 1:]
     if name == stage:
         _started[stage] += 1
         if _started[stage] == int(nth):
