@@ -144,7 +144,8 @@ def test_sweep_interrupted_then_rerun_completes_the_missing_jobs(tmp_path):
     """Three jobs. Ctrl-C as the second job's export starts; then SIGKILL in its check on the first rerun; the second
     rerun reuses job 1 untouched and runs jobs 2 and 3 to the end."""
     out = tmp_path / "sweep"
-    jobs = [f"export.kv_cache_max={kv}" for kv in (64, 80, 96)]
+    kvs = (64, 80, 96)
+    jobs = [f"export.kv_cache_max={kv},export.prefill_lens=16,model=tinyllama,variant=small" for kv in kvs]  # Hydra's
 
     stopped = sweep(tmp_path, out, ZOO_FAULT_AT="export:INT:2")
     assert_interrupted(stopped, "INT")
@@ -164,7 +165,7 @@ def test_sweep_interrupted_then_rerun_completes_the_missing_jobs(tmp_path):
     assert_nothing_partial(out)
     reports = job_reports(out)
     assert {job: r["status"] for job, r in reports.items()} == dict.fromkeys(jobs, "ok")
-    for job in jobs:
-        assert changed(out / job / TFLITE.replace("64", job.split("=")[1]), reports[job]["export"]) is None
+    for job, kv in zip(jobs, kvs):
+        assert changed(out / job / f"tinyllama_none_kv{kv}.tflite", reports[job]["export"]) is None
     assert job_files(out, jobs[0]) == first
     assert "3 jobs, 3 ok" in (out / "summary.md").read_text()
