@@ -5,8 +5,10 @@ config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.ya
 
 In a sweep (`-m`) a job that fails, for any reason, is recorded as failed in its report.json and the sweep goes
 on: Hydra's sweeper re-raises the first failed job's exception after its batch and skips the summary callback, so
-jobs return their status instead of raising. A single run ends in one line and exit status 2 (the user's to fix)
-or 1 (a bug), see zoo/errors.py; a config error leaves no run directory behind.
+jobs return their status instead of raising. A sweep rerun in the same folder (`hydra.sweep.dir`) skips the jobs
+that finished with the same config and whose files are as their report.json records them, and runs the rest.
+A single run ends in one line and exit status 2 (the user's to fix) or 1 (a bug), see zoo/errors.py; a config error
+leaves no run directory behind.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import ConfigError, composition_error, load
 from zoo.errors import ResourceError, as_user_error, guarded
+from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache
 from zoo.pipeline import check_line, gate_line, preflight, run
-from zoo.report import Report, write_atomic
+from zoo.report import Report, unfinished
 
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
 log = logging.getLogger("zoo")
@@ -44,12 +47,20 @@ def main(cfg: DictConfig) -> str:
     try:
         zoo_cfg = load(cfg, dict(hc.runtime.choices))
         preflight(zoo_cfg)
+    except (ConfigError, ResourceError) as err:
+        if hc.mode != RunMode.MULTIRUN:
+            remove_hydra_record(run_dir, hc.job.name)
+            FAILURE.append(err)
+            return "failed"
+        return job_failed(run_dir, err)
+    if hc.mode == RunMode.MULTIRUN and job_reused(run_dir, zoo_cfg):
+        return "ok"
+    try:
+        remove_stale(run_dir)  # left by a run killed mid-write
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(zoo_cfg)))
         report = run(zoo_cfg, run_dir, CACHE)
     except BaseException as err:
         if hc.mode != RunMode.MULTIRUN:
-            if isinstance(err, (ConfigError, ResourceError)):
-                remove_hydra_record(run_dir, hc.job.name)
             FAILURE.append(err)
             return "failed"
         if not isinstance(err, Exception):
@@ -85,6 +96,16 @@ def remove_hydra_record(run_dir: Path, job_name: str) -> None:
         run_dir.rmdir()
 
 
+def job_reused(run_dir: Path, cfg) -> bool:
+    """A job of a rerun sweep that need not run again: its report.json says `ok` for this very config and its files
+    still have their recorded sizes and hashes."""
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    if unfinished(run_dir, config) is not None:
+        return False
+    print(f"job reused: {run_dir} (finished with this config; its files are as report.json records them)", flush=True)
+    return True
+
+
 def job_failed(run_dir: Path, err: Exception) -> str:
     """A failed sweep job: one line (a traceback in the job's log for an unexpected error) and a report.json
     saying `failed` (run() writes its own; a config error stops before it)."""
@@ -106,6 +127,10 @@ def compose_and_run() -> None:
         main()
     except (HydraException, OmegaConfBaseException) as err:
         raise composition_error(err, sys.argv[1:]) from None
+    except ValueError as err:  # Hydra's log file refused (read-only run dir): logging's "Unable to configure handler"
+        if isinstance(err.__cause__, OSError):
+            raise err.__cause__ from None
+        raise
     if FAILURE:
         raise FAILURE.pop()
 

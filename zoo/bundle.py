@@ -9,22 +9,20 @@ it): only for tokenizers with a SentencePiece model, which is all that bundler a
 """
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 from zoo.errors import BundleError
 from zoo.config import Bundle, ZooConfig
+from zoo.files import atomic_path, digest, scratch
 from zoo.report import Report
 from zoo.runtime.tokenizer import special_ids
 
 
 def save_tokenizer(tokenizer, folder: Path) -> Path:
     """The tokenizer's files (tokenizer.json, its config and chat template) in `folder`, written via a temp folder."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_path(folder) as tmp:
+        tokenizer.save_pretrained(tmp)
     return folder
 
 
@@ -76,9 +74,7 @@ def litertlm(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
 
     if tokenizer is None:
         raise BundleError(f"{cfg.model.name}: a .litertlm bundle needs a tokenizer (model.tokenizer.source)")
-    work = out.with_name(f".{out.name}.parts")
-    shutil.rmtree(work, ignore_errors=True)
-    try:
+    with scratch(out) as work:
         tok_dir = save_tokenizer(tokenizer, work / "tokenizer")
         meta_path = work / "llm_metadata.pb"
         meta_path.write_bytes(llm_metadata(cfg, tokenizer).SerializeToString())
@@ -88,12 +84,9 @@ def litertlm(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
         builder.add_tflite_model(str(tflite), lb.TfLiteModelType.PREFILL_DECODE)
         builder.add_hf_tokenizer(str(tok_dir / "tokenizer.json"))
         builder.add_llm_metadata(str(meta_path))
-        tmp = work / out.name
-        with open(tmp, "wb") as f:
+        with open(work / out.name, "wb") as f:
             builder.build(f)
-        tmp.replace(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        os.replace(work / out.name, out)
     return out
 
 
@@ -112,13 +105,14 @@ def task(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     affixes = {"user": (None, None), "model": (None, None)}
     if cfg.model.tokenizer.chat_template and getattr(tokenizer, "chat_template", None):
         affixes = prompt_affixes(tokenizer, tokenizer.convert_ids_to_tokens(start) if start is not None else "")
-    tmp = out.with_name(f".{out.stem}.tmp.task")
-    bundler.create_bundle(bundler.BundleConfig(
-        tflite_model=str(tflite), tokenizer_model=str(sp_model),
-        start_token=tokenizer.convert_ids_to_tokens(start), stop_tokens=tokenizer.convert_ids_to_tokens(stops),
-        output_filename=str(tmp), prompt_prefix_user=affixes["user"][0], prompt_suffix_user=affixes["user"][1],
-        prompt_prefix_model=affixes["model"][0], prompt_suffix_model=affixes["model"][1]))
-    tmp.replace(out)
+    with scratch(out) as work:  # the bundler wants its output named *.task
+        bundler.create_bundle(bundler.BundleConfig(
+            tflite_model=str(tflite), tokenizer_model=str(sp_model),
+            start_token=tokenizer.convert_ids_to_tokens(start), stop_tokens=tokenizer.convert_ids_to_tokens(stops),
+            output_filename=str(work / out.name), prompt_prefix_user=affixes["user"][0],
+            prompt_suffix_user=affixes["user"][1], prompt_prefix_model=affixes["model"][0],
+            prompt_suffix_model=affixes["model"][1]))
+        os.replace(work / out.name, out)
     return out
 
 
@@ -132,5 +126,5 @@ def bundle(cfg: ZooConfig, tflite: Path, tokenizer, report: Report) -> list[Path
         for kind in cfg.export.bundles:
             make, suffix = MAKERS[kind]
             paths.append(make(cfg, tflite, tokenizer, tflite.with_suffix(suffix)))
-    report["bundles"] = {p.suffix.lstrip("."): {"path": str(p), "size_bytes": p.stat().st_size} for p in paths}
+    report["bundles"] = {p.suffix.lstrip("."): {"path": str(p), **digest(p)} for p in paths}
     return paths

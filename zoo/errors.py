@@ -78,7 +78,8 @@ class StorageError(ZooError):
 
 STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                  errno.EPERM: "operation not permitted"}
+                  errno.EPERM: "operation not permitted", errno.EFBIG: "file too large for the file size limit"}
+FIXES = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EFBIG: "raise `ulimit -f`"}
 
 
 def as_user_error(err: BaseException) -> ZooError | None:
@@ -87,7 +88,7 @@ def as_user_error(err: BaseException) -> ZooError | None:
         return err
     if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
         where = f" writing {err.filename}" if err.filename else ""
-        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "choose a writable folder"
+        fix = FIXES.get(err.errno, "choose a writable folder")
         return StorageError(f"{STORAGE_ERRNOS[err.errno]}{where}: {fix} and run again "
                             "(finished files are kept; nothing half-written is left under a final name)")
     if isinstance(err, MemoryError):

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from zoo.errors import ConfigError, guarded
-from zoo.report import write_atomic
+from zoo.files import write_atomic
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

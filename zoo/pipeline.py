@@ -20,6 +20,7 @@ from zoo.checkpoint import Checkpoint, check_config, load, resolve
 from zoo.config import Kind, Variant, ZooConfig
 from zoo.errors import CheckFailed, ConfigError, GateFailed, ResourceError
 from zoo.exact import float64
+from zoo.files import digest
 from zoo.jobcache import JobCache
 from zoo.progress import progress
 from zoo.quiet import native_logs_captured
@@ -170,7 +171,7 @@ def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path
             programs = PROGRAMS[kind](model, cfg.export.encoder_len, cfg.export.kv_cache_max)
             signatures = export_programs(programs, path, cfg.quant)
     report["export"] = {
-        "path": str(path), "size_bytes": path.stat().st_size,
+        "path": str(path), **digest(path),  # size and sha256: a later edit or truncation shows
         "signatures": signatures,
         "convert_seconds": report["timings"]["export"]["seconds"],
         "convert_peak_rss_bytes": report["timings"]["export"]["peak_rss_bytes"],  # see Report.stage: scope
@@ -242,8 +243,8 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
                     bundle(cfg, path, loaded.tokenizer, report)
             if cfg.bench.enabled:
                 bench(cfg, loaded, path, report)
-    except Exception as err:
-        report["status"] = "failed"
+    except BaseException as err:
+        report["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         report["error"] = f"{type(err).__name__}: {err}"
         raise
     else:

@@ -11,12 +11,20 @@ import json
 import os
 import platform
 import resource
-import tempfile
+import signal
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from zoo.files import changed, write_atomic
+
+# Test hook (tests/faults/test_interrupts.py): ZOO_FAULT_AT=<stage>[:<signal>[:<n>]] makes the process send itself
+# SIG<signal> (INT by default) as the n-th stage of that name (default the first) starts: an interrupt at an exact
+# stage without timing.
+FAULT_AT = "ZOO_FAULT_AT"
+_started: Counter[str] = Counter()
 PACKAGES = ("torch", "tensorflow-cpu", "ai-edge-litert", "ai-edge-quantizer", "transformers", "numpy", "hydra-core")
 
 
@@ -78,6 +86,15 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def interrupt_if_asked(stage: str) -> None:
+    spec = os.environ.get(FAULT_AT, "").split(":")
+    name, signame, nth = spec + ["INT", "1"][len(spec) - 1:]
+    if name == stage:
+        _started[stage] += 1
+        if _started[stage] == int(nth):
+            os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
+
+
 class Report:
     """`bar`: a progress bar (zoo/progress.py) advanced by each stage, closed by `close`."""
 
@@ -104,7 +121,11 @@ class Report:
             self.bar.set_postfix_str(name)
         start = time.perf_counter()
         try:
+            interrupt_if_asked(name)
             yield
+        except KeyboardInterrupt as err:  # report.json says where the run stopped
+            err.args = err.args or (f"Ctrl-C in stage {name}",)
+            raise
         finally:
             if self.bar is not None:
                 self.bar.update()
@@ -120,21 +141,21 @@ class Report:
         return self.path
 
 
-@contextmanager
-def atomic_path(path: Path):
-    """A temp file next to `path` to write, renamed to `path` on success and removed on any failure or interrupt:
-    an unfinished artifact never looks finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def unfinished(run_dir: Path, config: dict | None = None) -> str | None:
+    """Why `run_dir` does not hold a finished run (of `config`, when given), or None when it does: its report.json
+    says `ok` and every file it records (flatbuffer, bundles) still has its recorded size and sha256, so a cache or a
+    rerun sweep may use it instead of exporting again."""
+    path = run_dir / "report.json"
+    if not path.is_file():
+        return f"{path} is missing"
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        report = json.loads(path.read_text())
+    except ValueError:
+        return f"{path} is not valid JSON (truncated or edited)"
+    if report.get("status") != "ok":
+        return f"{path} says {report.get('status')!r}"
+    if config is not None and report.get("config") != json.loads(json.dumps(config, default=str)):
+        return f"{path} is of another config"
+    records = [report["export"], *report.get("bundles", {}).values()] if "export" in report else []
+    return next(filter(None, (changed(run_dir / Path(r["path"]).name, r) for r in records)), None)
 
-
-def write_atomic(path: Path, data: str | bytes | bytearray | memoryview) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w" if isinstance(data, str) else "wb") as f:
-        f.write(data)

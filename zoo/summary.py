@@ -6,7 +6,8 @@ e.g. after a cluster sweep or from a copied folder, with
     python -m zoo.summary multirun/<date>
 
 A job is a folder with Hydra's `.hydra/overrides.yaml`; its figures come from its report.json. A job without a
-report.json (killed, or crashed before writing one) is listed with status `no report`.
+report.json (killed, or crashed before writing one) is listed with status `no report`, one stopped by Ctrl-C with
+`interrupted`.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from zoo.errors import InputError, guarded
-from zoo.report import write_atomic
+from zoo.files import write_atomic
 
 COLUMNS = ["job", "status", "model", "quant", "kv_cache_max", "prefill_lens", "size_mb", "golden_max_abs_diff",
            "check_top1", "check_kl", "prefill_tok_s", "decode_tok_s", "decode_loop_tok_s", "ttft_ms",
@@ -96,8 +97,9 @@ def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
             "convert_s"]
     failed = [r for r in rows if r["status"] != "ok"]
     common, own = varying(rows)
-    counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "failed", "no report")}
-    tally = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status != "no report")
+    statuses = ("ok", "failed", "interrupted", "no report")
+    counts = {status: sum(r["status"] == status for r in rows) for status in statuses}
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "failed"))
     lines = [f"# Sweep {sweep_dir.name}: {len(rows)} jobs, {tally}", "",
              f"Every job: `{' '.join(common) or '(no common overrides)'}`", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

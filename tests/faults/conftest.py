@@ -17,3 +17,11 @@ def small_run(tmp_path_factory) -> Path:
     result = run("zoo", *SMALL, f"hydra.run.dir={base / 'run'}", cwd=work)
     assert result.returncode == 0, result.stderr
     return base / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    """tests/small_runtime.py's tiny real tokenizer, for runs that need text (bundles, zoo.generate)."""
+    from small_runtime import tiny_tokenizer as make
+
+    return make(tmp_path_factory.mktemp("tokenizer") / "tok")

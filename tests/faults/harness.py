@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,59 @@ ROOT = Path(__file__).resolve().parents[2]
 # A tiny random model with a short cache: a whole run (gate, export, check) in well under a minute.
 SMALL = ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[16]"]
 ERROR_LINE = re.compile(r"^zoo(\.\w+)?: (error|internal error|interrupted) \[(\w+)\]: (.+)$")
-TEMP_NAMES = re.compile(r"(^\..*\.tmp$)|(^\.export\.)|(\.tmp\.)|(^\..*\.tmp\.)")
+# zoo/files.py's `.<name>.zoo-tmp-<pid>`, and the ad-hoc names writers used before it (none may come back)
+TEMP_NAMES = re.compile(r"\.zoo-tmp-\d+$|\.tmp$|\.tmp\.|^\.export\.|\.parts$")
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)  # TF/Keras write ~/.keras: keep HOME out of the folders under test
     return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home),
             "XDG_CACHE_HOME": str(home / ".cache"), **extra}
+
+
+def start(module: str, *args: str, cwd: Path, **env: str) -> subprocess.Popen:
+    """`python -m <module> <args>` started in the background with stdout and stderr in files (`output` reads
+    them), for cases that signal the process while it runs or run two at once."""
+    logs = cwd.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    paths = [logs / f"{len(list(logs.iterdir())) // 2}.{kind}" for kind in ("out", "err")]
+    with open(paths[0], "w") as out, open(paths[1], "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, stdout=out, stderr=err, text=True,
+                                env=env_for(cwd.parent / "home", **env))
+    proc.logs = paths
+    return proc
+
+
+def output(proc: subprocess.Popen) -> tuple[str, str]:
+    """What a `start`ed process has printed so far: (stdout, stderr)."""
+    return proc.logs[0].read_text(), proc.logs[1].read_text()
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> subprocess.CompletedProcess:
+    """A `start`ed process once it exits, as `run` returns one."""
+    proc.wait(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, *output(proc))
+
+
+def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 900) -> None:
+    """Poll `condition()` until true; fails if `proc` exits first (with its stderr) or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"exited {proc.returncode} before {what}: {output(proc)[1][-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.05)
+
+
+def generate_args(tokenizer: Path, cache: Path) -> list[str]:
+    """`python -m zoo.generate` of a tiny model with a real tokenizer, exporting into the artifact cache `cache`."""
+    return ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[32]",
+            f"model.tokenizer.source={tokenizer}", "prompt=Hello", "max_new_tokens=4", f"generate.artifacts={cache}"]
+
+
+def entry(cache: Path) -> Path:
+    """The one entry (folder) of an artifact cache."""
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    return folder
 
 
 def run(module: str, *args: str, cwd: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from zoo.report import atomic_path
+from zoo.files import atomic_path
 
 _NUMPY = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32,
           schema.TensorType.BOOL: np.bool_, schema.TensorType.INT64: np.int64}

@@ -7,7 +7,6 @@ ops are allowed. The quant recipe is applied once, by ai-edge-quantizer on the b
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from zoo.export.signatures import (
     plan,
     tf_signature,
 )
+from zoo.files import scratch
 from zoo.report import release_memory
 
 
@@ -76,9 +76,8 @@ def export_signatures(step: nn.Module, programs: Iterable[Lowerable], path: Path
     specs = {name: torch.from_numpy(a) for name, a in weights.items()}
     functions = {name: tf_signature(program, specs, inputs, outputs) for name, program, inputs, outputs in programs}
     names = list(functions)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export.") as tmp:
-        saved_model = os.path.join(tmp, "saved_model")
+    with scratch(path) as tmp:
+        saved_model = str(tmp / "saved_model")
         tf.saved_model.save(tf.Module(), saved_model, signatures=functions)
         del functions
         release_memory()
@@ -88,7 +87,7 @@ def export_signatures(step: nn.Module, programs: Iterable[Lowerable], path: Path
         if recipe.mode is QuantMode.none:
             write(baked, path)
         else:
-            write(quantize(baked, recipe, spill=Path(tmp) / "quantized.tflite"), path)
+            write(quantize(baked, recipe, spill=tmp / "quantized.tflite"), path)
     return names
 
 

@@ -2,20 +2,23 @@
 
 The hash covers everything that shapes the flatbuffer (model, quant, export, variant, seed, golden), not the
 generate section nor threads, so any prompt or sampling setting reuses the same export. A folder counts only once
-its report.json says `ok` (the pipeline writes the flatbuffer atomically and the report last); the tokenizer is
-saved next to it (`tokenizer/`) so later runs skip the slow GGUF tokenizer conversion.
+its report.json says `ok` and the flatbuffer still has the size and sha256 recorded there (the pipeline writes the
+flatbuffer atomically and the report last); a truncated or edited one is exported again. A complete folder is read
+without writing anything, so a read-only cache works; filling one holds its lock (zoo/files.py), so a second process
+asking for the same export waits and then uses it. The tokenizer is saved next to it (`tokenizer/`) so later runs
+skip the slow GGUF tokenizer conversion.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from zoo.config import GenerateConfig, ZooConfig
+from zoo.files import atomic_path, locked, remove_stale, write_atomic
+from zoo.report import unfinished
 from zoo.runtime.generate import Generator
 from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import checkpoint_file, special_ids, tokenizer_from
@@ -34,23 +37,25 @@ def artifact_dir(cfg: ZooConfig) -> Path:
     return Path(cfg.generate.artifacts) / f"{name}_{config_hash(cfg)}"
 
 
-def is_complete(folder: Path) -> bool:
-    report = folder / "report.json"
-    return report.exists() and json.loads(report.read_text()).get("status") == "ok"
-
-
 def ensure_export(cfg: ZooConfig, log=print) -> Path:
     """The flatbuffer for `cfg`: from the cache, else made by the main pipeline (golden gate, export, check)."""
     from zoo.pipeline import artifact_path
 
     folder = artifact_dir(cfg)
-    if not is_complete(folder):
-        from zoo.pipeline import run
-        from zoo.report import write_atomic
+    if unfinished(folder) is None:
+        return artifact_path(cfg, folder)
+    with locked(folder, log):
+        why = unfinished(folder)  # None: another process made it while this one waited for the lock
+        if why is not None:
+            from zoo.pipeline import run
 
-        log(f"no export for this config in {folder}: running the pipeline (golden gate, export, check)")
-        write_atomic(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        run(cfg, folder)
+            remove_stale(folder)
+            if (folder / "report.json").exists():
+                log(f"{why}: exporting it again (golden gate, export, check)")
+            else:
+                log(f"no export for this config in {folder}: running the pipeline (golden gate, export, check)")
+            write_atomic(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            run(cfg, folder)
     return artifact_path(cfg, folder)
 
 
@@ -63,10 +68,8 @@ def cached_tokenizer(cfg: ZooConfig, folder: Path):
         return AutoTokenizer.from_pretrained(saved)
     tokenizer = tokenizer_from(cfg.model.tokenizer, checkpoint_file(cfg.model.checkpoint))
     if tokenizer is not None:
-        tmp = folder / ".tokenizer.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(saved)
+        with locked(folder, log=lambda _: None), atomic_path(saved) as tmp:  # one process at a time replaces it
+            tokenizer.save_pretrained(tmp)
     return tokenizer
 
 
