@@ -30,6 +30,7 @@ from zoo.config import ConfigError, composition_error, load
 from zoo.errors import ResourceError, as_user_error, guarded
 from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache
+from zoo.quiet import quiet_python_logs
 from zoo.pipeline import check_line, gate_line, preflight, run
 from zoo.report import Report, unfinished
 
@@ -44,6 +45,7 @@ FAILURE: list[BaseException] = []
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    quiet_python_logs()
     try:
         zoo_cfg = load(cfg, dict(hc.runtime.choices))
         preflight(zoo_cfg)

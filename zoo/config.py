@@ -439,12 +439,28 @@ def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
         if cfg.variant == Variant.small:
             shrink(cfg)
         obj: ZooConfig = OmegaConf.to_object(cfg)
+        extra = unknown_keys(OmegaConf.to_container(cfg), OmegaConf.to_container(OmegaConf.structured(obj)))
     except OmegaConfBaseException as err:
         raise ConfigError(describe(err, choices)) from None
+    if extra:  # `+key=value` adds keys past the schema, which to_object would drop without a word
+        raise ConfigError(f"{extra[0]}: not a field of the schema (zoo/config.py): remove it or fix its name")
     validate(obj, source_file("model", choices))
     if obj.generate.prompt_file is not None:
         obj.generate.prompt = read_prompt_file(obj.generate)
     return obj
+
+
+def unknown_keys(raw: Any, typed: Any, prefix: str = "") -> list[str]:
+    """Dotted keys present in the composed config but not in its typed object."""
+    if not isinstance(raw, dict) or not isinstance(typed, dict):
+        return []
+    out = []
+    for key, value in raw.items():
+        if key not in typed:
+            out.append(f"{prefix}{key}")
+        else:
+            out += unknown_keys(value, typed[key], f"{prefix}{key}.")
+    return out
 
 
 def read_prompt_file(generate: GenerateConfig) -> str:

@@ -24,6 +24,15 @@ def quiet_libraries(verbose: bool) -> None:
         os.environ["ZOO_VERBOSE"] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_python_logs()
+
+
+def quiet_python_logs() -> None:
+    """Libraries' INFO records (absl, ai-edge-quantizer through the root logger) off the console; again after
+    Hydra has configured logging, which resets the root logger's level."""
+    if is_verbose():
+        return
+    logging.getLogger().setLevel(logging.WARNING)
     for name in ("absl", "tensorflow", "jax", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

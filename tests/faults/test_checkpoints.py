@@ -210,14 +210,13 @@ def gguf_with(tmp_path: Path, architecture: str) -> Path:
 
 
 @pytest.mark.parametrize(("make", "fragments"), [
-    (lambda p: p.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64) or p, ["broken.gguf"]),
-    (lambda p: p.write_bytes(b"") or p, ["broken.gguf"]),
+    (lambda p: (p.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64), p)[1], ["broken.gguf"]),
+    (lambda p: (p.write_bytes(b""), p)[1], ["broken.gguf"]),
     (lambda p: gguf_with(p.parent, "mamba"), ["mamba.gguf", "mamba"]),
 ], ids=["broken_header", "empty", "other_architecture"])
 def test_bad_gguf_is_one_line(tmp_path, make, fragments):
     path = tmp_path / "broken.gguf"
-    got = make(path) or path
-    assert_user_error(zoo_on(got, tmp_path), "checkpoint", *fragments)
+    assert_user_error(zoo_on(make(path), tmp_path), "checkpoint", *fragments)
 
 
 @pytest.mark.parametrize(("spec", "fragments"), [

@@ -24,7 +24,7 @@ CASES = user_error_cases(
      ["decode positions", "kv_cache_max=64"]),
     ("recipe_field", ["quant=int8_dynamic", "quant.hadamard_maxx=3"], "config", ["hadamard_maxx"]),
     ("hadamard_block", [*SMALL, "quant=int8_dynamic", "quant.hadamard_max=48"], "config", ["power of two"]),
-    ("hadamard_regex", [*SMALL, "quant=int8_dynamic", "quant.hadamard=[(]"], "config", ["not a regex"]),
+    ("hadamard_regex", [*SMALL, "quant=int8_dynamic", "quant.hadamard=['(']"], "config", ["not a regex"]),
     ("recipe_for_another_kind", ["model=t5_small", "variant=small", "quant=int8_dynamic"], "config",
      ["qkv_proj", "matches no weight of t5_small"]),
     ("temperature", ["generate.sampling.temperature=-1"], "config", ["sampling.temperature", "-1"]),
