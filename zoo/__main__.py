@@ -24,11 +24,12 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo.bundle import BundleError
 from zoo.checkpoint import CheckpointError, MappingError
 from zoo.config import ConfigError, composition_error, load
+from zoo.eval import EvalError, EvalFailed, eval_line
 from zoo.jobcache import JobCache
 from zoo.pipeline import CheckFailed, GateFailed, check_line, gate_line, run
 from zoo.report import Report, write_atomic
 
-USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed, BundleError)
+USER_ERRORS = (ConfigError, CheckpointError, MappingError, GateFailed, CheckFailed, BundleError, EvalError, EvalFailed)
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
 log = logging.getLogger("zoo")
 
@@ -55,6 +56,8 @@ def main(cfg: DictConfig) -> str:
         print(f"export: {exp['path']} ({exp['size_bytes'] / 1e6:.1f} MB, {', '.join(exp['signatures'])}) in "
               f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
         print(check_line(chk))
+    if "eval" in report.data:
+        print(eval_line(report["eval"]))
     for kind, made in report.data.get("bundles", {}).items():
         print(f"bundle {kind}: {made['path']} ({made['size_bytes'] / 1e6:.1f} MB)")
     if "bench" in report.data:

@@ -144,6 +144,11 @@ class LiteModel:
             mask_shape=mask_shape, offsets=offsets,
             logits_shape=tuple(outs["logits"]["shape"]) if "logits" in outs else None)
 
+    def logits_positions(self, signature: str) -> int:
+        """How many positions of a call `signature` returns logits for (T with prefill_logits all, 1, or 0)."""
+        shape = self._held.sigs[signature].logits_shape
+        return 0 if shape is None else shape[-2]
+
     def reset(self) -> None:
         """An empty cache (fresh buffers are not zeroed)."""
         for name, buffer in self._held.cache.items():
