@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.__main__ import USER_ERRORS
 from zoo.config import GROUPS, GenerateConfig, ZooConfig, composition_error, load
-from zoo.runtime.model import GenerateError
+from zoo.runtime.model import GenerateError, exit_quietly
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
@@ -60,8 +60,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()  # LiteRT's process-wide environment logs its teardown at exit: the last line stays ours
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    sys.exit(code)
+    exit_quietly(main(sys.argv[1:]))

@@ -20,7 +20,7 @@ from zoo.config import ConfigError, ZooConfig, validate
 from zoo.eval.stage import EvalFailed, eval_line, run_eval
 from zoo.eval.text import EvalError
 from zoo.report import Report, write_atomic
-from zoo.runtime.model import GenerateError
+from zoo.runtime.model import GenerateError, exit_quietly
 from zoo.runtime.tokenizer import load_tokenizer
 
 
@@ -71,4 +71,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main(sys.argv[1:]))
+    exit_quietly(main(sys.argv[1:]))

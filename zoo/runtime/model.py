@@ -79,6 +79,14 @@ def _native_stderr_captured():
             os.close(saved)
 
 
+def exit_quietly(code: int) -> None:
+    """Exit with `code` after our last line: LiteRT's process-wide environment logs its teardown to fd 2 at exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(code)
+
+
 class LiteModel:
     """One flatbuffer's `prefill_{T}` and `decode` signatures over one KV cache held in LiteRT tensor buffers.
 
