@@ -2,6 +2,7 @@
 small variant against transformers, the recipe's bounds as a gate, and one line per bad input."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -229,3 +230,28 @@ def test_encoder_kinds_have_an_eval(entry, tmp_path):
         assert section["windows"] == 2 and section["ctx"] == 40 and section["tokens"] == 80
         assert section["kld_max"] < 1e-6 and section["ppl"] == pytest.approx(section["ppl_ref"], rel=1e-4)
         assert section["ppl_ref"] > 1
+
+
+def test_sweep_with_eval_writes_a_scoreboard(small, tmp_path):
+    """`-m quant=none,int8_dynamic eval.enabled=true`: summary.csv gets the eval figures, scoreboard.md one row per
+    recipe (smaller file first) and kld_vs_size.png the plot."""
+    _, run, _ = small
+    out = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo", "-m", "model=tinyllama", "variant=small", "quant=none,int8_dynamic",
+         f"model.tokenizer.source={run.parent / 'tok'}", *SMALL, "eval.enabled=true", "eval.max_windows=2",
+         f"hydra.sweep.dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "summary.csv") as f:
+        rows = {r["quant"]: r for r in csv.DictReader(f)}
+    assert {q: r["status"] for q, r in rows.items()} == {"none": "ok", "int8_dynamic": "ok"}
+    reports = {q: json.loads((out / r["job"] / "report.json").read_text()) for q, r in rows.items()}
+    for quant, row in rows.items():
+        assert float(row["eval_kld_mean"]) == pytest.approx(reports[quant]["eval"]["kld_mean"])
+        assert int(row["eval_tokens"]) == 62 and float(row["bits_per_weight"]) > 0
+    assert float(rows["none"]["eval_kld_mean"]) < 1e-6 < float(rows["int8_dynamic"]["eval_kld_mean"])
+    board = (out / "scoreboard.md").read_text().splitlines()
+    table = [ln for ln in board if ln.startswith("| tinyllama |")]
+    assert [ln.split(" | ")[1] for ln in table] == ["int8_dynamic", "none"]  # by file size
+    assert (out / "kld_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
