@@ -255,3 +255,42 @@ def test_sweep_with_eval_writes_a_scoreboard(small, tmp_path):
     table = [ln for ln in board if ln.startswith("| tinyllama |")]
     assert [ln.split(" | ")[1] for ln in table] == ["int8_dynamic", "none"]  # by file size
     assert (out / "kld_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quant_auto_picks_the_smallest_recipe_within_the_bound(small, tmp_path):
+    """Candidates none / int8_dynamic / int4_block32 on the small variant. With no real bound the smallest file
+    wins; with a bound of half its measured KLD it is rejected (the report says by how much) and the next smallest
+    within the bound wins. The second search exports nothing (cache by config hash); the chosen recipe file
+    composes back into the same recipe."""
+    _, run, _ = small
+    tok = run.parent / "tok"
+
+    def search(max_kld: float, out):
+        cfg = compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={tok}", *SMALL, "quant=auto",
+                           "quant.candidates=[{recipe:none},{recipe:int8_dynamic},{recipe:int4_block32}]",
+                           f"quant.max_kld={max_kld}", "quant.auto_windows=2", f"generate.artifacts={tmp_path / 'a'}"])
+        return cfg, pipeline.run(cfg, out)
+
+    _, first = search(1e9, tmp_path / "r1")
+    sizes = {p.parent.name: p.stat().st_size for p in (tmp_path / "a").glob("*/*.tflite")}
+    assert len(sizes) == 3 and first["auto"]["chosen"] == "int4_block32" and len(first["auto"]["candidates"]) == 1
+    int4 = first["auto"]["candidates"][0]
+    assert int4["size_bytes"] == min(sizes.values()) and int4["kld_mean"] > 0
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*/*.tflite")}
+
+    bound = int4["kld_mean"] / 2
+    cfg, second = search(bound, tmp_path / "r2")
+    auto = second["auto"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*/*.tflite")} == mtimes  # nothing re-exported
+    tried = auto["candidates"]
+    assert tried[0]["name"] == "int4_block32" and not tried[0]["passed"]
+    assert tried[0]["failures"][0].startswith(f"mean KLD {int4['kld_mean']:.6g} above bound {bound:g} by ")
+    assert [t["size_bytes"] for t in tried] == sorted(t["size_bytes"] for t in tried)
+    winner = tried[-1]
+    assert winner["passed"] and winner["kld_mean"] <= bound and auto["chosen"] == winner["name"] != "int4_block32"
+    assert second["eval"]["passed"] and second["eval"]["windows"] == 3  # the winner's full eval (max_windows=3)
+    assert second["export"]["path"].endswith(f"tinyllama_{winner['name']}_kv128.tflite")
+    assert auto["why"].startswith(f"{winner['name']} is the smallest file") and "int4_block32" in auto["why"]
+    again = compose_cfg(["model=tinyllama", "variant=small", f"quant=auto_{winner['name']}"], search_path=tmp_path / "r2")
+    assert again.quant.name == winner["name"] and again.quant.eval.max_kld == bound
+    assert again.quant.mode == compose_cfg([f"quant={winner['name']}"]).quant.mode

@@ -263,6 +263,15 @@ class EvalBounds:
 
 
 @dataclass
+class AutoCandidate:
+    """One recipe `quant=auto` may choose: conf/quant/<recipe>.yaml, with `set` fields changed under `name`."""
+
+    recipe: str = MISSING
+    name: Optional[str] = None  # default: the recipe's
+    set: dict[str, Any] = field(default_factory=dict)  # e.g. {hadamard: []} or {components: {attention: null}}
+
+
+@dataclass
 class QuantConfig:
     name: str = "none"
     mode: QuantMode = QuantMode.none  # every weight op no component override claims
@@ -288,6 +297,12 @@ class QuantConfig:
     outliers: float = 0.0
     check: QuantCheck = field(default_factory=QuantCheck)
     eval: EvalBounds = field(default_factory=EvalBounds)  # gate of the eval stage (zoo/eval/)
+    # quant=auto (zoo/eval/auto.py): the candidates are exported (cached by config hash), tried smallest file first
+    # on a short eval of `auto_windows` windows; the first whose mean KLD is within `max_kld` (and within the `eval`
+    # bounds) is the run's recipe. Empty: this is a recipe, not a search.
+    candidates: list[AutoCandidate] = field(default_factory=list)
+    max_kld: Optional[float] = None
+    auto_windows: int = 4
 
 
 class PrefillLogits(enum.Enum):
@@ -454,6 +469,8 @@ def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
         obj: ZooConfig = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(describe(err, choices)) from None
+    if obj.eval.enabled or obj.quant.candidates:  # the eval scores every prefill position (zoo/eval/decoder.py)
+        obj.export.prefill_logits = PrefillLogits.all
     validate(obj, source_file("model", choices))
     return obj
 

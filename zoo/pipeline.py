@@ -216,6 +216,10 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
     try:
         loaded = load_model(cfg, resolve_checkpoint(cfg, report, cache), report)
         verify(cfg, loaded, report, cache)
+        if cfg.quant.candidates and cfg.export.enabled:  # quant=auto: the job goes on with the chosen recipe
+            from zoo.eval.auto import choose
+
+            cfg = choose(cfg, loaded, run_dir, report)
         if cfg.export.enabled:
             path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
             check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)

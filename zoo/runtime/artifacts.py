@@ -1,7 +1,7 @@
 """The export cache of `zoo.generate`: one folder per config, `<generate.artifacts>/<model>_<quant>_kv<N>_<hash>/`.
 
 The hash covers everything that shapes the flatbuffer (model, quant, export, variant, seed, golden), not the
-generate section nor threads, so any prompt or sampling setting reuses the same export. A folder counts only once
+generate or eval sections, a recipe's eval bounds nor threads, so any prompt or sampling setting reuses the same export. A folder counts only once
 its report.json says `ok` (the pipeline writes the flatbuffer atomically and the report last); the tokenizer is
 saved next to it (`tokenizer/`) so later runs skip the slow GGUF tokenizer conversion.
 """
@@ -15,14 +15,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from zoo.config import GenerateConfig, ZooConfig
+from zoo.config import EvalBounds, EvalConfig, GenerateConfig, ZooConfig
 from zoo.runtime.generate import Generator
 from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import checkpoint_file, special_ids, tokenizer_from
 
 
 def config_hash(cfg: ZooConfig) -> str:
-    shaping = replace(cfg, generate=GenerateConfig(), threads=0)
+    shaping = replace(cfg, generate=GenerateConfig(), eval=EvalConfig(), quant=replace(cfg.quant, eval=EvalBounds()),
+                      threads=0)
     text = OmegaConf.to_yaml(OmegaConf.structured(shaping))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
