@@ -294,3 +294,18 @@ def test_quant_auto_picks_the_smallest_recipe_within_the_bound(small, tmp_path):
     again = compose_cfg(["model=tinyllama", "variant=small", f"quant=auto_{winner['name']}"], search_path=tmp_path / "r2")
     assert again.quant.name == winner["name"] and again.quant.eval.max_kld == bound
     assert again.quant.mode == compose_cfg([f"quant={winner['name']}"]).quant.mode
+
+
+@pytest.mark.parametrize("entry", ["gemma3_270m", "mistral_7b"])
+@pytest.mark.parametrize("layout", [[], ["export.kv_layout=transposed", "export.mask_as_input=true"]],
+                         ids=["btnh", "transposed_mask"])
+def test_sliding_window_entries_match_transformers_past_their_window(entry, layout, tmp_path):
+    """Small variants (attention window 8) over eval windows of 64 tokens, so local layers must drop old slots: the
+    flatbuffer equals transformers with the mask computed in the graph and with the one `mask` input LiteRT-LM
+    feeds (the causal mask; local layers add their window from input_pos, as litert-torch's Gemma 3 does)."""
+    cfg = compose_cfg([f"model={entry}", "variant=small", f"model.tokenizer.source={tiny_tokenizer(tmp_path / 'tok')}",
+                       *SMALL, *layout, "eval.enabled=true", "eval.max_windows=2"])
+    assert cfg.model.arch.attention.sliding_window == 8 < cfg.eval.ctx
+    section = pipeline.run(cfg, tmp_path / "run")["eval"]
+    assert section["kld_max"] < 1e-5 and section["same_top"] == 1.0, section
+    assert section["ppl"] == pytest.approx(section["ppl_ref"], rel=1e-4)
