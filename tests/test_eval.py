@@ -243,6 +243,7 @@ def test_sweep_with_eval_writes_a_scoreboard(small, tmp_path):
          f"hydra.sweep.dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("eval PASS: PPL ") == 2  # each job's eval line
     with open(out / "summary.csv") as f:
         rows = {r["quant"]: r for r in csv.DictReader(f)}
     assert {q: r["status"] for q, r in rows.items()} == {"none": "ok", "int8_dynamic": "ok"}
