@@ -27,6 +27,11 @@ SMALL = ["export.prefill_lens=[8,32]", "export.kv_cache_max=128", "export.check_
          "eval.ctx=64", "eval.max_windows=3"]
 
 
+# The recipes' eval bounds are SmolLM2's (real weights); a tiny random model's near-flat logits flip their argmax
+# under int8 far more often, so the small-variant runs of quantized recipes here measure without them.
+NO_RECIPE_BOUNDS = ["quant.eval.max_kld=null", "quant.eval.max_dppl_ratio=null", "quant.eval.min_same_top=null"]
+
+
 def test_metrics_of_a_hand_computed_case():
     """Two positions over a vocabulary of two. 1: reference p = (3/4, 1/4), flatbuffer q = (1/4, 3/4), target 0:
     KL = 3/4 ln 3 + 1/4 ln(1/3) = ln(3)/2, argmaxes differ, Δp = -1/2. 2: both (4/5, 1/5), target 1: KL 0, same."""
@@ -240,7 +245,7 @@ def test_sweep_with_eval_writes_a_scoreboard(small, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "zoo", "-m", "model=tinyllama", "variant=small", "quant=none,int8_dynamic",
          f"model.tokenizer.source={run.parent / 'tok'}", *SMALL, "eval.enabled=true", "eval.max_windows=2",
-         f"hydra.sweep.dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
+         *NO_RECIPE_BOUNDS, f"hydra.sweep.dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("eval PASS: PPL ") == 2  # each job's eval line
