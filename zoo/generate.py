@@ -7,7 +7,6 @@ without the `generate.` prefix. Generates from the flatbuffer of that config, ex
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import GROUPS, GenerateConfig, ZooConfig, composition_error, load
 from zoo.errors import ConfigError, guarded
+from zoo.runtime.model import exit_quietly
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
@@ -59,9 +59,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    code = guarded("zoo.generate", lambda: main(sys.argv[1:]), sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()  # LiteRT's process-wide environment logs its teardown at exit: the last line stays ours
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    sys.exit(code)
+    exit_quietly(guarded("zoo.generate", lambda: main(sys.argv[1:]), sys.argv[1:]))

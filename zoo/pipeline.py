@@ -211,6 +211,14 @@ def bench(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
     return section
 
 
+def evaluate(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
+    """The flatbuffer on real text against transformers fp32 (zoo/eval/); raises EvalFailed past the recipe's
+    `quant.eval` bounds."""
+    from zoo.eval import run_eval
+
+    return run_eval(cfg, path, loaded.checkpoint, loaded.tokenizer, report)
+
+
 def seed_everything(seed: int) -> None:
     """Every job starts from the same random state, whatever ran before it in the process."""
     random.seed(seed)
@@ -219,13 +227,13 @@ def seed_everything(seed: int) -> None:
 
 
 def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
-    """One job: load, verify, export, check, bench; report.json is written even when a stage fails.
+    """One job: load, verify, export, check, eval, bench; report.json is written even when a stage fails.
 
     `cache` (zoo/jobcache.py) lets jobs of a sweep in one process share the checkpoint and the gate's verdict.
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    stages = 4 + 2 * cfg.export.enabled + (cfg.export.enabled and cfg.bench.enabled)
+    stages = 4 + 2 * cfg.export.enabled + cfg.export.enabled * (cfg.bench.enabled + cfg.eval.enabled)
     report = Report(run_dir / "report.json", progress(total=stages, desc=f"zoo {cfg.model.name}", unit="stage"))
     report["variant"] = cfg.variant.value
     report["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
@@ -233,10 +241,16 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
     try:
         loaded = load_model(cfg, resolve_checkpoint(cfg, report, cache), report)
         verify(cfg, loaded, report, cache)
+        if cfg.quant.candidates and cfg.export.enabled:  # quant=auto: the job goes on with the chosen recipe
+            from zoo.eval.auto import choose
+
+            cfg = choose(cfg, loaded, run_dir, report)
         if cfg.export.enabled:
             with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
                 path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
                 check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)
+                if cfg.eval.enabled:
+                    evaluate(cfg, loaded, path, report)
                 if cfg.export.bundles:
                     from zoo.bundle import bundle
 

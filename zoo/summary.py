@@ -22,11 +22,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from zoo.errors import InputError, guarded
+from zoo.eval.scoreboard import EVAL_KEYS, eval_columns, write_scoreboard
 from zoo.files import write_atomic
 
 COLUMNS = ["job", "status", "model", "quant", "kv_cache_max", "prefill_lens", "size_mb", "golden_max_abs_diff",
            "check_top1", "check_kl", "prefill_tok_s", "decode_tok_s", "decode_loop_tok_s", "ttft_ms",
-           "runtime_peak_rss_mib", "convert_peak_rss_gib", "convert_s", "error"]
+           "runtime_peak_rss_mib", "convert_peak_rss_gib", "convert_s", "bits_per_weight", *EVAL_KEYS, "error"]
 PLOTS = {"decode_tok_s": "decode tok/s (runtime, invoke only)", "size_mb": "file size (MB)"}
 
 
@@ -62,6 +63,7 @@ def job_row(sweep_dir: Path, job: Path) -> dict:
         "runtime_peak_rss_mib": bench["runtime_peak_rss_bytes"] / 2**20 if "runtime_peak_rss_bytes" in bench else None,
         "convert_peak_rss_gib": exp["convert_peak_rss_bytes"] / 2**30 if "convert_peak_rss_bytes" in exp else None,
         "convert_s": exp.get("convert_seconds"),
+        **eval_columns(report),
         "error": report.get("error", "").splitlines()[0][:300] if report.get("error") else None,
     }
 
@@ -90,11 +92,12 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
-    head = ["overrides", "status", "size MB", "golden diff", "top-1", "KL", "prefill tok/s", "decode tok/s",
-            "decode tok/s (loop)", "TTFT ms", "runtime RSS MiB", "convert RSS GiB", "convert s"]
-    keys = ["overrides", "status", "size_mb", "golden_max_abs_diff", "check_top1", "check_kl", "prefill_tok_s",
-            "decode_tok_s", "decode_loop_tok_s", "ttft_ms", "runtime_peak_rss_mib", "convert_peak_rss_gib",
-            "convert_s"]
+    head = ["overrides", "status", "size MB", "golden diff", "top-1", "KL", "eval PPL ratio", "eval KLD",
+            "eval same top", "prefill tok/s", "decode tok/s", "decode tok/s (loop)", "TTFT ms", "runtime RSS MiB",
+            "convert RSS GiB", "convert s"]
+    keys = ["overrides", "status", "size_mb", "golden_max_abs_diff", "check_top1", "check_kl", "eval_ppl_ratio",
+            "eval_kld_mean", "eval_same_top", "prefill_tok_s", "decode_tok_s", "decode_loop_tok_s", "ttft_ms",
+            "runtime_peak_rss_mib", "convert_peak_rss_gib", "convert_s"]
     failed = [r for r in rows if r["status"] != "ok"]
     common, own = varying(rows)
     statuses = ("ok", "failed", "interrupted", "no report")
@@ -159,6 +162,7 @@ def write_summary(sweep_dir: Path) -> dict[str, Path]:
     for key, label in PLOTS.items():
         if plot(rows, key, label, sweep_dir / f"{key}.png"):
             written[key] = sweep_dir / f"{key}.png"
+    written.update(write_scoreboard(rows, sweep_dir))
     return written
 
 

@@ -199,7 +199,12 @@ class Attention(nn.Module):
         scores = torch.matmul(q * self.scale, keys_t)
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
-        mask = attention_mask(input_pos, slots, self.window) if mask is None else mask[..., :n]  # [1, 1, T, S]
+        if mask is None:
+            mask = attention_mask(input_pos, slots, self.window)  # [1, 1, T, S]
+        else:  # the input is the causal mask (one for every layer, as LiteRT-LM feeds it): a local layer keeps its
+            mask = mask[..., :n]  # window by its own mask from input_pos, as litert-torch's Gemma 3 does
+            if self.window is not None:  # a sum: masked twice is -2e9, still exactly 0 after softmax
+                mask = mask + attention_mask(input_pos, slots, self.window)
         # [B, G, groups, T, S] + [1, 1, 1, T, S]: the mask broadcasts over the query groups instead of being tiled
         scores = (scores.view(b, self.num_kv_heads, groups, t, n) + mask[:, :, None]).view(b, self.num_kv_heads, groups * t, n)
         out = torch.matmul(torch.softmax(scores, dim=-1), values)  # [B, G, groups*T, H]

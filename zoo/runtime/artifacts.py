@@ -1,12 +1,12 @@
 """The export cache of `zoo.generate`: one folder per config, `<generate.artifacts>/<model>_<quant>_kv<N>_<hash>/`.
 
 The hash covers everything that shapes the flatbuffer (model, quant, export, variant, seed, golden), not the
-generate section nor threads, so any prompt or sampling setting reuses the same export. A folder counts only once
-its report.json says `ok` and the flatbuffer still has the size and sha256 recorded there (the pipeline writes the
-flatbuffer atomically and the report last); a truncated or edited one is exported again. A complete folder is read
-without writing anything, so a read-only cache works; filling one holds its lock (zoo/files.py), so a second process
-asking for the same export waits and then uses it. The tokenizer is saved next to it (`tokenizer/`) so later runs
-skip the slow GGUF tokenizer conversion.
+generate or eval sections, a recipe's eval bounds nor threads, so any prompt or sampling setting reuses the same
+export. A folder counts only once its report.json says `ok` and the flatbuffer still has the size and sha256
+recorded there (the pipeline writes the flatbuffer atomically and the report last); a truncated or edited one is
+exported again. A complete folder is read without writing anything, so a read-only cache works; filling one holds
+its lock (zoo/files.py), so a second process asking for the same export waits and then uses it. The tokenizer is
+saved next to it (`tokenizer/`) so later runs skip the slow GGUF tokenizer conversion.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from zoo.config import GenerateConfig, ZooConfig
+from zoo.config import EvalBounds, EvalConfig, GenerateConfig, ZooConfig
 from zoo.files import atomic_path, locked, remove_stale, write_atomic
 from zoo.report import unfinished
 from zoo.runtime.generate import Generator
@@ -25,7 +25,8 @@ from zoo.runtime.tokenizer import checkpoint_file, special_ids, tokenizer_from
 
 
 def config_hash(cfg: ZooConfig) -> str:
-    shaping = replace(cfg, generate=GenerateConfig(), threads=0)
+    shaping = replace(cfg, generate=GenerateConfig(), eval=EvalConfig(), quant=replace(cfg.quant, eval=EvalBounds()),
+                      threads=0)
     text = OmegaConf.to_yaml(OmegaConf.structured(shaping))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 

@@ -66,6 +66,14 @@ def cache_layout(k_shape: tuple, v_shape: tuple) -> KVLayout | None:
     return None
 
 
+def exit_quietly(code: int) -> None:
+    """Exit with `code` after our last line: LiteRT's process-wide environment logs its teardown to fd 2 at exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(code)
+
+
 class LiteModel:
     """One flatbuffer's `prefill_{T}` and `decode` signatures over one KV cache held in LiteRT tensor buffers.
 
@@ -145,6 +153,11 @@ class LiteModel:
             outputs={n: self._held.cache.get(n) or self._held.model.create_output_buffer_by_name(name, n) for n in outs},
             mask_shape=mask_shape, offsets=offsets,
             logits_shape=tuple(outs["logits"]["shape"]) if "logits" in outs else None)
+
+    def logits_positions(self, signature: str) -> int:
+        """How many positions of a call `signature` returns logits for (T with prefill_logits all, 1, or 0)."""
+        shape = self._held.sigs[signature].logits_shape
+        return 0 if shape is None else shape[-2]
 
     def reset(self) -> None:
         """An empty cache (fresh buffers are not zeroed)."""

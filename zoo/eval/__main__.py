@@ -1,0 +1,68 @@
+"""`python -m zoo.eval FILE.tflite [key=value ...]`: evaluate any exported flatbuffer.
+
+The entry, recipe and export settings are the run's own, read from the report.json next to the file; overrides
+(e.g. `eval.ctx=256`, `eval.text=PATH`, `quant.eval.max_kld=0.01`) change that config. Prints the eval line and
+records the section as `eval` in that report.json (nothing is written when the eval cannot run); exit status 2 on
+bad input or a missed bound (zoo/errors.py).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from zoo.checkpoint import resolve
+from zoo.config import ConfigError, ZooConfig, validate
+from zoo.errors import EvalError, EvalFailed, guarded
+from zoo.eval.stage import eval_line, run_eval
+from zoo.files import write_atomic
+from zoo.report import Report
+from zoo.runtime.model import exit_quietly
+from zoo.runtime.tokenizer import load_tokenizer
+
+
+def run_config(path: Path, overrides: list[str]) -> tuple[ZooConfig, dict]:
+    """The config the flatbuffer was made with (its report's), with `overrides` applied, and that report."""
+    if not path.is_file():
+        raise EvalError(f"{path}: no such flatbuffer")
+    report_path = path.parent / "report.json"
+    if not report_path.is_file():
+        raise EvalError(f"{path.name}: no report.json next to it to say which entry made it")
+    report = json.loads(report_path.read_text())
+    if "config" not in report:
+        raise EvalError(f"{report_path}: has no resolved config")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ZooConfig), report["config"], OmegaConf.from_dotlist(overrides))
+        cfg: ZooConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"override: {str(err).splitlines()[0]}") from None
+    validate(cfg, str(report_path))
+    return cfg, report
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    cfg, saved = run_config(path, argv[1:])
+    checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
+    report = Report(path.parent / "report.json")
+    try:
+        run_eval(cfg, path, checkpoint, load_tokenizer(cfg.model.tokenizer, checkpoint), report)
+    except EvalFailed:
+        print(eval_line(saved["eval"]))
+        raise
+    finally:
+        if "eval" in report.data:  # measured (within bounds or not): recorded in the run's report
+            saved["eval"] = report["eval"]
+            write_atomic(report.path, json.dumps(saved, indent=2, default=str) + "\n")
+    print(eval_line(report["eval"]))
+    return 0
+
+
+if __name__ == "__main__":
+    exit_quietly(guarded("zoo.eval", lambda: main(sys.argv[1:]), sys.argv[1:]))

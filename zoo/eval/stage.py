@@ -1,0 +1,94 @@
+"""The eval stage: measure a flatbuffer on real text against transformers fp32 (per model kind), gate it by the
+recipe's bounds (`quant.eval`), and say it in one line."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from zoo.checkpoint import Checkpoint
+from zoo.config import EvalBounds, Kind, ZooConfig
+from zoo.eval.metrics import summarize
+from zoo.errors import EvalFailed
+from zoo.eval.text import load_text, tokens_of
+from zoo.report import Report
+
+
+def measure(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer) -> dict:
+    """The eval section of the report: the figures of the entry's kind, what was read and how it was cut."""
+    from zoo.eval.decoder import decoder_scores
+    from zoo.eval.encoders import encoder_figures, seq2seq_scores
+    from zoo.golden import reference_model
+
+    kind = Kind(cfg.model.kind)
+    text = load_text(cfg.eval)
+    tokens = tokens_of(text, tokenizer) if kind is not Kind.encoder else []
+    start = time.perf_counter()
+    hf = reference_model(cfg.model.reference, checkpoint)
+    section = {"kind": kind.value, "text": cfg.eval.text, "bytes": [cfg.eval.start, cfg.eval.end],
+               "text_tokens": len(tokens), "file": str(path),
+               "ctx": cfg.eval.ctx if kind is Kind.decoder else min(cfg.eval.ctx, cfg.export.encoder_len,
+                                                                    cfg.export.kv_cache_max)}
+    if kind is Kind.encoder:
+        section.update(encoder_figures(cfg, path, hf, text, tokenizer))
+    else:
+        scores_of = decoder_scores if kind is Kind.decoder else seq2seq_scores
+        scores, section["windows"] = scores_of(cfg, path, hf, tokens)
+        section.update(summarize(scores))
+    section["measure_seconds"] = time.perf_counter() - start
+    return section
+
+
+BOUNDS = {  # bound field -> (figure, is the figure allowed above the bound, name in messages)
+    "max_kld": ("kld_mean", False, "mean KLD"),
+    "max_kld_p99": ("kld_p99", False, "99th-percentile KLD"),
+    "max_dppl_ratio": ("ppl_ratio", False, "PPL ratio"),
+    "min_same_top": ("same_top", True, "same top"),
+    "min_cosine": ("cosine_mean", True, "mean embedding cosine"),
+}
+
+
+def eval_failures(section: dict, bounds: EvalBounds) -> list[str]:
+    """One line per bound the figures miss, with the margin; a bound on a figure the kind has not measured is
+    not applicable."""
+    out = []
+    for key, (figure, lower, name) in BOUNDS.items():
+        bound = getattr(bounds, key)
+        if bound is None or figure not in section:
+            continue
+        value = section[figure]
+        if (value < bound) if lower else (value > bound):
+            out.append(f"{name} {value:.6g} {'below' if lower else 'above'} bound {bound:g} by {abs(value - bound):.3g} "
+                       f"({abs(value - bound) / abs(bound):.1%})")
+    return out
+
+
+def run_eval(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer, report: Report) -> dict:
+    """Measure in a timed stage (time, peak RSS), record `eval` in the report, raise EvalFailed past a bound.
+    Input the eval cannot take raises EvalError first and leaves no eval section."""
+    with report.stage("eval"):
+        section = measure(cfg, path, checkpoint, tokenizer)
+    timing = report["timings"]["eval"]
+    section["seconds"], section["peak_rss_bytes"] = timing["seconds"], timing["peak_rss_bytes"]
+    failures = eval_failures(section, cfg.quant.eval)
+    section["bounds"] = {k: v for k, v in vars(cfg.quant.eval).items() if v is not None}
+    section["passed"], section["failures"] = not failures, failures
+    report["eval"] = section
+    if failures:
+        raise EvalFailed(f"eval of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures))
+    return section
+
+
+def eval_line(section: dict) -> str:
+    """The eval in one line, llama.cpp's figures first."""
+    verdict = "PASS" if section.get("passed", True) else "FAIL"
+    took = f"{section['seconds']:.0f} s, peak RSS {section['peak_rss_bytes'] / 2**30:.2f} GiB"
+    if section["kind"] == "encoder":
+        return (f"eval {verdict} over {section['sentences']} sentences: embedding cosine vs transformers mean "
+                f"{section['cosine_mean']:.5f} (std {section['cosine_std']:.2e}, min {section['cosine_min']:.5f}); "
+                f"{took}")
+    s = section
+    return (f"eval {verdict}: PPL {s['ppl']:.3f} ± {s['ppl_se']:.3f} (transformers {s['ppl_ref']:.3f} ± "
+            f"{s['ppl_ref_se']:.3f}; ΔPPL {s['dppl']:+.3f} ± {s['dppl_se']:.3f}, ratio {s['ppl_ratio']:.4f}), KLD mean "
+            f"{s['kld_mean']:.4g} median {s['kld_median']:.3g} p99 {s['kld_p99']:.3g} max {s['kld_max']:.3g}, same top "
+            f"{s['same_top']:.1%}, RMS Δp {s['rms_dp']:.2%}; {s['tokens']} tokens in {s['windows']} windows of "
+            f"{s['ctx']}; {took}")
