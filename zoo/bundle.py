@@ -125,15 +125,28 @@ def task(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     return out
 
 
-MAKERS = {Bundle.litertlm: (litertlm, ".litertlm"), Bundle.task: (task, ".task")}
+def web(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
+    """`out/`, a folder the browser runs (zoo/web/bundle.py): `python -m zoo.web out/` serves it."""
+    from zoo.web.bundle import web as make
+
+    return make(cfg, tflite, tokenizer, out)
+
+
+# kind -> (maker, output: a suffix replacing the flatbuffer's, or a folder name next to it)
+MAKERS = {Bundle.litertlm: (litertlm, ".litertlm"), Bundle.task: (task, ".task"), Bundle.web: (web, "web")}
+
+
+def size_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def bundle(cfg: ZooConfig, tflite: Path, tokenizer, report: Report) -> list[Path]:
     """The pipeline's bundle stage: each of `export.bundles` next to the checked flatbuffer, listed in the report."""
-    paths = []
+    paths = {}
     with report.stage("bundle"):
         for kind in cfg.export.bundles:
-            make, suffix = MAKERS[kind]
-            paths.append(make(cfg, tflite, tokenizer, tflite.with_suffix(suffix)))
-    report["bundles"] = {p.suffix.lstrip("."): {"path": str(p), "size_bytes": p.stat().st_size} for p in paths}
-    return paths
+            make, out = MAKERS[kind]
+            paths[kind.value] = make(cfg, tflite, tokenizer,
+                                     tflite.with_suffix(out) if out.startswith(".") else tflite.parent / out)
+    report["bundles"] = {k: {"path": str(p), "size_bytes": size_bytes(p)} for k, p in paths.items()}
+    return list(paths.values())

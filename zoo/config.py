@@ -287,6 +287,7 @@ class PrefillLogits(enum.Enum):
 class Bundle(enum.Enum):
     litertlm = "litertlm"  # LiteRT-LM (zoo/bundle.py); needs kv_layout=transposed and mask_as_input=true
     task = "task"  # MediaPipe LLM Inference; needs a SentencePiece tokenizer
+    web = "web"  # a folder the browser runs with LiteRT.js (zoo/web/): `python -m zoo.web DIR` serves it
 
 
 @dataclass
