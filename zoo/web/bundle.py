@@ -19,19 +19,8 @@ from pathlib import Path
 from zoo.bundle import BundleError, prompt_affixes, save_tokenizer
 from zoo.config import ZooConfig
 from zoo.runtime.tokenizer import special_ids
+from zoo.web.files import MANIFEST, NODE_MODULES, PAGE, TOKENIZER, VENDOR
 
-HERE = Path(__file__).resolve().parent
-PAGE = HERE / "page"
-NODE_MODULES = HERE / "node_modules"
-# bundle path -> file of the npm packages (single-threaded wasm: relaxed-SIMD build and the compat fallback)
-VENDOR = {
-    "vendor/litertjs-core.js": "@litertjs/core/dist/index.js",
-    "vendor/litertjs-wasm-utils.js": "@litertjs/wasm-utils/dist/index.js",
-    "vendor/tokenizers.mjs": "@huggingface/tokenizers/dist/tokenizers.min.mjs",
-    **{f"litert/litert_wasm{kind}_internal.{ext}": f"@litertjs/core/wasm/litert_wasm{kind}_internal.{ext}"
-       for kind in ("", "_compat") for ext in ("js", "wasm")},
-}
-MANIFEST = "zoo-web.json"
 HEAP_LIMIT = 2**31  # wasm32 LiteRT.js: 2 GiB
 HEAP_RUNTIME = 64 * 2**20  # LiteRT.js' own code, XNNPACK's workspace, activations
 
@@ -90,14 +79,14 @@ def web(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     heap = check_heap(cfg, tflite)
     if missing := missing_vendor():
         raise BundleError(f"LiteRT.js is not installed ({NODE_MODULES / missing[0]} is missing): run "
-                             f"`npm ci --prefix {HERE}` (setup.sh does)")
+                             f"`npm ci --prefix {NODE_MODULES.parent}` (setup.sh does)")
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(PAGE, tmp)
     for dst, src in VENDOR.items():
         link_or_copy(NODE_MODULES / src, tmp / dst)
     link_or_copy(tflite, tmp / tflite.name)
-    save_tokenizer(tokenizer, tmp / "tokenizer")
+    save_tokenizer(tokenizer, tmp / TOKENIZER)
     (tmp / MANIFEST).write_text(json.dumps(manifest(cfg, tflite, tokenizer, heap), indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

@@ -7,7 +7,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from zoo.web.bundle import MANIFEST, VENDOR
+from zoo.web.files import MANIFEST, TOKENIZER, VENDOR
 
 HOST = "127.0.0.1"
 
@@ -24,7 +24,7 @@ def check_bundle(folder: Path) -> dict:
     if not (folder / MANIFEST).is_file():
         raise BundleNotServable(f"{folder}: not a web bundle (no {MANIFEST})")
     manifest = json.loads((folder / MANIFEST).read_text())
-    needed = [manifest["file"], "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "index.html", *VENDOR]
+    needed = [manifest["file"], f"{TOKENIZER}/tokenizer.json", f"{TOKENIZER}/tokenizer_config.json", "index.html", *VENDOR]
     if missing := [name for name in needed if not (folder / name).is_file()]:
         raise BundleNotServable(f"{folder}: incomplete web bundle, missing {', '.join(missing)}")
     return manifest
