@@ -98,6 +98,8 @@ async function main() {
         seed: Number($("seed").value) };
       const result = await generate(zoo, $("prompt").value, { maxNewTokens: Number($("max").value), sampling,
         onText: (s) => { $("answer").textContent += s; } });
+      window.zoo.last = { prefillTps: result.stats.prefillTps, decodeTps: result.stats.decodeTps,
+        line: result.stats.line() };
       $("stats").textContent = `prefill ${result.stats.promptTokens} tokens: ${result.stats.prefillTps.toFixed(0)} ` +
         `tok/s · decode ${result.stats.newTokens} tokens: ${result.stats.decodeTps.toFixed(1)} tok/s ` +
         `(stop: ${result.stats.stop})`;
