@@ -15,7 +15,7 @@ from conftest import ROOT, compose_cfg
 from web_browser import browser, bundle_page, floats
 from zoo import pipeline
 from zoo.bundle import BundleError
-from zoo.config import SamplingConfig
+from zoo.config import ConfigError, SamplingConfig
 from zoo.runtime.generate import Generator, stream
 from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import checkpoint_file, encode_prompt, special_ids, tokenizer_from
@@ -189,6 +189,11 @@ def test_a_model_too_large_for_the_wasm_heap_is_refused_in_one_line(tiny, tmp_pa
     with pytest.raises(BundleError, match=r"big.tflite: a web bundle would need ~[0-9.]+ GiB of WASM heap") as err:
         check_heap(cfg, big)
     assert "\n" not in str(err.value)
+
+
+def test_web_bundle_config_errors_come_before_export():
+    with pytest.raises(ConfigError, match="web runs a decoder's prefill/decode loop; t5_small is encoder_decoder"):
+        compose_cfg(["model=t5_small", "export.bundles=[web]"])
 
 
 def zoo_web(*args) -> subprocess.CompletedProcess:

@@ -536,6 +536,8 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
                                                   or not cfg.export.mask_as_input):
         raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
                           "(use export=litertlm)")
+    if Bundle.web in cfg.export.bundles and kind is not Kind.decoder:
+        raise ConfigError(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.value}")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":
         raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
     if kind is not Kind.encoder and cfg.export.kv_cache_max > arch.max_positions:  # an encoder has no KV cache
