@@ -39,7 +39,7 @@ def browser():
 
 
 @contextlib.contextmanager
-def bundle_page(context, folder: Path):
+def bundle_page(context, folder: Path, query: str = ""):
     """The bundle served on 127.0.0.1 and open in a page, once `window.zoo` is ready; `page.foreign` lists every
     request that left the server, `page.errors` the page's uncaught errors."""
     httpd, url = start(folder)
@@ -48,7 +48,7 @@ def bundle_page(context, folder: Path):
     page.on("request", lambda r: None if r.url.startswith(url) else page.foreign.append(r.url))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     try:
-        page.goto(url)
+        page.goto(url + query)
         page.wait_for_function("window.zoo !== undefined || document.getElementById('status').className === 'error'",
                                timeout=LOAD_TIMEOUT_MS)
         assert page.evaluate("window.zoo !== undefined"), page.inner_text("#status")
