@@ -198,7 +198,9 @@ def test_smollm2_int8_answers_paris_in_the_page(smollm2_int8, chromium):
         page.fill("#prompt", E2E_PROMPT)
         page.fill("#max", "32")
         page.click("#go")
-        page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=600_000)
+        page.wait_for_function("['done', 'error'].includes(document.getElementById('status').textContent) || "
+                               "document.getElementById('status').className === 'error'", timeout=600_000)
+        assert page.inner_text("#status") == "done", page.inner_text("#status")
         answer, last = page.inner_text("#answer"), page.evaluate("zoo.last")
         heap = page.evaluate("zoo.heapBytes()")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
