@@ -6,6 +6,8 @@ LiteRT-LM needs the transposed KV layout and the mask as an input (`export=liter
 
 `.task` (MediaPipe LLM Inference) with MediaPipe's own bundler (`mediapipe==0.10.35`, the last release that ships
 it): only for tokenizers with a SentencePiece model, which is all that bundler accepts.
+
+`web/` (zoo/web/): a folder with the flatbuffer, the tokenizer, a page and LiteRT.js, served by `python -m zoo.web`.
 """
 from __future__ import annotations
 
