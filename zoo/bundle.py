@@ -6,6 +6,8 @@ LiteRT-LM needs the transposed KV layout and the mask as an input (`export=liter
 
 `.task` (MediaPipe LLM Inference) with MediaPipe's own bundler (`mediapipe==0.10.35`, the last release that ships
 it): only for tokenizers with a SentencePiece model, which is all that bundler accepts.
+
+`web/` (zoo/web/): a folder with the flatbuffer, the tokenizer, a page and LiteRT.js, served by `python -m zoo.web`.
 """
 from __future__ import annotations
 
@@ -116,15 +118,30 @@ def task(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     return out
 
 
-MAKERS = {Bundle.litertlm: (litertlm, ".litertlm"), Bundle.task: (task, ".task")}
+def web(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
+    """`out/`, a folder the browser runs (zoo/web/bundle.py): `python -m zoo.web out/` serves it."""
+    from zoo.web.bundle import web as make
+
+    return make(cfg, tflite, tokenizer, out)
+
+
+# kind -> (maker, output: a suffix replacing the flatbuffer's, or a folder name next to it)
+MAKERS = {Bundle.litertlm: (litertlm, ".litertlm"), Bundle.task: (task, ".task"), Bundle.web: (web, "web")}
+
+
+def size_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def bundle(cfg: ZooConfig, tflite: Path, tokenizer, report: Report) -> list[Path]:
     """The pipeline's bundle stage: each of `export.bundles` next to the checked flatbuffer, listed in the report."""
-    paths = []
+    paths = {}
     with report.stage("bundle"):
         for kind in cfg.export.bundles:
-            make, suffix = MAKERS[kind]
-            paths.append(make(cfg, tflite, tokenizer, tflite.with_suffix(suffix)))
-    report["bundles"] = {p.suffix.lstrip("."): {"path": str(p), **digest(p)} for p in paths}
-    return paths
+            make, out = MAKERS[kind]
+            paths[kind.value] = make(cfg, tflite, tokenizer,
+                                     tflite.with_suffix(out) if out.startswith(".") else tflite.parent / out)
+    # a file's record carries its hash (zoo/files.py); the web bundle is a folder: its size
+    report["bundles"] = {k: {"path": str(p), **(digest(p) if p.is_file() else {"size_bytes": size_bytes(p)})}
+                         for k, p in paths.items()}
+    return list(paths.values())

@@ -312,6 +312,7 @@ class PrefillLogits(enum.Enum):
 class Bundle(enum.Enum):
     litertlm = "litertlm"  # LiteRT-LM (zoo/bundle.py); needs kv_layout=transposed and mask_as_input=true
     task = "task"  # MediaPipe LLM Inference; needs a SentencePiece tokenizer
+    web = "web"  # a folder the browser runs with LiteRT.js (zoo/web/): `python -m zoo.web DIR` serves it
 
 
 @dataclass
@@ -631,6 +632,8 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
                                                   or not cfg.export.mask_as_input):
         raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
                           "(use export=litertlm)")
+    if Bundle.web in cfg.export.bundles and kind is not Kind.decoder:
+        raise ConfigError(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.value}")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":
         raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
     problem = sampling_problem(cfg.generate.sampling)
