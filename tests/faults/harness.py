@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny random model with a short cache: a whole run (gate, export, check) in well under a minute.
 SMALL = ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[16]"]
-ERROR_LINE = re.compile(r"^zoo(\.\w+)?: (error|internal error|interrupted) \[(\w+)\]: (.+)$")
+ERROR_LINE = re.compile(r"^zoo(\.\w+)*: (error|internal error|interrupted) \[(\w+)\]: (.+)$")
 # zoo/files.py's `.<name>.zoo-tmp-<pid>`, and the ad-hoc names writers used before it (none may come back)
 TEMP_NAMES = re.compile(r"\.zoo-tmp-\d+$|\.tmp$|\.tmp\.|^\.export\.|\.parts$")
 

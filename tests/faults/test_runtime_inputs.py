@@ -71,8 +71,8 @@ def generate_cache(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(("args", "code", "fragments"), [
-    (["prompt="], "input", ["empty prompt"]),
-    (["prompt=hello"], "input", ["no tokenizer", "token ids"]),
+    (["prompt=", "max_new_tokens=8"], "input", ["empty prompt"]),
+    (["prompt=hello", "max_new_tokens=8"], "input", ["no tokenizer", "token ids"]),
     (["max_new_tokens=1000", "prompt=hello"], "config", ["max_new_tokens=1000", "below export.kv_cache_max=64"]),
 ], ids=["empty_prompt", "text_without_tokenizer", "past_context"])
 def test_generate_refuses_bad_prompts(generate_cache, tmp_path, args, code, fragments):
@@ -84,6 +84,6 @@ def test_mismatched_tokenizer_is_refused_before_export(tmp_path):
     """MiniLM's 30522-token tokenizer on a 512-token model: refused before the gate, nothing exported."""
     tokenizer = Path(shutil.copytree(MINILM_TOKENIZER, tmp_path / "tokenizer"))
     result = run("zoo.generate", *SMALL, f"model.tokenizer.source={tokenizer}", f"artifacts={tmp_path / 'cache'}",
-                 "prompt=hello", cwd=tmp_path)
+                 "prompt=hello", "max_new_tokens=8", cwd=tmp_path)
     assert_user_error(result, "config", "30522 tokens", "vocabulary is 512")
     assert not list((tmp_path / "cache").rglob("*.tflite"))

@@ -108,5 +108,6 @@ if __name__ == "__main__":
     import sys
 
     from zoo.errors import guarded
+    from zoo.runtime.model import exit_quietly
 
-    sys.exit(guarded("zoo.runtime.speed", lambda: main(sys.argv[1:]), sys.argv[1:]))
+    exit_quietly(guarded("zoo.runtime.speed", lambda: main(sys.argv[1:]), sys.argv[1:]))
