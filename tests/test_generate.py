@@ -152,7 +152,7 @@ def test_cli_streams_text_and_prints_speed(small, tmp_path):
 
 @pytest.mark.parametrize(("args", "line"), [
     (["prompt="], "zoo.generate: error [input]: empty prompt: give some text (generate.prompt=...) or token ids"),
-    (["prompt=hi", "max_new_tokens=500"], "zoo.generate: error [input]: prompt of 18 tokens + max_new_tokens=500 = 518 "
+    (["prompt=hi", "max_new_tokens=120"], "zoo.generate: error [input]: prompt of 18 tokens + max_new_tokens=120 = 138 "
      "exceeds kv_cache_max=128 of tinyllama_none_kv128.tflite: shorten the prompt, lower generate.max_new_tokens "
      "or export with a larger export.kv_cache_max"),
     (["prompt=hi", "prefill_lens=[16]"], "zoo.generate: error [input]: prefill_16 is not a signature of "
