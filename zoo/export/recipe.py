@@ -30,8 +30,10 @@ def component_of(name: str) -> Optional[str]:
 
 
 def weight_names(model: nn.Module) -> list[str]:
-    """Module paths of the model's weight ops (matrices and tables)."""
-    return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Embedding))]
+    """Module paths of the model's weight ops (matrices and tables); a tied lm_head (`lm_head` None, the table
+    reused by F.linear) is still an op the exporter scopes as `lm_head`."""
+    names = [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Embedding))]
+    return names + (["lm_head"] if hasattr(model, "lm_head") and model.lm_head is None else [])
 
 
 def check_recipe(recipe: QuantConfig, model: nn.Module, model_name: str) -> None:
