@@ -26,7 +26,7 @@ CASES = user_error_cases(
     ("hadamard_block", [*SMALL, "quant=int8_dynamic", "quant.hadamard_max=48"], "config", ["power of two"]),
     ("hadamard_regex", [*SMALL, "quant=int8_dynamic", "quant.hadamard=['(']"], "config", ["not a regex"]),
     ("recipe_for_another_kind", ["model=t5_small", "variant=small", "quant=int8_dynamic"], "config",
-     ["qkv_proj", "matches no weight of t5_small"]),
+     ["qkv_proj", "match no weight of t5_small"]),
     ("temperature", ["generate.sampling.temperature=-1"], "config", ["sampling.temperature", "-1"]),
     ("top_p", ["generate.sampling.top_p=1.5"], "config", ["top_p"]),
     ("top_k", ["generate.sampling.top_k=-2"], "config", ["top_k"]),

@@ -48,12 +48,14 @@ def check_recipe(recipe: QuantConfig, model: nn.Module, model_name: str) -> None
     example = f"its weights are named like {', '.join(names[:4])}"
     for pattern in recipe.hadamard:
         try:
-            found = any(re.search(pattern, n) for n in names)
+            re.compile(pattern)
         except re.error as err:
             raise ConfigError(f"{where}: quant.hadamard pattern {pattern!r} is not a regex ({err})") from None
-        if not found:
-            raise ConfigError(f"{where}: quant.hadamard pattern {pattern!r} matches no weight of {model_name} "
-                              f"({example}): fix the pattern or drop it (quant.hadamard=[] rotates nothing)")
+    # A recipe names the matrices of several families (gate_up_proj, up_proj ...): each pattern need not match every
+    # model, but a list that rotates nothing of this one is a mistake (a typo, or another kind's names).
+    if recipe.hadamard and not any(re.search(p, n) for p in recipe.hadamard for n in names):
+        raise ConfigError(f"{where}: quant.hadamard patterns {recipe.hadamard} match no weight of {model_name} "
+                          f"({example}): fix the patterns or drop them (quant.hadamard=[] rotates nothing)")
     for component in COMPONENTS:
         if getattr(recipe.components, component) is not None and not any(component_of(n) == component for n in names):
             raise ConfigError(f"{where}: quant.components.{component} selects no weight of {model_name} (pattern "
