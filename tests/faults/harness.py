@@ -7,7 +7,6 @@ half-written under a final name and nothing earlier lost.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys

@@ -16,7 +16,6 @@ process or is ever read for another file's weights.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tempfile
