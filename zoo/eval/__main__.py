@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     try:
         run_eval(cfg, path, checkpoint, load_tokenizer(cfg.model.tokenizer, checkpoint), report)
     except EvalFailed:
-        print(eval_line(saved["eval"]))
+        print(eval_line(report["eval"]))
         raise
     finally:
         if "eval" in report.data:  # measured (within bounds or not): recorded in the run's report

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import ConfigError, QuantConfig, ZooConfig
 from zoo.files import write_atomic
-from zoo.report import Report
+from zoo.report import Report, unfinished
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -44,11 +44,11 @@ def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
 def cached_export(cfg: ZooConfig, loaded) -> Path:
     """The candidate's flatbuffer from the export cache, or exported into it now (report.json `ok` marks it)."""
     from zoo.pipeline import artifact_path, export
-    from zoo.runtime.artifacts import artifact_dir, is_complete
+    from zoo.runtime.artifacts import artifact_dir
 
     folder = artifact_dir(cfg)
     path = artifact_path(cfg, folder)
-    if not is_complete(folder):
+    if unfinished(folder) is not None:
         report = Report(folder / "report.json")
         report["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
         export(cfg, loaded.model, path, report)
