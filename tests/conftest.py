@@ -8,10 +8,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo.config import CONF_DIR as CONF
 from zoo.config import Kind, ZooConfig, composition_error, load
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 GOLDEN = ROOT / "golden"
 ENTRIES = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
@@ -31,7 +31,7 @@ def compose_cfg(overrides: list[str], search_path: Path | None = None) -> ZooCon
 
 @pytest.fixture(params=ENTRIES)
 def entry(request) -> str:
-    """Every YAML in conf/model/: a new entry is tested without touching test code."""
+    """Every YAML in zoo/conf/model/: a new entry is tested without touching test code."""
     return request.param
 
 
@@ -42,5 +42,5 @@ def entries_of(*kinds: Kind) -> list[str]:
 
 @pytest.fixture(params=entries_of(Kind.decoder))
 def decoder_entry(request) -> str:
-    """Every decoder YAML in conf/model/."""
+    """Every decoder YAML in zoo/conf/model/."""
     return request.param

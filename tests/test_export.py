@@ -1,4 +1,4 @@
-"""The run's export and post-export check stages, for every entry in conf/model/ (small random variants)."""
+"""The run's export and post-export check stages, for every entry in zoo/conf/model/ (small random variants)."""
 from __future__ import annotations
 
 import pytest

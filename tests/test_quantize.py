@@ -1,4 +1,4 @@
-"""Every recipe in conf/quant/ on a small tied-embedding Llama-like .tflite with prefill and decode signatures."""
+"""Every recipe in zoo/conf/quant/ on a small tied-embedding Llama-like .tflite with prefill and decode signatures."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,14 +18,14 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from conftest import compose_cfg
 from zoo.check import check_failures, logit_metrics
-from zoo.config import ComponentModes, QuantConfig, QuantMode
+from zoo.config import CONF_DIR, ComponentModes, QuantConfig, QuantMode
 from zoo.export.bake import write
 from zoo.architectures import build
 from zoo.errors import ConfigError
 from zoo.export.quantize import _plan, quantize
 from zoo.export.recipe import check_recipe
 
-RECIPES = sorted((Path(__file__).parents[1] / "conf" / "quant").glob("*.yaml"))
+RECIPES = sorted((CONF_DIR / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
 HEAD_DIM = DIM // HEADS
 _TYPE = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}

@@ -1,7 +1,7 @@
 """`python -m zoo [group=option ...] [key=value ...]`: compose the config, run the pipeline, print a summary.
 
-Groups: model= (conf/model/), quant= (conf/quant/), export= (conf/export/). `--cfg job` prints the composed
-config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.yaml go.
+Groups: model= (zoo/conf/model/), quant= (zoo/conf/quant/), export= (zoo/conf/export/); your own YAML files in
+./conf/<group>/ join them. `--cfg job` prints the composed config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.yaml go.
 
 In a sweep (`-m`) a job that fails, for any reason, is recorded as failed in its report.json and the sweep goes
 on: Hydra's sweeper re-raises the first failed job's exception after its batch and skips the summary callback, so
@@ -42,7 +42,7 @@ log = logging.getLogger("zoo")
 FAILURE: list[BaseException] = []
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)

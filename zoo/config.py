@@ -445,6 +445,7 @@ def hf_layer_types(pattern, num_layers: int) -> list[str]:
 
 OmegaConf.register_new_resolver("hf_layer_types", hf_layer_types, replace=True)
 
+CONF_DIR = Path(__file__).parent / "conf"  # the packaged config tree; users' own entries come from ./conf (searchpath)
 SCHEMA = "zoo_schema"
 GROUPS = ("model", "quant", "export", "bench", "eval")
 ConfigStore.instance().store(name=SCHEMA, node=ZooConfig)

@@ -14,11 +14,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.config import GROUPS, GenerateConfig, ZooConfig, composition_error, load
+from zoo.config import CONF_DIR, GROUPS, GenerateConfig, ZooConfig, composition_error, load
 from zoo.errors import ConfigError, guarded
 from zoo.runtime.model import exit_quietly
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
 
 
@@ -29,7 +28,7 @@ def overrides(argv: list[str]) -> list[str]:
 
 def compose_config(argv: list[str]) -> ZooConfig:
     args = overrides(argv)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
             raw = compose("config", overrides=args)
         except (HydraException, OmegaConfBaseException) as err:

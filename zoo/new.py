@@ -1,4 +1,5 @@
-"""`python -m zoo.new <config.json> [--name NAME] [--force]`: a draft conf/model/<NAME>.yaml from a HF config.
+"""`python -m zoo.new <config.json> [--name NAME] [--force]`: a draft ./conf/model/<NAME>.yaml from a HF config
+(the working directory's conf/, which `python -m zoo` searches beside its own entries).
 
 The config is read through transformers' own config class (its defaults and legacy RoPE fields standardised), then
 each `arch` field is taken from it; the family YAML supplies the rest (reference class, hf_config interpolation,
@@ -19,7 +20,7 @@ import yaml
 from zoo.errors import ConfigError, guarded
 from zoo.files import write_atomic
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path("conf")  # the user's own config folder in the working directory: python -m zoo finds it (hydra.searchpath)
 
 # model_type -> (family YAML, transformers class)
 FAMILIES = {

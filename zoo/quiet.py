@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 
 from zoo.errors import ZooError
 
@@ -24,6 +25,8 @@ def quiet_libraries(verbose: bool) -> None:
         os.environ["ZOO_VERBOSE"] = "1"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # the config's searchpath names ./conf for users' own entries: most folders have none, which is fine
+    warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
     quiet_python_logs()
 
 

@@ -1,6 +1,6 @@
 """The summary of a sweep: summary.csv, summary.md and plots, one row per job, from the job directories alone.
 
-Written by `SummaryCallback` when a `-m` sweep ends (conf/config.yaml `hydra.callbacks`), and rebuilt at any time,
+Written by `SummaryCallback` when a `-m` sweep ends (zoo/conf/config.yaml `hydra.callbacks`), and rebuilt at any time,
 e.g. after a cluster sweep or from a copied folder, with
 
     python -m zoo.summary multirun/<date>

@@ -1,4 +1,4 @@
-"""The one decoder-only builder: every decoder entry in conf/model/ is this module with different config fields."""
+"""The one decoder-only builder: every decoder entry in zoo/conf/model/ is this module with different config fields."""
 from __future__ import annotations
 
 import torch

@@ -14,11 +14,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.config import ConfigError, QuantConfig, ZooConfig
+from zoo.config import CONF_DIR, ConfigError, QuantConfig, ZooConfig
 from zoo.files import write_atomic
 from zoo.report import Report, unfinished
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
@@ -26,7 +25,7 @@ def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
     bounds = replace(quant.eval, max_kld=quant.max_kld)
     out = []
     for c in quant.candidates:
-        path = CONF / "quant" / f"{c.recipe}.yaml"
+        path = CONF_DIR / "quant" / f"{c.recipe}.yaml"
         if not path.is_file():
             raise ConfigError(f"quant.candidates: no recipe conf/quant/{c.recipe}.yaml")
         try:

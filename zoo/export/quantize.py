@@ -1,4 +1,4 @@
-"""Quantization recipes (conf/quant/*.yaml) applied to an exported multi-signature float .tflite.
+"""Quantization recipes (zoo/conf/quant/*.yaml) applied to an exported multi-signature float .tflite.
 
 Every mode, fp16 included, goes through ai-edge-quantizer after conversion (`quantize`): the weights only exist
 after zoo/export/bake.py puts them into the converted graph, and only the quantizer can scope a precision to a
