@@ -1,6 +1,8 @@
 """Shared helpers: compose a config through Hydra's compose API exactly as `python -m zoo` does."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from zoo.config import Kind, ZooConfig, composition_error, load
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "golden"
+# no test writes into the user's own export cache (zoo/cache.py); subprocesses inherit this
+os.environ.setdefault("ZOO_CACHE", tempfile.mkdtemp(prefix="zoo-test-cache-"))
 ENTRIES = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 

@@ -11,7 +11,7 @@ from small_runtime import tiny_sentencepiece, tiny_tokenizer
 from zoo import pipeline
 from zoo.bundle import BundleError, task
 from zoo.config import ConfigError
-from zoo.runtime.artifacts import open_generator
+from zoo.cache import open_generator
 
 PROMPT = "What is the capital of France?"
 

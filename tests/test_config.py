@@ -96,7 +96,7 @@ def test_sliding_layers_need_a_window():
 
 
 def test_tokenizer_source_that_is_not_a_tokenizer_is_one_line(tmp_path):
-    from zoo.runtime.tokenizer import tokenizer_from
+    from zoo.checkpoint.tokenizer import tokenizer_from
 
     model_file = tmp_path / "tokenizer.model"
     model_file.write_bytes(b"not a sentencepiece model")

@@ -22,7 +22,7 @@ from zoo.eval import eval_line
 from zoo.eval.metrics import score, summarize
 from zoo.eval.stage import eval_failures
 from zoo.eval.text import load_text, sentences, windows
-from zoo.runtime.tokenizer import tokenizer_from
+from zoo.checkpoint.tokenizer import tokenizer_from
 
 SMALL = ["export.prefill_lens=[8,32]", "export.kv_cache_max=128", "export.check_steps=8", "export.prefill_logits=all",
          "eval.ctx=64", "eval.max_windows=3"]
@@ -275,7 +275,7 @@ def test_quant_auto_picks_the_smallest_recipe_within_the_bound(small, tmp_path):
     def search(max_kld: float, out):
         cfg = compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={tok}", *SMALL, "quant=auto",
                            "quant.candidates=[{recipe:none},{recipe:int8_dynamic},{recipe:int4_block32}]",
-                           f"quant.max_kld={max_kld}", "quant.auto_windows=2", f"generate.artifacts={tmp_path / 'a'}"])
+                           f"quant.max_kld={max_kld}", "quant.auto_windows=2", f"cache_dir={tmp_path / 'a'}"])
         return cfg, pipeline.run(cfg, out)
 
     _, first = search(1e9, tmp_path / "r1")

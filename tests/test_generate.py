@@ -1,6 +1,7 @@
 """The runtime on a small variant's flatbuffer: chunked prefill, greedy vs torch, sampling, stops, refusals, CLI."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from zoo.config import SamplingConfig
 from zoo.report import Report
 from zoo.errors import InputError
 from zoo.runtime import LiteModel, stream
-from zoo.runtime.artifacts import artifact_dir, ensure_export, open_generator
+from zoo.cache import artifact_dir, cache_root, ensure_export, open_generator
 
 PROMPT = "What is the capital of France?"
 
@@ -26,7 +27,7 @@ def small(tmp_path_factory):
     root = tmp_path_factory.mktemp("generate")
     overrides = ["model=tinyllama", "variant=small", f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
                  "export.prefill_lens=[8,32]", "export.kv_cache_max=128", "export.check_steps=8",
-                 f"generate.artifacts={root / 'artifacts'}"]
+                 f"cache_dir={root / 'artifacts'}"]
     cfg = compose_cfg(overrides)
     path = ensure_export(cfg, log=lambda s: None)
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, Report(root / "r.json")), Report(root / "r.json"))
@@ -153,8 +154,7 @@ def test_cli_streams_text_and_prints_speed(small, tmp_path):
 @pytest.mark.parametrize(("args", "line"), [
     (["prompt="], "zoo.generate: error [input]: empty prompt: give some text (generate.prompt=...) or token ids"),
     (["prompt=hi", "max_new_tokens=120"], "zoo.generate: error [input]: prompt of 18 tokens + max_new_tokens=120 = 138 "
-     "exceeds kv_cache_max=128 of tinyllama_none_kv128.tflite: shorten the prompt, lower generate.max_new_tokens "
-     "or export with a larger export.kv_cache_max"),
+     "exceeds export.kv_cache_max=128: shorten the prompt, lower generate.max_new_tokens or raise export.kv_cache_max"),
     (["prompt=hi", "prefill_lens=[16]"], "zoo.generate: error [input]: prefill_16 is not a signature of "
      "tinyllama_none_kv128.tflite (has decode, prefill_32, prefill_8)"),
     (["prompt=hi", "sampling.top_p=0"], "zoo.generate: error [config]: generate.sampling.top_p must be in (0, 1] (1: no cut), "
@@ -168,3 +168,35 @@ def test_cli_errors_are_one_line(small, tmp_path, args, line):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == line
     assert result.stdout == ""
+
+
+def test_cache_root_is_the_users(monkeypatch, tmp_path):
+    """One export cache per user: `cache_dir=`, else $ZOO_CACHE, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo."""
+    monkeypatch.delenv("ZOO_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_root(None) == tmp_path / ".cache" / "zoo"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root(None) == tmp_path / "xdg" / "zoo"
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "env"))
+    assert cache_root(None) == tmp_path / "env"
+    assert cache_root("~/mine") == tmp_path / "mine"
+
+
+def test_generate_from_another_folder_reuses_the_export(small, tmp_path):
+    """The cache does not depend on the working folder: a second folder generates without exporting again, and
+    `python -m zoo.cache` lists the entry with its size; `--clear` empties the cache."""
+    cfg, path, _, overrides = small
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        result = generate_cli(*overrides, "prompt=hi", "max_new_tokens=2", tmp_path=tmp_path / folder)
+        assert result.returncode == 0 and "running the pipeline" not in result.stderr, result.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(path.parent.parent, copy)
+    listing = subprocess.run([sys.executable, "-m", "zoo.cache", str(copy)], capture_output=True, text=True, check=True)
+    lines = listing.stdout.strip().splitlines()
+    assert lines[0].split()[2:] == [path.parent.name, "ok"] and float(lines[0].split()[0]) > 0
+    assert lines[-1].endswith(f"{copy} (1 entries; clear: python -m zoo.cache --clear)")
+    cleared = subprocess.run([sys.executable, "-m", "zoo.cache", "--clear", str(copy)], capture_output=True, text=True)
+    assert cleared.returncode == 0 and cleared.stdout.strip() == f"cleared {copy}: 1 entries"
+    assert list(copy.iterdir()) == []

@@ -20,7 +20,7 @@ from zoo import golden, pipeline
 from zoo.checkpoint import resolve
 from zoo.exact import float64
 from zoo.report import Report
-from zoo.runtime.tokenizer import load_tokenizer
+from zoo.checkpoint.tokenizer import load_tokenizer
 
 # (entry, variant): every entry as its small random variant; entries with real weights offline also at full size.
 CASES = [(e, "small") for e in ENTRIES] + [("smollm2_135m", "full"), ("minilm_l6", "full")]

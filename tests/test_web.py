@@ -18,9 +18,10 @@ from zoo import pipeline
 from zoo.bundle import BundleError
 from zoo.config import ConfigError, SamplingConfig
 from zoo.runtime.generate import Generator, stream
-from zoo.runtime.artifacts import open_generator
+from zoo.cache import open_generator
 from zoo.runtime.model import LiteModel
-from zoo.runtime.tokenizer import checkpoint_file, encode_prompt, tokenizer_from
+from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
+from zoo.runtime.tokenizer import encode_prompt
 from zoo.web.bundle import HEAP_LIMIT, check_heap
 from zoo.web.files import MANIFEST, VENDOR
 

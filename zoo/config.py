@@ -378,7 +378,6 @@ class GenerateConfig:
     max_new_tokens: int = 64
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     prefill_lens: Optional[list[int]] = None  # prefill signatures to use; None: every one the flatbuffer has
-    artifacts: str = "artifacts"  # cache of exports, one folder per config hash (zoo/generate.py)
 
 
 @dataclass
@@ -436,6 +435,7 @@ class ZooConfig:
     threads: int = 2
     verbose: bool = False  # tracebacks of failures (zoo/errors.py)
     memory_limit_gib: Optional[float] = None  # refuse jobs estimated past this; None: the memory available now
+    cache_dir: Optional[str] = None  # the export cache (zoo/cache.py); None: $ZOO_CACHE, else $XDG_CACHE_HOME/zoo or ~/.cache/zoo
 
 
 def hf_layer_types(pattern, num_layers: int) -> list[str]:

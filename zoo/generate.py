@@ -1,21 +1,21 @@
 """`python -m zoo.generate [group=option ...] prompt="..." [max_new_tokens=N] [sampling.temperature=T ...]`
 
 The main command's config (same groups and overrides) plus its `generate` section, whose fields may be given
-without the `generate.` prefix. Generates from the flatbuffer of that config, exporting it first when the cache
-(`generate.artifacts`, see zoo/runtime/artifacts.py) has none; streams the text, then prints the speed line.
+without the `generate.` prefix. Generates from the flatbuffer of that config, exporting it first when the export
+cache (zoo/cache.py: `cache_dir=`, $ZOO_CACHE or ~/.cache/zoo) has none; streams the text, then prints the speed
+line. The whole config, the prompt and its length are checked before any export runs.
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import CONF_DIR, GROUPS, GenerateConfig, ZooConfig, composition_error, load
-from zoo.errors import ConfigError, guarded
+from zoo.errors import ConfigError, InputError, guarded
 from zoo.runtime.model import exit_quietly
 
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
@@ -39,14 +39,24 @@ def compose_config(argv: list[str]) -> ZooConfig:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    from zoo.cache import artifact_dir, cached_tokenizer, ensure_export, open_generator
     from zoo.pipeline import preflight
-    from zoo.runtime.artifacts import ensure_export, open_generator
+    from zoo.runtime.generate import prompt_ids
 
     cfg = compose_config(argv)
-    if cfg.generate.max_new_tokens >= cfg.export.kv_cache_max:  # refused before an export, not after
+    if cfg.generate.max_new_tokens >= cfg.export.kv_cache_max:
         raise ConfigError(f"generate.max_new_tokens={cfg.generate.max_new_tokens} must be below export.kv_cache_max="
                           f"{cfg.export.kv_cache_max} (the prompt needs at least one cache slot)")
     preflight(cfg)
+    tokenizer = cached_tokenizer(cfg, artifact_dir(cfg))
+    tokens = len(prompt_ids(tokenizer, cfg.generate.prompt, cfg.model.tokenizer.chat_template))
+    if tokens + cfg.generate.max_new_tokens > cfg.export.kv_cache_max:  # refused before an export, not after
+        raise InputError(f"prompt of {tokens} tokens + max_new_tokens={cfg.generate.max_new_tokens} = "
+                         f"{tokens + cfg.generate.max_new_tokens} exceeds export.kv_cache_max={cfg.export.kv_cache_max}: "
+                         "shorten the prompt, lower generate.max_new_tokens or raise export.kv_cache_max")
     path = ensure_export(cfg, log=lambda s: print(s, file=sys.stderr))
     generator = open_generator(cfg, path)
     result = generator.generate(cfg.generate.prompt, cfg.generate.max_new_tokens, cfg.generate.sampling,

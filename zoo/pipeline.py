@@ -25,7 +25,7 @@ from zoo.jobcache import JobCache
 from zoo.progress import progress
 from zoo.quiet import native_logs_captured
 from zoo.report import Report
-from zoo.runtime.tokenizer import load_tokenizer
+from zoo.checkpoint.tokenizer import load_tokenizer
 
 
 @dataclass

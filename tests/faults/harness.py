@@ -65,7 +65,7 @@ def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 90
 def generate_args(tokenizer: Path, cache: Path) -> list[str]:
     """`python -m zoo.generate` of a tiny model with a real tokenizer, exporting into the artifact cache `cache`."""
     return ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[32]",
-            f"model.tokenizer.source={tokenizer}", "prompt=Hello", "max_new_tokens=4", f"generate.artifacts={cache}"]
+            f"model.tokenizer.source={tokenizer}", "prompt=Hello", "max_new_tokens=4", f"cache_dir={cache}"]
 
 
 def entry(cache: Path) -> Path:

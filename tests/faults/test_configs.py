@@ -55,6 +55,6 @@ def test_bad_prompt_file_is_refused_before_any_model(tmp_path, content, fragment
     prompt = tmp_path / "prompt.txt"
     if content is not None:
         prompt.write_bytes(content)
-    result = run("zoo.generate", *SMALL, f"prompt_file={prompt}", f"artifacts={tmp_path / 'cache'}", cwd=tmp_path)
+    result = run("zoo.generate", *SMALL, f"prompt_file={prompt}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
     assert_user_error(result, "config", "generate.prompt_file", fragment)
     assert not (tmp_path / "cache").exists()

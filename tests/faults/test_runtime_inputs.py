@@ -76,14 +76,14 @@ def generate_cache(tmp_path_factory) -> Path:
     (["max_new_tokens=1000", "prompt=hello"], "config", ["max_new_tokens=1000", "below export.kv_cache_max=64"]),
 ], ids=["empty_prompt", "text_without_tokenizer", "past_context"])
 def test_generate_refuses_bad_prompts(generate_cache, tmp_path, args, code, fragments):
-    result = run("zoo.generate", *SMALL, f"artifacts={generate_cache}", *args, cwd=tmp_path)
+    result = run("zoo.generate", *SMALL, f"cache_dir={generate_cache}", *args, cwd=tmp_path)
     assert_user_error(result, code, *fragments)
 
 
 def test_mismatched_tokenizer_is_refused_before_export(tmp_path):
     """MiniLM's 30522-token tokenizer on a 512-token model: refused before the gate, nothing exported."""
     tokenizer = Path(shutil.copytree(MINILM_TOKENIZER, tmp_path / "tokenizer"))
-    result = run("zoo.generate", *SMALL, f"model.tokenizer.source={tokenizer}", f"artifacts={tmp_path / 'cache'}",
+    result = run("zoo.generate", *SMALL, f"model.tokenizer.source={tokenizer}", f"cache_dir={tmp_path / 'cache'}",
                  "prompt=hello", "max_new_tokens=8", cwd=tmp_path)
     assert_user_error(result, "config", "30522 tokens", "vocabulary is 512")
     assert not list((tmp_path / "cache").rglob("*.tflite"))

@@ -21,7 +21,7 @@ from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
 from zoo.report import Report
 from zoo.runtime.model import exit_quietly
-from zoo.runtime.tokenizer import load_tokenizer
+from zoo.checkpoint.tokenizer import load_tokenizer
 
 
 def run_config(path: Path, overrides: list[str]) -> tuple[ZooConfig, dict]:

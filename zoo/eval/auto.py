@@ -43,7 +43,7 @@ def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
 def cached_export(cfg: ZooConfig, loaded) -> Path:
     """The candidate's flatbuffer from the export cache, or exported into it now (report.json `ok` marks it)."""
     from zoo.pipeline import artifact_path, export
-    from zoo.runtime.artifacts import artifact_dir
+    from zoo.cache import artifact_dir
 
     folder = artifact_dir(cfg)
     path = artifact_path(cfg, folder)

@@ -1,5 +1,6 @@
-"""Running exported flatbuffers: `LiteModel` (signatures run in place on one KV cache), the generate loop and sampling,
-tokenizer loading, and the export cache `zoo.generate` uses.
+"""Running exported flatbuffers: `LiteModel` (signatures run in place on one KV cache), the generate loop and sampling.
+It imports nothing of the build side (no torch, transformers or TensorFlow; tests/test_house.py): the tokenizer is
+an object it is given, loaded by zoo/checkpoint/tokenizer.py or zoo/cache.py.
 
     from zoo.runtime import LiteModel, Generator, SamplingConfig
     gen = Generator(LiteModel("model.tflite", "btnh"), tokenizer, stop_ids=[2])

@@ -91,6 +91,19 @@ def stream(model: LiteModel, ids: Sequence[int], max_new_tokens: int, sampling: 
     stats.stop = "max_new_tokens"
 
 
+def prompt_ids(tokenizer, prompt: str | Sequence[int], chat: bool) -> list[int]:
+    """The ids a prompt runs as: token ids as given, text through the tokenizer (and its chat template)."""
+    from zoo.runtime.tokenizer import encode_prompt
+
+    if not isinstance(prompt, str):
+        return [int(t) for t in prompt]
+    if not prompt.strip():
+        raise InputError("empty prompt: give some text (generate.prompt=...) or token ids")
+    if tokenizer is None:
+        raise InputError("this entry has no tokenizer (model.tokenizer.source): give token ids, not text")
+    return encode_prompt(tokenizer, prompt, chat)
+
+
 class Generator:
     """A flatbuffer plus its tokenizer: text (or ids) in, text out, streamed to `on_text` as it decodes."""
 
@@ -98,15 +111,7 @@ class Generator:
         self.model, self.tokenizer, self.stop_ids, self.chat = model, tokenizer, list(stop_ids), chat
 
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
-        from zoo.runtime.tokenizer import encode_prompt
-
-        if not isinstance(prompt, str):
-            return [int(t) for t in prompt]
-        if not prompt.strip():
-            raise InputError("empty prompt: give some text (generate.prompt=...) or token ids")
-        if self.tokenizer is None:
-            raise InputError("this entry has no tokenizer (model.tokenizer.source): give token ids, not text")
-        return encode_prompt(self.tokenizer, prompt, self.chat)
+        return prompt_ids(self.tokenizer, prompt, self.chat)
 
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int, sampling: SamplingConfig | None = None,
                  on_text: Callable[[str], None] | None = None) -> Result:
