@@ -93,6 +93,15 @@ def split(command: str) -> tuple[str, list[str]]:
     return module, argv[argv.index(module) + 1:]
 
 
+def typeable(command: str) -> None:
+    """A command a user can paste: no `<placeholder>` (the shell reads it as a redirection), no `...`, no pipes."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    tokens = list(lexer)
+    assert not [t for t in tokens if set(t) <= set("();<>|&")], f"shell operators in {command!r}"
+    assert "..." not in tokens, f"a literal ... in {command!r}"
+
+
 def forked(fn, cwd: Path) -> tuple[int, str]:
     """Run fn() in a forked child in `cwd`; its exit status (SystemExit's code, 1 on an exception) and output."""
     sys.stdout.flush()
@@ -214,6 +223,7 @@ def test_documented_command(doc, line, command, tmp_root):
     module, argv = split(command)
     if module in NOT_YET:
         pytest.skip(f"{module} is not on this branch yet")
+    typeable(command)
     cwd, new_results = workdir(doc, tmp_root)
 
     if module == "zoo":
@@ -260,6 +270,11 @@ def test_documented_command(doc, line, command, tmp_root):
     elif module == "zoo.new":
         code, out = new_results[line]
         assert code == 0 and "wrote " in out, out
+        from zoo.config import CONF_DIR
+
+        drafted = Path(out.split("wrote ", 1)[1].split()[0]).stem
+        assert not (CONF_DIR / "model" / f"{drafted}.yaml").exists(), \
+            f"the draft {drafted} would be shadowed by the packaged entry of that name: show --name <another>"
 
     elif module in ("zoo.web", "zoo.runtime.speed"):
         code, out = run_module(module, ["--help"], cwd)
