@@ -23,6 +23,7 @@ Commands run in a forked child of this process (zoo's imports are paid once, not
 """
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -38,7 +39,6 @@ from pathlib import Path
 import pytest
 from hydra.core.plugins import Plugins
 
-import zoo.__main__  # noqa: F401  (imported once here so that each forked command starts warm)
 from zoo.config import ZooConfig
 from zoo.eval.__main__ import run_config
 from zoo.generate import compose_config
@@ -53,6 +53,7 @@ NOT_YET = {"zoo.cache"}
 # HF configs for the `python -m zoo.new <folder>/config.json` examples, by the documented folder name.
 HF_CONFIGS = {"Qwen3-0.6B": "Qwen3Config"}
 TIMEOUT_S = 60
+importlib.import_module("zoo.__main__")  # zoo's imports (torch, TF) paid once here: each forked command starts warm
 Plugins.instance()  # Hydra's plugin discovery (the launchers) done once, before the forks
 
 
