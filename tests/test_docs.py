@@ -15,6 +15,7 @@ Each module is exercised for real, but without loading a model:
 - `python -m zoo.new CONFIG [OPTIONS]`: runs for real on a HF config.json written by transformers at a path in the
   test's folder (same folder name as documented), drafting into that folder's ./conf/model/; the `python -m zoo`
   lines of the same doc file run in that folder, so the draft they name exists.
+- `python -m zoo.cache [--clear]`: runs for real on the test session's own cache (`$ZOO_CACHE`, tests/conftest.py).
 - `python -m zoo.web`, `python -m zoo.runtime.speed`: `--help` exits 0 with a usage text naming every option the
   documented command uses.
 
@@ -47,9 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell"}
 COMMAND = re.compile(r"^(?:\.venv/bin/)?python -m (zoo[\w.]*)(?:\s|$)")
-# Modules documented before they exist on this branch: `python -m zoo.cache` (the export cache in the user cache dir)
-# lands on main in parallel with these docs. Remove this entry once that is merged.
-NOT_YET = {"zoo.cache"}
 # HF configs for the `python -m zoo.new <folder>/config.json` examples, by the documented folder name.
 HF_CONFIGS = {"Qwen3-0.6B": "Qwen3Config"}
 TIMEOUT_S = 60
@@ -222,8 +220,6 @@ def test_no_command_outside_shell_blocks():
 @pytest.mark.parametrize("doc,line,command", COMMANDS, ids=[cmd_id(c) for c in COMMANDS])
 def test_documented_command(doc, line, command, tmp_root):
     module, argv = split(command)
-    if module in NOT_YET:
-        pytest.skip(f"{module} is not on this branch yet")
     typeable(command)
     cwd, new_results = workdir(doc, tmp_root)
 
@@ -276,6 +272,10 @@ def test_documented_command(doc, line, command, tmp_root):
         drafted = Path(out.split("wrote ", 1)[1].split()[0]).stem
         assert not (CONF_DIR / "model" / f"{drafted}.yaml").exists(), \
             f"the draft {drafted} would be shadowed by the packaged entry of that name: show --name <another>"
+
+    elif module == "zoo.cache":  # for real, on the test session's own cache ($ZOO_CACHE, tests/conftest.py)
+        code, out = run_module(module, argv, cwd)
+        assert code == 0 and ("cleared " in out if "--clear" in argv else "entries; clear:" in out), out
 
     elif module in ("zoo.web", "zoo.runtime.speed"):
         code, out = run_module(module, ["--help"], cwd)
