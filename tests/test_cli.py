@@ -26,8 +26,14 @@ def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
                  f"hydra.run.dir={run_dir}", cwd=work)
     assert result.returncode == 0, result.stderr
     assert "golden PASS" in result.stdout
-    library_logs = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|INFO: |\[.*\]\[(absl|tensorflow)\])", re.M)
+    library_logs = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|INFO: |\[.*\]\[(absl|tensorflow)\])|absl|"
+                              r"tensorflow|Sanitizing|Assets written", re.M)
     assert not library_logs.search(result.stdout + result.stderr), result.stdout + result.stderr  # zoo/quiet.py
+    # zoo's own lines only: the stages' verdicts on stdout, the progress bar (tqdm, carriage returns) on stderr
+    assert [line.split(" ", 1)[0] for line in result.stdout.splitlines()] == ["tinyllama:", "golden", "export:", "check",
+                                                                               "report:"], result.stdout
+    assert all(re.fullmatch(r"zoo tinyllama: .*", part.strip()) for part in re.split(r"[\r\n]", result.stderr)
+               if part.strip()), result.stderr
     report = json.loads((run_dir / "report.json").read_text())
     for key in ("model", "checkpoint", "num_params", "golden", "timings", "versions"):
         assert key in report
