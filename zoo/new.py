@@ -81,7 +81,7 @@ def hf_type(model_type: str, conf: Path) -> HFType:
                           f"add {conf / 'new' / f'{model_type}.yaml'} (like {CONF_DIR / 'new' / 'llama.yaml'})")
     try:
         spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(HFType), OmegaConf.load(path)))
-    except OmegaConfBaseException as err:
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: {str(err).splitlines()[0]}") from None
     if not any((root / "model" / "family" / f"{spec.family}.yaml").is_file() for root in (conf, CONF_DIR)):
         raise ConfigError(f"{path}: family {spec.family!r} has no model/family/{spec.family}.yaml")
