@@ -17,7 +17,8 @@ from zoo.config import (
     Activation, ArchConfig, AttentionConfig, KVLayout, LayerType, MLPConfig, MLPType, ModelConfig, NormConfig,
     NormType, Positions, QuantConfig, QuantMode, Residual, RopeConfig,
 )
-from zoo.export.convert import SavedModelConverter, export_tflite, op_counts
+from zoo.export.convert import export_tflite, op_counts
+from zoo.export.private import SavedModelConverter
 from zoo.export.lower import LoweringError, lower
 
 KV = 32

@@ -10,7 +10,7 @@ import transformers
 from conftest import ROOT, compose_cfg
 from zoo import pipeline
 from zoo.errors import ConfigError
-from zoo.new import FAMILIES, main
+from zoo.new import hf_type, main
 from zoo.report import Report
 
 TINY = {"vocab_size": 1000, "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4}
@@ -26,20 +26,44 @@ CONFIGS = {  # one per family; sizes as the config says, sliding windows and pat
 }
 
 
-@pytest.mark.parametrize("model_type", CONFIGS)
-def test_draft_entry_passes_the_golden_gate(model_type, tmp_path):
-    config = CONFIGS[model_type]()
+def drafts_and_passes(config, tmp_path, conf) -> None:
+    """`config` saved, drafted into `conf`, composed as the entry `drafted`, and its small variant gated."""
     config.save_pretrained(tmp_path / "hf")
-    conf = tmp_path / "conf"
     assert main([str(tmp_path / "hf" / "config.json"), "--name", "drafted", "--conf", str(conf)]) == 0
     full = compose_cfg(["model=drafted"], search_path=conf)
     assert (full.model.arch.dim, full.model.arch.num_layers) == (config.hidden_size, config.num_hidden_layers)
-    assert full.model.reference.hf_class == FAMILIES[model_type][1]
+    assert full.model.reference.hf_class == hf_type(config.model_type, conf).hf_class
     cfg = compose_cfg(["model=drafted", "variant=small"], search_path=conf)
     report = Report(tmp_path / "report.json")
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
     result = pipeline.verify(cfg, loaded, report)
     assert result["passed"] and result["max_abs_diff"] <= cfg.golden.atol
+
+
+@pytest.mark.parametrize("model_type", CONFIGS)
+def test_draft_entry_passes_the_golden_gate(model_type, tmp_path):
+    drafts_and_passes(CONFIGS[model_type](), tmp_path, tmp_path / "conf")
+
+
+MINISTRAL = """# MinistralForCausalLM configs -> family/llama: Mistral's layers, one sliding window for every layer.
+family: llama
+hf_class: MinistralForCausalLM
+activation: {key: hidden_act, family: silu}
+read: {norm.eps: rms_norm_eps, mlp.hidden_dim: intermediate_size}
+windows: uniform
+"""
+
+
+def test_a_model_type_is_one_yaml_file_in_the_users_conf(tmp_path):
+    """A model_type the package does not know, added as conf/new/ministral.yaml alone, drafts a gated entry."""
+    conf = tmp_path / "conf"
+    config = transformers.MinistralConfig(**TINY, num_hidden_layers=2, num_key_value_heads=2, sliding_window=16)
+    with pytest.raises(ConfigError, match=r"model_type 'ministral' is not known.*add .*new/ministral\.yaml"):
+        hf_type("ministral", conf)
+    (conf / "new").mkdir(parents=True)
+    (conf / "new" / "ministral.yaml").write_text(MINISTRAL)
+    drafts_and_passes(config, tmp_path, conf)
+    assert compose_cfg(["model=drafted"], search_path=conf).model.arch.attention.sliding_window == 16
 
 
 def test_refuses_unknown_type_and_overwrite(tmp_path):

@@ -24,6 +24,12 @@ class ConfigError(ZooError, ValueError):
     code = "config"
 
 
+class VersionError(ZooError):
+    """An installed package at another version than the one zoo's calls into its private API are written for."""
+
+    code = "versions"
+
+
 class CheckpointError(ZooError, ValueError):
     """A checkpoint that cannot be read: missing, truncated or corrupt files, or not the entry's architecture."""
 

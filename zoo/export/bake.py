@@ -15,9 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.tools import flatbuffer_utils
 
+from zoo.export.private import flatbuffer_utils, schema
 from zoo.files import atomic_path
 
 _NUMPY = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32,

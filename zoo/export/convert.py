@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 import torch
-from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.python.lite import TFLiteSavedModelConverterV2
 from torch import nn
 from torch.export import ExportedProgram
 
 from zoo.config import QuantConfig, QuantMode
 from zoo.export.asymmetric import with_zero_points
 from zoo.export.bake import bake, write
+from zoo.export.private import SavedModelConverter, keep_mul_and_fc_apart, schema
 from zoo.export.quantize import quantize, zero_point_blocks
 from zoo.export.signatures import (
     Logits,
@@ -42,21 +41,12 @@ def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
     return {name: t.detach().numpy() for name, t in tensors.items()}
 
 
-class SavedModelConverter(TFLiteSavedModelConverterV2):
-    """The TF SavedModel converter minus its Python `tf.saved_model.load`, which only fetches debug info."""
-
-    def convert(self) -> bytes:
-        graph_def, _, _ = self._load_saved_model(self.saved_model_dir, self._saved_model_tags)
-        self._debug_info = None
-        return self._convert_from_saved_model(graph_def)
-
-
 def converter_for(saved_model: str, names: Sequence[str]) -> tf.lite.TFLiteConverter:
     """Builtins-only converter of the named signatures."""
     converter = SavedModelConverter(saved_model, {tf.saved_model.SERVING}, list(names))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     # Folding a norm's gamma into the next FULLY_CONNECTED would give a tied embedding a second (lm_head) table.
-    converter._experimental_disable_fuse_mul_and_fc = True
+    keep_mul_and_fc_apart(converter)
     return converter
 
 

@@ -13,11 +13,11 @@ from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import tensorflow as tf
 import torch
-from tensorflow.compiler.tf2xla.python import xla
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 import zoo.architectures.layers  # noqa: F401  registers torch.ops.zoo.filled_slots, lowered below
+from zoo.export.private import dynamic_update_slice
 
 aten = torch.ops.aten
 
@@ -107,7 +107,7 @@ def index_copy(x: tf.Tensor, dim: int, index: tf.Tensor, source: tf.Tensor) -> t
     """Writes `source` at index[0] along `dim`: DYNAMIC_UPDATE_SLICE (KV-cache positions are contiguous)."""
     dim = _axis(dim, x.shape.rank)
     starts = [index[0] if d == dim else tf.constant(0, index.dtype) for d in range(x.shape.rank)]
-    return xla.dynamic_update_slice(x, tf.cast(source, x.dtype), tf.stack(starts))
+    return dynamic_update_slice(x, tf.cast(source, x.dtype), tf.stack(starts))
 
 
 def embedding(weight: tf.Tensor, indices: tf.Tensor, *_: Any) -> tf.Tensor:

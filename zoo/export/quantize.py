@@ -6,7 +6,7 @@ component (embedding / attention / mlp / lm_head) or table and keep a tied embed
 converter's int8 mode does neither: it stores one int8 copy of a tied table for the embedding GATHER and another
 for the lm_head, and quantizes every GATHER table of >= 1024 elements (RoPE, masks) with no way to opt out.
 Keep a tied table whole in the float model too: the converter folds the final norm's weight into the lm_head
-matrix, a second float table, unless `converter._experimental_disable_fuse_mul_and_fc = True`.
+matrix, a second float table, unless told not to (private.keep_mul_and_fc_apart).
 
 Naming contract with the exporter: a weight op belongs to a component when the component's pattern (COMPONENTS,
 zoo/export/recipe.py, which checks a recipe against the model before any work)
@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.tools import flatbuffer_utils
-from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+from ai_edge_quantizer import qtyping
 from ai_edge_quantizer.algorithm_manager import AlgorithmName
-from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl_utils
 from torch import nn
 
 from zoo.config import QuantConfig, QuantMode
 from zoo.export.bake import unpack
+from zoo.export.private import InMemoryQuantizer, flatbuffer_utils, schema, tfl_utils
 from zoo.export.recipe import component_of
 from zoo.export.rotation import factor_rotations
 
@@ -62,20 +60,6 @@ def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, tuple[
     return blocks
 
 
-class _Quantizer(quantizer.Quantizer):
-    """ai-edge-quantizer over a model object already in memory (baked weights are views of the torch tensors),
-    where its own constructor would parse a serialized copy. Sets what that constructor sets (pinned 0.10.0)."""
-
-    def __init__(self, model: qtyping.ModelT):  # pylint: disable=super-init-not-called
-        self._model_name = None
-        self._float_model_buffer = memoryview(b"")  # read only by calibration and progress reports: neither runs
-        self.previous_quantized_model_buffer = None
-        self._float_model = model
-        self._recipe_manager = recipe_manager.RecipeManager()
-        self._result = quantizer.QuantizationResult([{}], None)
-        self._quantize_called = False
-
-
 def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig,
              spill: Path | None = None) -> qtyping.ModelT:
     """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe, its Hadamard
@@ -86,7 +70,7 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     plan = _plan(float_model, recipe)
     if not plan:
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
-    qz = _Quantizer(float_model)
+    qz = InMemoryQuantizer(float_model)
     for (mode, op_name, rotate), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, rotate, recipe)
@@ -120,7 +104,7 @@ def _unzero_scales(data: bytearray) -> None:
             scale[scale == 0] = 1.0
 
 
-def _add_config(qz: _Quantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool,
+def _add_config(qz: InMemoryQuantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool,
                 recipe: QuantConfig) -> None:
     if mode is QuantMode.fp16:
         qz.add_weight_only_config(regex, op_name, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
@@ -143,8 +127,8 @@ def _add_config(qz: _Quantizer, regex: str, op_name: _OpName, mode: QuantMode, r
                                                algorithm_params=params)
     op_config = qtyping.OpQuantizationConfig(weight_tensor_config=weights, explicit_dequantize=False,
                                              compute_precision=qtyping.ComputePrecision.INTEGER)
-    qz._recipe_manager.add_quantization_config(regex, op_name, op_config=op_config,
-                                               algorithm_key=AlgorithmName.DECOMPOSED_HADAMARD_ROTATION)
+    qz.update_quantization_recipe(regex, op_name, op_config=op_config,
+                                  algorithm_key=AlgorithmName.DECOMPOSED_HADAMARD_ROTATION)
 
 
 def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:

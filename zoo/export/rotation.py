@@ -9,9 +9,9 @@ multiply-adds per element (512 = 8 x 64: 72 instead of 512) and the same result 
 from __future__ import annotations
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
-from ai_edge_quantizer.transformations import transformation_utils as tu
-from ai_edge_quantizer.transformations.insert_decomposed_hadamard_rotation import _make_hadamard_matrix
+
+from zoo.export.private import hadamard_matrix, schema
+from zoo.export.private import transformation_utils as tu
 
 _Op = schema.BuiltinOperator
 _SUFFIX = b"_hadamard_matrix"  # the quantizer's name for its rotation matrices (insert_decomposed_hadamard_rotation)
@@ -20,7 +20,7 @@ _SUFFIX = b"_hadamard_matrix"  # the quantizer's name for its rotation matrices 
 def hadamard(size: int) -> np.ndarray:
     """The normalized Sylvester Hadamard matrix of a power-of-two `size`, as ai-edge-quantizer makes and stores it
     (its own function, so the match in `_rotation_size` is against exactly what it inserts)."""
-    return _make_hadamard_matrix(size).astype(np.float32)
+    return hadamard_matrix(size).astype(np.float32)
 
 
 def factor_rotations(model: schema.ModelT, inner: int = 64) -> int:
