@@ -77,6 +77,8 @@ def test_refuses_unknown_type_and_overwrite(tmp_path):
         main([str(tmp_path / "config.json"), "--name", "mine", "--conf", str(tmp_path)])
     assert (tmp_path / "model" / "mine.yaml").read_text() == before
     assert main([str(tmp_path / "config.json"), "--name", "mine", "--conf", str(tmp_path), "--force"]) == 0
+    with pytest.raises(ConfigError, match=r"tinyllama is a packaged entry .* give --name <another>"):
+        main([str(tmp_path / "config.json"), "--name", "tinyllama", "--conf", str(tmp_path)])
 
 
 def test_runs_as_a_module(tmp_path):

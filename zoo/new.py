@@ -220,6 +220,9 @@ def write(config_path: Path, name: str | None, conf: Path, force: bool) -> Path:
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise ConfigError(f"--name {name!r}: use lower-case letters, digits and underscores")
     out = conf / "model" / f"{name}.yaml"
+    if conf.resolve() != CONF_DIR.resolve() and (CONF_DIR / "model" / f"{name}.yaml").exists():
+        raise ConfigError(f"{name} is a packaged entry (zoo/conf/model/{name}.yaml), which would win over a draft of "
+                          "that name: give --name <another>")
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
     folder = config_path.resolve().parent
