@@ -87,7 +87,8 @@ def run_runtime_bench(path: Path, model, export, bench, threads: int) -> dict:
         done = subprocess.run([sys.executable, "-m", "zoo.bench", str(spec_path), str(out_path)],
                               check=False, stdout=subprocess.DEVNULL,
                               stderr=None if sys.stderr.isatty() else subprocess.PIPE,
-                              text=True, cwd=Path(__file__).resolve().parents[1])
+                              text=True, cwd=Path(__file__).resolve().parents[1],
+                              start_new_session=True)  # Ctrl-C reaches zoo only, which stops the child quietly
         if done.returncode != 0:
             raise RuntimeError(f"bench child process failed (exit {done.returncode}): {(done.stderr or '')[-2000:]}")
         return json.loads(out_path.read_text())
