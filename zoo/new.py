@@ -66,26 +66,26 @@ def pattern(types: list[str]) -> list[str]:
 def rope_fields(rope: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Our `rope` fields from one transformers rope_parameters dict; scaling fields also go to `extra`, the
     entry's additions to the family's hf_config rope_parameters."""
-    kind = rope.get("rope_type", "default")
+    rope_type = rope.get("rope_type", "default")
     out: dict[str, Any] = {"theta": float(rope["rope_theta"])}
-    if kind == "linear":
+    if rope_type == "linear":
         out.update(scaling="linear", factor=float(rope["factor"]))
         extra["factor"] = "${model.arch.rope.factor}"
-    elif kind == "llama3":
+    elif rope_type == "llama3":
         out.update(scaling="llama3", factor=float(rope["factor"]), low_freq_factor=float(rope["low_freq_factor"]),
                    high_freq_factor=float(rope["high_freq_factor"]),
                    original_max_positions=int(rope["original_max_position_embeddings"]))
         extra.update(factor="${model.arch.rope.factor}", low_freq_factor="${model.arch.rope.low_freq_factor}",
                      high_freq_factor="${model.arch.rope.high_freq_factor}",
                      original_max_position_embeddings="${model.arch.rope.original_max_positions}")
-    elif kind == "longrope":
+    elif rope_type == "longrope":
         out.update(scaling="longrope", original_max_positions=int(rope["original_max_position_embeddings"]),
                    short_factor=[float(f) for f in rope["short_factor"]],
                    long_factor=[float(f) for f in rope["long_factor"]])
         extra.update(short_factor="${model.arch.rope.short_factor}", long_factor="${model.arch.rope.long_factor}",
                      original_max_position_embeddings="${model.arch.rope.original_max_positions}")
-    elif kind != "default":
-        raise ConfigError(f"rope_type {kind!r} is not supported (default, linear, llama3, longrope)")
+    elif rope_type != "default":
+        raise ConfigError(f"rope_type {rope_type!r} is not supported (default, linear, llama3, longrope)")
     return out
 
 
