@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.progress import progress
-from zoo.report import peak_rss_bytes
+from zoo.resources import peak_rss_bytes
 from zoo.runtime.model import LiteModel
 from zoo.runtime.speed import decode_speed, prefill_speed
 

@@ -33,7 +33,7 @@ from zoo.export.signatures import (
     tf_signature,
 )
 from zoo.files import scratch
-from zoo.report import release_memory
+from zoo.resources import release_memory
 
 
 def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
