@@ -10,9 +10,9 @@ import torch
 
 from conftest import compose_cfg
 from zoo import golden
-from zoo.architectures import build
 from zoo.checkpoint import load, resolve
 from zoo.config import ConfigError, LayerType, hf_layer_types
+from zoo.kinds import kind_of
 
 KV_MAX = 64
 PROMPT_LEN = 33  # beyond every small variant's sliding window (zoo/variants.py caps it at 8)
@@ -29,7 +29,7 @@ def ours_and_reference(entry: str, overrides: tuple[str, ...] = (), arch_changes
         for part in path:
             node = getattr(node, part)
         setattr(node, key, value)
-    model = build(cfg.model)
+    model = kind_of(cfg).build(cfg.model.arch, cfg.export)
     load(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
     ids = torch.randint(cfg.model.arch.vocab_size, (PROMPT_LEN,), generator=torch.Generator().manual_seed(1)).tolist()
     return model, hf, ids

@@ -23,9 +23,9 @@ def small():
 
 
 def model_and_shapes(cfg):
-    from zoo.architectures import build
+    from zoo.kinds import kind_of
 
-    model = build(cfg.model)
+    model = kind_of(cfg).build(cfg.model.arch, cfg.export)
     return model, {k: v.shape for k, v in model.state_dict().items()}
 
 

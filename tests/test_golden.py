@@ -19,6 +19,7 @@ from conftest import ENTRIES, GOLDEN, compose_cfg
 from zoo import golden, pipeline
 from zoo.checkpoint import resolve
 from zoo.exact import float64
+from zoo.kinds import kind_of
 from zoo.report import Report
 from zoo.checkpoint.tokenizer import load_tokenizer
 
@@ -43,7 +44,7 @@ def setup(case):
         cfg = compose_cfg([f"model={case[0]}", f"variant={case[1]}"])
         checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
         tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
-        prompts = golden.KINDS[cfg.model.kind].inputs(cfg, tokenizer)
+        prompts = kind_of(cfg).golden_inputs(cfg, tokenizer)
         _cache[case] = cfg, checkpoint, prompts
     return _cache[case]
 
@@ -54,7 +55,7 @@ def test_reference_matches_golden(case, ndarrays_regression):
     cfg, checkpoint, prompts = setup(case)
     hf = golden.reference_model(cfg.model.reference, checkpoint)
     with float64(hf):
-        arrays = golden.KINDS[cfg.model.kind].reference_arrays(hf, prompts, cfg)
+        arrays = kind_of(cfg).reference_arrays(hf, prompts, cfg)
     assert all(a.dtype == np.float64 for k, a in arrays.items() if k.endswith("_value"))
     ints = {k: {"atol": 0, "rtol": 0} for k in arrays if not k.endswith("_value")}
     ndarrays_regression.check(arrays, fullpath=golden_path(case),
@@ -70,7 +71,7 @@ def test_ours_matches_golden(case, tmp_path):
     assert [stored[f"p{i}_ids"].tolist() for i in range(len(prompts))] == prompts
     loaded = pipeline.load_model(cfg, checkpoint, Report(tmp_path / "report.json"))
     with float64(loaded.model):
-        result = golden.KINDS[cfg.model.kind].compare(loaded.model, stored, cfg)
+        result = kind_of(cfg).compare(loaded.model, stored, cfg)
     assert result["max_abs_diff"] <= cfg.golden.atol, result
     assert result["greedy_equal"] == result["greedy_total"], result
 
@@ -108,10 +109,9 @@ def test_gate_catches_a_wrong_rope_theta(tmp_path):
     checkpoint = pipeline.resolve_checkpoint(cfg, report)
     loaded = pipeline.load_model(cfg, checkpoint, report)
     cfg.model.arch.rope.theta = 500000.0
-    from zoo.architectures import build
     from zoo.checkpoint import load
 
-    wrong = build(cfg.model)
+    wrong = kind_of(cfg).build(cfg.model.arch, cfg.export)
     load(wrong, loaded.checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
     cfg.model.arch.rope.theta = 10000.0
     with pytest.raises(pipeline.GateFailed):

@@ -11,15 +11,15 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
 from torch.export import ExportedProgram
 
-from zoo.architectures import build
 from zoo.architectures.layers import attention_mask
 from zoo.config import (
-    Activation, ArchConfig, AttentionConfig, KVLayout, LayerType, MLPConfig, MLPType, ModelConfig, NormConfig,
+    Activation, ArchConfig, AttentionConfig, ExportConfig, KVLayout, LayerType, MLPConfig, MLPType, NormConfig,
     NormType, Positions, QuantConfig, QuantMode, Residual, RopeConfig,
 )
 from zoo.export.convert import export_tflite, op_counts
 from zoo.export.private import SavedModelConverter
 from zoo.export.lower import LoweringError, lower
+from zoo.kinds import KINDS
 
 KV = 32
 PREFILL = 8
@@ -65,7 +65,7 @@ def phi() -> ArchConfig:
 def model(arch: ArchConfig, layout: KVLayout, read_multiple: int = 0) -> torch.nn.Module:
     """Seeded, with parameters perturbed so norms and biases are not trivially 1 / 0."""
     torch.manual_seed(0)
-    m = build(ModelConfig(name="t", arch=arch), layout, read_multiple)
+    m = KINDS["decoder"].build(arch, ExportConfig(kv_layout=layout, kv_read_multiple=read_multiple))
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.1)

@@ -20,15 +20,16 @@ from conftest import compose_cfg
 from zoo.check import check_failures, logit_metrics
 from zoo.config import CONF_DIR, ComponentModes, QuantConfig, QuantMode
 from zoo.export.bake import write
-from zoo.architectures import build
 from zoo.errors import ConfigError
 from zoo.export.quantize import _plan, quantize
 from zoo.export.recipe import check_recipe
+from zoo.kinds import KINDS, kind_of
 
 RECIPES = sorted((CONF_DIR / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
 HEAD_DIM = DIM // HEADS
 _TYPE = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+DECODER = KINDS["decoder"].components  # TinyLlama below names its ops as our decoder does
 
 
 class TinyLlama(tf.Module):
@@ -111,7 +112,7 @@ def _convert() -> bytes:
 
 
 def _quantize(float_model: bytes, recipe: QuantConfig) -> bytes:
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(quantize(float_model, recipe)))
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(quantize(float_model, recipe, DECODER)))
 
 
 def _logits(model: bytes) -> dict[str, np.ndarray]:
@@ -201,10 +202,10 @@ def test_spilled_output_is_the_same_model(float_model, tmp_path):
     """The quantizer packing into a file map (the export's memory saving), and the write that drops that map's
     pages as it copies them, give the very file of the in-memory path."""
     recipe = _load(_recipe("int8_dynamic"))
-    spilled = quantize(float_model, recipe, spill=tmp_path / "spill.tflite")
+    spilled = quantize(float_model, recipe, DECODER, spill=tmp_path / "spill.tflite")
     views = [getattr(b.data, "base", None) for b in spilled.buffers]
     assert any(isinstance(getattr(v, "obj", None), mmap.mmap) for v in views)  # past the quantizer's small size
-    in_memory = quantize(float_model, recipe)
+    in_memory = quantize(float_model, recipe, DECODER)
     assert write(spilled, tmp_path / "a.tflite").read_bytes() == write(in_memory, tmp_path / "b.tflite").read_bytes()
 
 
@@ -267,25 +268,32 @@ def test_hadamard_skips_zero_point_matrices(float_model):
     """int4 with zero points stays on its grid: a pattern matching it rotates only the int8 matrices."""
     recipe = QuantConfig(name="b32", mode=QuantMode.int4_block32, zero_point=True, hadamard=["self_attn", "mlp"],
                          components=ComponentModes(attention=QuantMode.int8_dynamic))
-    plan = _plan(flatbuffer_utils.read_model_from_bytearray(bytearray(float_model)), recipe)
+    plan = _plan(flatbuffer_utils.read_model_from_bytearray(bytearray(float_model)), recipe, DECODER)
     rotated = {(mode, rotate): len(scopes) for (mode, _, rotate), scopes in plan.items()}
     assert rotated[QuantMode.int8_dynamic, True] == 4 * 2 * LAYERS  # q, k, v, o in two signatures
     assert rotated[QuantMode.int4_block32, False] >= 3 * 2 * LAYERS and (QuantMode.int4_block32, True) not in rotated
 
 
+def _meta_model(entry: str) -> torch.nn.Module:
+    cfg = compose_cfg([f"model={entry}", "variant=small"])
+    with torch.device("meta"):
+        return kind_of(cfg).build(cfg.model.arch, cfg.export)
+
+
 def test_recipes_are_checked_against_the_models_weight_names():
     """Malformed recipes, and patterns or components that select no weight, are refused before any work."""
-    with torch.device("meta"):
-        model = build(compose_cfg(["model=tinyllama", "variant=small"]).model)
+    model = _meta_model("tinyllama")
+
+    def check(**fields) -> None:
+        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, **fields), DECODER, model, "tinyllama")
+
     with pytest.raises(ConfigError, match="hadamard pattern '\\(' is not a regex"):
-        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["("]), model, "tinyllama")
+        check(hadamard=["("])
     with pytest.raises(ConfigError, match="hadamard_max must be a power of two"):
-        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["mlp"], hadamard_max=48), model, "tinyllama")
+        check(hadamard=["mlp"], hadamard_max=48)
     with pytest.raises(ConfigError, match=r"\['SelfAttention'\] match no weight of tinyllama"):
-        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["SelfAttention"]), model, "tinyllama")
-    with torch.device("meta"):
-        encoder = build(compose_cfg(["model=minilm_l6", "variant=small"]).model)
+        check(hadamard=["SelfAttention"])
     with pytest.raises(ConfigError, match="components.lm_head selects no weight of minilm_l6"):
         check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, components=ComponentModes(lm_head=QuantMode.fp16)),
-                     encoder, "minilm_l6")
-    check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, hadamard=["qkv_proj", "down_proj"]), model, "tinyllama")
+                     KINDS["encoder"].components, _meta_model("minilm_l6"), "minilm_l6")
+    check(hadamard=["qkv_proj", "down_proj"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.progress import progress
-from zoo.report import peak_rss_bytes
+from zoo.resources import peak_rss_bytes
 from zoo.runtime.model import LiteModel
 from zoo.runtime.speed import decode_speed, prefill_speed
 
@@ -114,9 +114,10 @@ def reference_bench(hf, vocab: int, prefill_lens: list[int], bench) -> dict:
     return out
 
 
-def weight_bytes(model, quant) -> int:
+def weight_bytes(model, quant, components) -> int:
     """The weights' own bytes at the recipe's precision: matrices at their component's mode (with one float32
-    scale per output row for int8, per block for int4), everything else float32 (fp16 halves all)."""
+    scale per output row for int8, per block for int4), everything else float32 (fp16 halves all); `components`:
+    the kind's quant components (zoo/kinds/)."""
     from zoo.export.recipe import component_of
 
     per_value = {"none": 4.0, "fp16": 2.0, "int8_dynamic": 1.0, "int8_weight_only": 1.0,
@@ -129,7 +130,7 @@ def weight_bytes(model, quant) -> int:
         if p.dim() < 2:
             total += 4 * p.numel()
             continue
-        component = component_of(name)
+        component = component_of(name, components)
         mode = (getattr(quant.components, component) if component else None) or quant.mode
         total += per_value[mode.value] * p.numel() + (4 * p.shape[0] if mode.value.startswith("int8") else 0)
     return int(total)
@@ -170,6 +171,8 @@ def target_records(report: dict, target) -> list[dict]:
 
 def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
     """The report's `bench` section; `hf_factory()` builds the transformers model when `bench.reference` asks."""
+    from zoo.kinds import kind_of  # not at the top: the timed child process imports this module without torch
+
     lite = run_runtime_bench(path, model, cfg.export, cfg.bench, cfg.threads)
     section = {
         "threads": cfg.threads,
@@ -184,7 +187,7 @@ def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
         "runtime_baseline_rss_bytes": lite["runtime_baseline_rss_bytes"],
         "runtime": lite,
     }
-    weights = weight_bytes(model, cfg.quant)
+    weights = weight_bytes(model, cfg.quant, kind_of(cfg).components)
     section |= {"weight_bytes": weights, "size_vs_weights": size_bytes / weights}
     bandwidth = read_bandwidth(cfg.bench.bandwidth_mib, cfg.threads)
     section["bandwidth"] = bandwidth_section(bandwidth, size_bytes, kv_cache_bytes(model, cfg.export.kv_cache_max),

@@ -4,7 +4,7 @@ Both sides get the same inputs: one prefill of a fixed prompt, then teacher-forc
 the PyTorch model's greedy choices; each side carries its own KV cache, so cache writes are checked too. The
 PyTorch side runs in float64 (zoo/exact.py, as the golden gate does), so the figures measure the flatbuffer's own
 error, not whichever way float32 rounding fell in one PyTorch call.
-The bounds come from the quant recipe (`quant.check`). Encoder kinds have their own runs (`KIND_CHECKS`).
+The bounds come from the quant recipe (`quant.check`). Encoder kinds have their own runs below (wired in zoo/kinds/).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from zoo.architectures.layers import attention_mask
-from zoo.config import ExportConfig, Kind, PrefillLogits, QuantCheck
+from zoo.config import ExportConfig, PrefillLogits, QuantCheck
 
 
 def prefill_length(prompt_len: int, prefill_lens: list[int]) -> int:
@@ -196,6 +196,3 @@ def run_encoder_check(path: Path, model: nn.Module, golden: dict, cfg) -> tuple[
         "cosine": float(cosine.mean()),
         "similarity_max_diff": float(np.abs(unit @ unit.T - np.array(golden["similarities"])).max()),
     }, len(feeds)
-
-
-KIND_CHECKS = {Kind.encoder_decoder: run_seq2seq_check, Kind.encoder: run_encoder_check}

@@ -18,12 +18,6 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo.errors import ConfigError
 
 
-class Kind(enum.Enum):
-    decoder = "decoder"  # causal LM (zoo/architectures/decoder.py)
-    encoder_decoder = "encoder_decoder"  # T5: bidirectional encoder + causal decoder with cross-attention
-    encoder = "encoder"  # BERT: bidirectional encoder pooled to one sentence embedding
-
-
 class NormType(enum.Enum):
     rms = "rms"
     layer = "layer"
@@ -209,7 +203,7 @@ class TokenizerConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    kind: Kind = Kind.decoder
+    kind: str = "decoder"  # a registered model kind (zoo/kinds/): decoder, encoder_decoder (T5), encoder (BERT)
     arch: ArchConfig = field(default_factory=ArchConfig)
     checkpoint: str = "random"  # "random", a HF folder, a .gguf/.safetensors file, or package:<pkg>/<file>
     mapping: MappingConfig = field(default_factory=MappingConfig)
@@ -574,6 +568,8 @@ def layer_type(arch: ArchConfig, layer: int) -> LayerType:
 
 def validate(cfg: ZooConfig, source: str = "model") -> None:
     """Checks that need several fields at once; raises ConfigError naming the field and `source` (the file)."""
+    from zoo.kinds import kind_of  # here: the kinds import the stages, which import this module
+
     arch, att = cfg.model.arch, cfg.model.arch.attention
 
     def fail(key: str, why: str) -> None:
@@ -608,18 +604,11 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
                                     f"got {len(getattr(arch.rope, key))}")
     if arch.rope.local_theta is not None and LayerType.sliding not in att.layer_types:
         fail("rope.local_theta", "set, but no layer is 'sliding'")
-    kind = Kind(cfg.model.kind)
-    if kind is not Kind.decoder and cfg.export.kv_layout is not KVLayout.btnh:
-        raise ConfigError(f"export.kv_layout={cfg.export.kv_layout.value} is for decoder entries; use btnh")
-    if kind is not Kind.decoder and not 0 < cfg.export.encoder_len <= arch.max_positions:
-        raise ConfigError(f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
-                          f"{arch.max_positions}")
+    kind = kind_of(cfg)
+    kind.validate(cfg)
     if cfg.export.kv_read_multiple < 0:  # above kv_cache_max it reads every slot, like 0 with a run-time size
         raise ConfigError(f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be >= 0 "
                           "(0 reads every cache slot)")
-    for prefill in cfg.export.prefill_lens if kind is Kind.decoder else []:  # only decoders have prefill signatures
-        if not 0 < prefill <= cfg.export.kv_cache_max:
-            raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}")
     bench = cfg.bench
     for key in ("repeats", "decode_steps", "bandwidth_mib"):
         if getattr(bench, key) < 1:
@@ -633,8 +622,8 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
                                                   or not cfg.export.mask_as_input):
         raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
                           "(use export=litertlm)")
-    if Bundle.web in cfg.export.bundles and kind is not Kind.decoder:
-        raise ConfigError(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.value}")
+    if Bundle.web in cfg.export.bundles and not kind.generates:
+        raise ConfigError(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.name}")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":
         raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
     problem = sampling_problem(cfg.generate.sampling)
@@ -642,7 +631,3 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
         raise ConfigError(f"generate.{problem}")
     if cfg.generate.max_new_tokens < 1:
         raise ConfigError(f"generate.max_new_tokens must be >= 1, got {cfg.generate.max_new_tokens}")
-    if kind is not Kind.encoder and cfg.export.kv_cache_max > arch.max_positions:  # an encoder has no KV cache
-        raise ConfigError(
-            f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions={arch.max_positions}"
-        )

@@ -5,9 +5,7 @@ touch our model); `golden/` files hold top-k logits and greedy tokens of that re
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +15,6 @@ from zoo.checkpoint import Checkpoint
 from zoo.checkpoint.sources import hf_config_class
 from zoo.config import (
     GoldenConfig,
-    Kind,
     Pooling,
     PoolingConfig,
     ReferenceConfig,
@@ -377,33 +374,3 @@ def encoder_compare(model: nn.Module, arrays: dict[str, np.ndarray], cfg: ZooCon
         max_diff = max(max_diff, float((hidden - torch.from_numpy(arrays[f"p{p}_hidden_value"])).abs().max()),
                        float((emb - torch.from_numpy(arrays[f"p{p}_embedding_value"])).abs().max()))
     return {"max_abs_diff": max_diff, "greedy_equal": 0, "greedy_total": 0}
-
-
-# --- per kind -------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class KindGolden:
-    """The golden functions of one model kind, each taking the validated config."""
-
-    inputs: Callable[[ZooConfig, Any], list[list[int]]]  # (cfg, tokenizer) -> the fixed prompt set
-    gate: Callable[[nn.Module, nn.Module, list[list[int]], ZooConfig], GateResult]  # (ours, transformers, ...)
-    reference_arrays: Callable[[nn.Module, list[list[int]], ZooConfig], dict[str, np.ndarray]]  # transformers only
-    compare: Callable[[nn.Module, dict[str, np.ndarray], ZooConfig], dict]  # ours vs a golden file
-
-
-KINDS: dict[Kind, KindGolden] = {
-    Kind.decoder: KindGolden(
-        inputs=lambda cfg, tok: prompt_ids(cfg.golden, tok, cfg.model.arch.vocab_size, cfg.seed,
-                                           cfg.model.tokenizer.chat_template),
-        gate=lambda model, hf, prompts, cfg: gate(model, hf, prompts, cfg.golden, cfg.export.kv_cache_max),
-        reference_arrays=lambda hf, prompts, cfg: reference_arrays(hf, prompts, cfg.golden.new_tokens),
-        compare=lambda model, arrays, cfg: compare_to_golden(model, arrays, cfg.export.kv_cache_max),
-    ),
-    Kind.encoder_decoder: KindGolden(
-        inputs=lambda cfg, tok: prompt_ids(cfg.golden, tok, cfg.model.arch.vocab_size, cfg.seed, False),
-        gate=seq2seq_gate, reference_arrays=seq2seq_reference_arrays, compare=seq2seq_compare,
-    ),
-    Kind.encoder: KindGolden(
-        inputs=encoder_inputs, gate=encoder_gate, reference_arrays=encoder_reference_arrays, compare=encoder_compare,
-    ),
-}

@@ -15,13 +15,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from zoo import golden
-from zoo.architectures import build
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
-from zoo.config import Kind, Variant, ZooConfig
+from zoo.config import Variant, ZooConfig
 from zoo.errors import CheckFailed, ConfigError, GateFailed, ResourceError
 from zoo.exact import float64
 from zoo.files import digest
 from zoo.jobcache import JobCache
+from zoo.kinds import kind_of
 from zoo.progress import progress
 from zoo.quiet import native_logs_captured
 from zoo.report import Report
@@ -46,9 +46,10 @@ def preflight(cfg: ZooConfig) -> None:
     and a model too large for the memory (the model built on the meta device: nothing allocated)."""
     from zoo.export.recipe import check_recipe
 
+    kind = kind_of(cfg)
     with torch.device("meta"):
-        model = build(cfg.model)
-    check_recipe(cfg.quant, model, cfg.model.name)
+        model = kind.build(cfg.model.arch, cfg.export)
+    check_recipe(cfg.quant, kind.components, model, cfg.model.name)
     params = sum(p.numel() for p in model.parameters())
     need = LIBRARIES_GIB + WEIGHTS_FACTOR * 4 * params / 2**30
     limit = cfg.memory_limit_gib if cfg.memory_limit_gib is not None else psutil.virtual_memory().available / 2**30
@@ -77,7 +78,7 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded
         raise ConfigError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
                           f"{cfg.model.arch.vocab_size} (model.arch.vocab_size): give the entry's own tokenizer")
     with report.stage("build"), torch.device("meta"):  # no init of weights the checkpoint replaces
-        model = build(cfg.model, cfg.export.kv_layout, cfg.export.kv_read_multiple)
+        model = kind_of(cfg).build(cfg.model.arch, cfg.export)
     with report.stage("load"):
         load(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
     report["model"] = cfg.model.name
@@ -98,23 +99,18 @@ def verify(cfg: ZooConfig, loaded: Loaded, report: Report, cache: JobCache | Non
 
 
 def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
-    """The gate's report section, by the kind's functions in golden.KINDS: logit diffs, greedy agreement, cached
-    decode, and for an entry with `expect_answer` its answer."""
-    kind = Kind(cfg.model.kind)
-    functions = golden.KINDS[kind]
+    """The gate's report section, by the entry's kind (zoo/kinds/): logit diffs, greedy agreement, cached decode,
+    and for an entry with `expect_answer` its answer."""
+    kind = kind_of(cfg)
     hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
-    prompts = functions.inputs(cfg, loaded.tokenizer)
-    kv_max = cfg.export.kv_cache_max
-    longest = max(len(p) for p in prompts) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
-    if kind is Kind.decoder and longest > kv_max:
-        raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
+    prompts = kind.golden_inputs(cfg, loaded.tokenizer)
     with float64(loaded.model, hf):  # zoo/exact.py: no float32 rounding for a kernel's choice to flip
-        result = functions.gate(loaded.model, hf, prompts, cfg)
+        result = kind.gate(loaded.model, hf, prompts, cfg)
         del hf
         section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts, "dtype": "float64"}
         expect = cfg.model.expect_answer
         if expect and loaded.tokenizer is not None:
-            answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, kv_max)
+            answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, cfg.export.kv_cache_max)
             section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
     return section
 
@@ -156,20 +152,10 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
 
 
 def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path:
-    """The multi-signature flatbuffer of the verified model, quantized by the recipe, written atomically."""
-    from zoo.export.convert import export_tflite
-    from zoo.export.programs import export_programs
-    from zoo.export.signatures import PROGRAMS
-
-    kind = Kind(cfg.model.kind)
+    """The multi-signature flatbuffer of the verified model (its kind's signatures), quantized by the recipe,
+    written atomically."""
     with report.stage("export"):
-        if kind is Kind.decoder:
-            export_tflite(model, path, cfg.export.kv_cache_max, list(cfg.export.prefill_lens),
-                          cfg.export.prefill_logits.value, cfg.export.mask_as_input, cfg.quant)
-            signatures = [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
-        else:
-            programs = PROGRAMS[kind](model, cfg.export.encoder_len, cfg.export.kv_cache_max)
-            signatures = export_programs(programs, path, cfg.quant)
+        signatures = kind_of(cfg).export(model, path, cfg)
     report["export"] = {
         "path": str(path), **digest(path),  # size and sha256: a later edit or truncation shows
         "signatures": signatures,
@@ -179,16 +165,13 @@ def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path
     return path
 
 
-def check(cfg: ZooConfig, model: nn.Module, prompt: list[int], path: Path, report: Report) -> dict:
-    """The flatbuffer against the PyTorch model on the same inputs; raises CheckFailed past the recipe's bounds."""
-    from zoo.check import KIND_CHECKS, check_failures, logit_metrics, run_check
+def check(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, report: Report) -> dict:
+    """The flatbuffer against the PyTorch model on the same inputs (what its kind compares, from the gate's
+    section: the check prompt, reference values); raises CheckFailed past the recipe's bounds."""
+    from zoo.check import check_failures
 
     with report.stage("check"), float64(model):
-        if Kind(cfg.model.kind) is Kind.decoder:
-            logits = run_check(path, model, prompt, cfg.export, cfg.threads)
-            metrics, positions = logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])
-        else:
-            metrics, positions = KIND_CHECKS[Kind(cfg.model.kind)](path, model, report["golden"], cfg)
+        metrics, positions = kind_of(cfg).check(path, model, gate_section, cfg)
     failures = check_failures(metrics, cfg.quant.check)
     report["check"] = {**metrics, "positions": positions, "passed": not failures, "failures": failures,
                        "bounds": {k: v for k, v in vars(cfg.quant.check).items() if v is not None}}
@@ -248,7 +231,7 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
         if cfg.export.enabled:
             with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
                 path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
-                check(cfg, loaded.model, report["golden"]["check_prompt"], path, report)
+                check(cfg, loaded.model, report["golden"], path, report)
                 if cfg.eval.enabled:
                     evaluate(cfg, loaded, path, report)
                 if cfg.export.bundles:

@@ -5,12 +5,9 @@ together with the resolved config the pipeline adds.
 """
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import os
 import platform
-import resource
 import signal
 import time
 from collections import Counter
@@ -19,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.files import changed, write_atomic
+from zoo.resources import peak_rss_bytes, release_memory, reset_peak_rss
 
 # Test hook (tests/faults/test_interrupts.py): ZOO_FAULT_AT=<stage>[:<signal>[:<n>]] makes the process send itself
 # SIG<signal> (INT by default) as the n-th stage of that name (default the first) starts: an interrupt at an exact
@@ -26,35 +24,6 @@ from zoo.files import changed, write_atomic
 FAULT_AT = "ZOO_FAULT_AT"
 _started: Counter[str] = Counter()
 PACKAGES = ("torch", "tensorflow-cpu", "ai-edge-litert", "ai-edge-quantizer", "transformers", "numpy", "hydra-core")
-
-
-def peak_rss_bytes() -> int:
-    """This address space's high-water mark (VmHWM). Not ru_maxrss: after fork + exec that keeps the parent's peak."""
-    try:
-        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def release_memory() -> None:
-    """Collect garbage and hand the allocator's free pages back to the kernel (glibc's malloc_trim), so memory a
-    finished step freed no longer counts as resident when the next one starts."""
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: freed memory stays with the allocator
-        pass
-
-
-def reset_peak_rss() -> bool:
-    """Start a new peak-RSS window (Linux: '5' to /proc/self/clear_refs resets the high-water mark); False if not."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def versions() -> dict[str, str]:

@@ -25,14 +25,14 @@ class Norm(nn.Module):
 
     def __init__(self, dim: int, cfg: NormConfig):
         super().__init__()
-        self.kind, self.eps, self.zero_centered = NormType(cfg.type), cfg.eps, cfg.zero_centered
+        self.norm_type, self.eps, self.zero_centered = NormType(cfg.type), cfg.eps, cfg.zero_centered
         self.weight = nn.Parameter(torch.zeros(dim) if cfg.zero_centered else torch.ones(dim))
-        has_bias = self.kind is NormType.layer and cfg.bias
+        has_bias = self.norm_type is NormType.layer and cfg.bias
         self.bias = nn.Parameter(torch.zeros(dim)) if has_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gamma = 1.0 + self.weight if self.zero_centered else self.weight
-        if self.kind is NormType.layer:
+        if self.norm_type is NormType.layer:
             return F.layer_norm(x, x.shape[-1:], gamma, self.bias, self.eps)
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * gamma
 

@@ -6,34 +6,24 @@ import time
 from pathlib import Path
 
 from zoo.checkpoint import Checkpoint
-from zoo.config import EvalBounds, Kind, ZooConfig
-from zoo.eval.metrics import summarize
+from zoo.config import EvalBounds, ZooConfig
 from zoo.errors import EvalFailed
-from zoo.eval.text import load_text, tokens_of
+from zoo.eval.text import load_text
+from zoo.kinds import kind_of
 from zoo.report import Report
 
 
 def measure(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer) -> dict:
-    """The eval section of the report: the figures of the entry's kind, what was read and how it was cut."""
-    from zoo.eval.decoder import decoder_scores
-    from zoo.eval.encoders import encoder_figures, seq2seq_scores
+    """The eval section of the report: the figures of the entry's kind (zoo/kinds/), what was read and how it was
+    cut."""
     from zoo.golden import reference_model
 
-    kind = Kind(cfg.model.kind)
+    kind = kind_of(cfg)
     text = load_text(cfg.eval)
-    tokens = tokens_of(text, tokenizer) if kind is not Kind.encoder else []
     start = time.perf_counter()
     hf = reference_model(cfg.model.reference, checkpoint)
-    section = {"kind": kind.value, "text": cfg.eval.text, "bytes": [cfg.eval.start, cfg.eval.end],
-               "text_tokens": len(tokens), "file": str(path),
-               "ctx": cfg.eval.ctx if kind is Kind.decoder else min(cfg.eval.ctx, cfg.export.encoder_len,
-                                                                    cfg.export.kv_cache_max)}
-    if kind is Kind.encoder:
-        section.update(encoder_figures(cfg, path, hf, text, tokenizer))
-    else:
-        scores_of = decoder_scores if kind is Kind.decoder else seq2seq_scores
-        scores, section["windows"] = scores_of(cfg, path, hf, tokens)
-        section.update(summarize(scores))
+    section = {"kind": kind.name, "text": cfg.eval.text, "bytes": [cfg.eval.start, cfg.eval.end], "file": str(path),
+               **kind.eval_figures(cfg, path, hf, text, tokenizer)}
     section["measure_seconds"] = time.perf_counter() - start
     return section
 
@@ -82,7 +72,7 @@ def eval_line(section: dict) -> str:
     """The eval in one line, llama.cpp's figures first."""
     verdict = "PASS" if section.get("passed", True) else "FAIL"
     took = f"{section['seconds']:.0f} s, peak RSS {section['peak_rss_bytes'] / 2**30:.2f} GiB"
-    if section["kind"] == "encoder":
+    if "cosine_mean" in section:  # figures of an embedding, not of a language model's text
         return (f"eval {verdict} over {section['sentences']} sentences: embedding cosine vs transformers mean "
                 f"{section['cosine_mean']:.5f} (std {section['cosine_std']:.2e}, min {section['cosine_min']:.5f}); "
                 f"{took}")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +32,7 @@ from zoo.export.signatures import (
     tf_signature,
 )
 from zoo.files import scratch
-from zoo.report import release_memory
+from zoo.resources import release_memory
 
 
 def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
@@ -53,9 +54,10 @@ def converter_for(saved_model: str, names: Sequence[str]) -> tf.lite.TFLiteConve
 Lowerable = tuple[str, ExportedProgram, Sequence[str], Sequence[str]]  # name, program, input names, output names
 
 
-def export_signatures(step: nn.Module, programs: Iterable[Lowerable], path: Path, recipe: QuantConfig) -> list[str]:
+def export_signatures(step: nn.Module, programs: Iterable[Lowerable], path: Path, recipe: QuantConfig,
+                      components: Mapping[str, str]) -> list[str]:
     """Exported programs, all over `step`'s weights, as one multi-signature flatbuffer at `path`, quantized by
-    `recipe`, written atomically; returns the signature names.
+    `recipe` over the kind's `components` (zoo/export/recipe.py), written atomically; returns the signature names.
 
     Peak memory is the torch model plus one working set at a time, not several copies of the weights: the converter
     sees the graphs only (weights are signature inputs) and bake.py puts the weights in as views of the torch
@@ -77,7 +79,7 @@ def export_signatures(step: nn.Module, programs: Iterable[Lowerable], path: Path
         if recipe.mode is QuantMode.none:
             write(baked, path)
         else:
-            write(quantize(baked, recipe, spill=tmp / "quantized.tflite"), path)
+            write(quantize(baked, recipe, components, spill=tmp / "quantized.tflite"), path)
     return names
 
 
@@ -106,12 +108,14 @@ def export_tflite(
     prefill_logits: Logits = "last",
     mask_as_input: bool = False,
     recipe: QuantConfig | None = None,
+    components: Mapping[str, str] = MappingProxyType({}),
 ) -> Path:
-    """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode, quantized by `recipe` (fp32 if None)."""
+    """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode, quantized by `recipe` (fp32 if None)
+    over the decoder kind's `components` (none: every weight takes the recipe's mode)."""
     recipe = recipe or QuantConfig()
-    model = with_zero_points(model, zero_point_blocks(model, recipe))
+    model = with_zero_points(model, zero_point_blocks(model, recipe, components))
     steps = [(signature, Step(model, signature.logits)) for signature in plan(prefill_lens, prefill_logits)]
     programs = ((signature.name, export_step(step, signature, kv_cache_max, mask_as_input),
                  *io_names(model.arch.num_layers, signature.logits, mask_as_input)) for signature, step in steps)
-    export_signatures(steps[-1][1], programs, Path(path), recipe)
+    export_signatures(steps[-1][1], programs, Path(path), recipe, components)
     return Path(path)

@@ -423,16 +423,16 @@ def lower(program: ExportedProgram, state: Mapping[str, tf.Variable | tf.Tensor]
     """
     check_supported(program)
     signature = program.graph_signature
-    if any(spec.kind is not OutputKind.USER_OUTPUT for spec in signature.output_specs):
+    if {spec.kind for spec in signature.output_specs} - {OutputKind.USER_OUTPUT}:
         raise LoweringError("exported program mutates buffers; the lowering expects a functional program")
     known = (InputKind.USER_INPUT, InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
     if other := [spec.arg.name for spec in signature.input_specs if spec.kind not in known]:
         raise LoweringError(f"exported program has inputs of unsupported kinds: {other}")
-    user_inputs = [spec.arg.name for spec in signature.input_specs if spec.kind is InputKind.USER_INPUT]
+    user_inputs = [spec.arg.name for spec in signature.input_specs if spec.kind in (InputKind.USER_INPUT,)]
     lifted = {spec.arg.name: spec.target for spec in signature.input_specs
               if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in used_placeholders(program)}
     constants = {spec.arg.name: program.constants[spec.target] for spec in signature.input_specs
-                 if spec.kind is InputKind.CONSTANT_TENSOR}
+                 if spec.kind in (InputKind.CONSTANT_TENSOR,)}
 
     def lowered(*inputs: tf.Tensor) -> list[tf.Tensor]:
         env: dict[str, Any] = dict(zip(user_inputs, inputs, strict=True))

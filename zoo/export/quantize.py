@@ -8,8 +8,8 @@ for the lm_head, and quantizes every GATHER table of >= 1024 elements (RoPE, mas
 Keep a tied table whole in the float model too: the converter folds the final norm's weight into the lm_head
 matrix, a second float table, unless told not to (private.keep_mul_and_fc_apart).
 
-Naming contract with the exporter: a weight op belongs to a component when the component's pattern (COMPONENTS,
-zoo/export/recipe.py, which checks a recipe against the model before any work)
+Naming contract with the exporter: a weight op belongs to a component when the component's pattern (the kind's
+`components`, zoo/kinds/; zoo/export/recipe.py checks a recipe against the model before any work)
 is found in the op's scope (its output tensor names, as ai-edge-quantizer sees them) or in a constant input's
 name. TF name scopes give both, e.g. `model.layers.3.mlp/down_proj/MatMul`. An op whose output is a signature
 output is renamed `StatefulPartitionedCall:N`, so the lm_head of a tied model (weight named `arith.constantN`)
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import mmap
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -47,27 +48,29 @@ _BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block128: 128}
 _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
 
 
-def zero_point_blocks(model: nn.Module, recipe: QuantConfig) -> dict[str, tuple[int, float]]:
+def zero_point_blocks(model: nn.Module, recipe: QuantConfig,
+                      components: Mapping[str, str]) -> dict[str, tuple[int, float]]:
     """Linear modules that `recipe` makes asymmetric int4 (zoo/export/asymmetric.py): their block size and the
     recipe's outlier threshold."""
     if not recipe.zero_point:
         return {}
     blocks = {}
     for name, module in model.named_modules():
-        mode = _component_mode(recipe, _component_in(name))
+        mode = _component_mode(recipe, _component_in(name, components))
         if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
             blocks[name] = (_BLOCK[mode], recipe.outliers)
     return blocks
 
 
-def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig,
+def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig, components: Mapping[str, str],
              spill: Path | None = None) -> qtyping.ModelT:
-    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe, its Hadamard
-    rotations factored (zoo/export/rotation.py). With `spill`, the quantizer packs its output into that file as it
-    goes and the buffers view it (bake.write drops their pages once written): never resident twice."""
+    """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe over the kind's
+    `components`, its Hadamard rotations factored (zoo/export/rotation.py). With `spill`, the quantizer packs its
+    output into that file as it goes and the buffers view it (bake.write drops their pages once written): never
+    resident twice."""
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
-    plan = _plan(float_model, recipe)
+    plan = _plan(float_model, recipe, components)
     if not plan:
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
     qz = InMemoryQuantizer(float_model)
@@ -131,7 +134,8 @@ def _add_config(qz: InMemoryQuantizer, regex: str, op_name: _OpName, mode: Quant
                                   algorithm_key=AlgorithmName.DECOMPOSED_HADAMARD_ROTATION)
 
 
-def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
+def _plan(model: qtyping.ModelT, recipe: QuantConfig,
+          components: Mapping[str, str]) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
     """Op scopes per (mode, op type, Hadamard-rotated); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     plan: dict[tuple[QuantMode, _OpName, bool], list[str]] = {}
@@ -139,7 +143,7 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig) -> dict[tuple[QuantMode, _
     fallbacks = 0
     for sg in model.subgraphs:
         for op in sg.operators:
-            weight, op_name, mode = _weight_op(model, sg, op, codes[op.opcodeIndex], recipe)
+            weight, op_name, mode = _weight_op(model, sg, op, codes[op.opcodeIndex], recipe, components)
             if weight is None:
                 continue
             if mode in _BLOCK and weight.shape[-1] % _BLOCK[mode]:
@@ -184,14 +188,16 @@ def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
 
 
 def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.OperatorT, code: int,
-               recipe: QuantConfig) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
+               recipe: QuantConfig, components: Mapping[str, str],
+               ) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
     """The op's constant weight (None if it has none), the quantizer's op type for it, and the recipe's mode."""
     if code == _Op.GATHER:
-        component = _component(sg, op)
+        component = _component_in(_names(sg, op), components)
         mode = _component_mode(recipe, component) if component == "embedding" else recipe.tables
         return _const(model, sg, op.inputs[0]), _OpName.EMBEDDING_LOOKUP, mode
     if code in _WEIGHT_OPS:
-        return _const(model, sg, op.inputs[1]), _WEIGHT_OPS[code], _component_mode(recipe, _component(sg, op))
+        mode = _component_mode(recipe, _component_in(_names(sg, op), components))
+        return _const(model, sg, op.inputs[1]), _WEIGHT_OPS[code], mode
     return None, None, QuantMode.none
 
 
@@ -201,16 +207,12 @@ def _names(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> str:
                     [tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0])
 
 
-def _component(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> Optional[str]:
-    """The component of the op's scope or its constant inputs' names."""
-    return _component_in(_names(sg, op))
-
-
-def _component_in(names: str) -> Optional[str]:
-    """The first COMPONENTS pattern found in `names`; ZERO_POINT before all (its matrix stays float)."""
+def _component_in(names: str, components: Mapping[str, str]) -> Optional[str]:
+    """The component whose pattern is found first in `names` (an op's scope and input names, or a module path);
+    ZERO_POINT before all (its matrix stays float)."""
     if re.search(ZERO_POINT, names):
         return ZERO_POINT
-    return component_of(names)
+    return component_of(names, components)
 
 
 def _component_mode(recipe: QuantConfig, component: Optional[str]) -> QuantMode:

@@ -8,25 +8,21 @@ will search (zoo/export/quantize.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import fields
 from typing import Optional
 
 from torch import nn
 
-from zoo.config import QuantConfig, QuantMode
+from zoo.config import ComponentModes, QuantConfig, QuantMode
 from zoo.errors import ConfigError
 
-# Regexes searched in an op's scope and constant input names; the first that matches names the component.
-COMPONENTS = {
-    "lm_head": r"lm_head",
-    "embedding": r"embed_tokens|word_embeddings|\bshared\b",  # Llama-style, BERT, T5
-    "attention": r"self_attn",
-    "mlp": r"mlp",
-}
 BLOCKWISE = (QuantMode.int4_block32, QuantMode.int4_block128)
 
 
-def component_of(name: str) -> Optional[str]:
-    return next((c for c, pattern in COMPONENTS.items() if re.search(pattern, name)), None)
+def component_of(name: str, components: Mapping[str, str]) -> Optional[str]:
+    """The first of a kind's `components` (component -> regex, zoo/kinds/) whose pattern is found in `name`."""
+    return next((c for c, pattern in components.items() if re.search(pattern, name)), None)
 
 
 def weight_names(model: nn.Module) -> list[str]:
@@ -36,8 +32,9 @@ def weight_names(model: nn.Module) -> list[str]:
     return names + (["lm_head"] if hasattr(model, "lm_head") and model.lm_head is None else [])
 
 
-def check_recipe(recipe: QuantConfig, model: nn.Module, model_name: str) -> None:
-    """Raises ConfigError for a malformed recipe or a pattern that selects no weight of `model`."""
+def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.Module, model_name: str) -> None:
+    """Raises ConfigError for a malformed recipe or a pattern that selects no weight of `model` (`components`: its
+    kind's)."""
     where = f"conf/quant/{recipe.name}.yaml"
     if recipe.fallback in BLOCKWISE:
         raise ConfigError(f"{where}: quant.fallback must not be blockwise, got {recipe.fallback.value}")
@@ -56,7 +53,10 @@ def check_recipe(recipe: QuantConfig, model: nn.Module, model_name: str) -> None
     if recipe.hadamard and not any(re.search(p, n) for p in recipe.hadamard for n in names):
         raise ConfigError(f"{where}: quant.hadamard patterns {recipe.hadamard} match no weight of {model_name} "
                           f"({example}): fix the patterns or drop them (quant.hadamard=[] rotates nothing)")
-    for component in COMPONENTS:
-        if getattr(recipe.components, component) is not None and not any(component_of(n) == component for n in names):
-            raise ConfigError(f"{where}: quant.components.{component} selects no weight of {model_name} (pattern "
-                              f"{COMPONENTS[component]!r}; {example}): remove it from the recipe")
+    for component in (f.name for f in fields(ComponentModes)):
+        if getattr(recipe.components, component) is None:
+            continue
+        if not any(component_of(n, components) == component for n in names):
+            pattern = f"pattern {components[component]!r}" if component in components else "its kind names none"
+            raise ConfigError(f"{where}: quant.components.{component} selects no weight of {model_name} ({pattern}; "
+                              f"{example}): remove it from the recipe")

@@ -1,6 +1,6 @@
 """The LiteRT signatures of a decoder: `prefill_{T}` per prefill length and `decode` (T=1), each a torch.export'ed
-step with flat, conventionally named inputs and outputs, then lowered to a TF concrete function. Encoder kinds
-(`PROGRAMS`): T5 `encode` + `decode`, BERT `embed`.
+step with flat, conventionally named inputs and outputs, then lowered to a TF concrete function. Encoder kinds'
+`Program`s: T5 `encode` + `decode`, BERT `embed`.
 
 Names follow what MediaPipe / LiteRT-LM look for: inputs `tokens` [1,T] int32, `input_pos` [T] int32,
 `kv_cache_k_{i}` / `kv_cache_v_{i}`, optional `mask` [1,1,T,kv_max]; outputs `logits` and the updated caches.
@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torch.export import ExportedProgram
 
-from zoo.config import Kind
 from zoo.export.lower import lower, tf_dtype, used_weights
 
 Logits = Literal["none", "last", "all"]
@@ -175,16 +174,10 @@ def seq2seq_programs(model: nn.Module, encoder_len: int, kv_cache_max: int) -> l
     ]
 
 
-def encoder_programs(model: nn.Module, encoder_len: int, kv_cache_max: int) -> list[Program]:
+def encoder_programs(model: nn.Module, encoder_len: int) -> list[Program]:
     """`embed`: one sentence padded to encoder_len, with its attention mask."""
     tokens, mask = torch.zeros(1, encoder_len, dtype=torch.int64), torch.ones(1, encoder_len, dtype=torch.int64)
     return [Program("embed", Embed(model), (tokens, mask), ["tokens", "attention_mask"], ["embedding"])]
-
-
-PROGRAMS: dict[Kind, Callable[[nn.Module, int, int], list[Program]]] = {
-    Kind.encoder_decoder: seq2seq_programs,
-    Kind.encoder: encoder_programs,
-}
 
 
 def export_program(program: Program) -> ExportedProgram:

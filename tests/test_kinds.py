@@ -1,0 +1,133 @@
+"""Model kinds (zoo/kinds/): a fourth kind plugs in as one class, defined and registered here without any edit to
+zoo, and runs through the pipeline's own stages: build, golden gate, export, check."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import compose_cfg
+from zoo import golden, pipeline
+from zoo.architectures.encoder import Encoder
+from zoo.check import padded
+from zoo.config import ArchConfig, ExportConfig, ZooConfig
+from zoo.errors import ConfigError
+from zoo.exact import float64
+from zoo.export.signatures import Program
+from zoo.kinds import KINDS, register
+from zoo.kinds.base import ModelKind, check_fixed_length
+from zoo.report import Report
+
+TOY = ["model=minilm_l6", "variant=small", "model.kind=token_states", "export.encoder_len=16"]
+
+
+@torch.no_grad()
+def reference_states(hf: nn.Module, ids: list[int]) -> torch.Tensor:
+    """transformers' last hidden states [S, dim]: the toy kind's reference call."""
+    return hf(torch.tensor([ids])).last_hidden_state[0]
+
+
+@torch.no_grad()
+def our_states(model: nn.Module, ids: list[int]) -> torch.Tensor:
+    return model.hidden(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.int64))[0]
+
+
+class States(nn.Module):
+    """The one signature: tokens, attention_mask [1, S] -> last hidden states [1, S, dim]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, attention_mask) -> torch.Tensor:
+        return self.model.hidden(tokens, attention_mask)
+
+
+class TokenStates(ModelKind):
+    """Per-token features of a BERT encoder (what a token classifier's head reads), built from the encoder
+    module: another kind on an existing architecture, with its own reference, signature and check."""
+
+    name = "token_states"
+    components = {"embedding": r"word_embeddings"}
+
+    def validate(self, cfg: ZooConfig) -> None:
+        check_fixed_length(cfg)
+
+    def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
+        return Encoder(arch).eval()
+
+    def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return [torch.randint(cfg.model.arch.vocab_size, (n,), generator=gen).tolist() for n in (5, 9)]
+
+    def gate(self, model, hf, inputs, cfg) -> golden.GateResult:
+        result = golden.GateResult(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
+        result.max_abs_diff = max(float((our_states(model, ids) - reference_states(hf, ids)).abs().max())
+                                  for ids in inputs)
+        result.summary = f"max |hidden state diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e})"
+        return result
+
+    def reference_arrays(self, hf, inputs, cfg) -> dict[str, np.ndarray]:
+        return {f"p{p}_states_value": reference_states(hf, ids).numpy() for p, ids in enumerate(inputs)}
+
+    def compare(self, model, arrays, cfg) -> dict:
+        diffs = [float((our_states(model, ids) - torch.from_numpy(arrays[f"p{p}_states_value"])).abs().max())
+                 for p, ids in enumerate(self.golden_inputs(cfg, None))]
+        return {"max_abs_diff": max(diffs), "greedy_equal": 0, "greedy_total": 0}
+
+    def programs(self, model, cfg) -> list[Program]:
+        n = cfg.export.encoder_len
+        example = (torch.zeros(1, n, dtype=torch.int64), torch.ones(1, n, dtype=torch.int64))
+        return [Program("states", States(model), example, ["tokens", "attention_mask"], ["states"])]
+
+    def check(self, path, model, gate_section, cfg) -> tuple[dict[str, float], int]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        run = Interpreter(model_path=str(path), num_threads=cfg.threads).get_signature_runner("states")
+        diffs = []
+        for ids in gate_section["prompts"]:
+            feed = padded(ids, cfg.export.encoder_len)
+            lite = run(**feed)["states"][0, : len(ids)]
+            ours = model.hidden(*(torch.from_numpy(v).long() for v in feed.values()))[0, : len(ids)]
+            diffs.append(float(np.abs(lite - ours.numpy()).max()))
+        return {"max_abs_diff": max(diffs)}, len(diffs)
+
+
+@pytest.fixture
+def token_states():
+    kind = register(TokenStates())
+    yield kind
+    del KINDS[kind.name]
+
+
+def test_an_unregistered_kind_is_a_config_error():
+    with pytest.raises(ConfigError, match="'token_states' is not a registered model kind"):
+        compose_cfg(TOY)
+
+
+def test_a_registered_kind_runs_through_the_pipeline(token_states, tmp_path):
+    """Its config validates by its own checks, its components check the recipe, and the run's stages call it."""
+    with pytest.raises(ConfigError, match="export.kv_layout=transposed is for decoder entries"):
+        compose_cfg([*TOY, "export.kv_layout=transposed"])
+    cfg = compose_cfg(TOY)
+    pipeline.preflight(cfg)
+    report = pipeline.run(cfg, tmp_path)
+    assert report["status"] == "ok"
+    assert report["golden"]["passed"] and report["golden"]["summary"].startswith("max |hidden state diff|")
+    assert report["export"]["signatures"] == ["states"]
+    assert report["check"]["passed"] and report["check"]["positions"] == 2
+    assert report["check"]["max_abs_diff"] <= 1e-4, report["check"]
+    assert pipeline.check_line(report["check"]).startswith("check PASS over 2 steps or inputs: max_abs_diff")
+
+
+def test_a_registered_kind_compares_to_its_golden_arrays(token_states, tmp_path):
+    """The golden-file functions of the kind: transformers' arrays, then ours against them."""
+    cfg = compose_cfg(TOY)
+    report = Report(tmp_path / "report.json")
+    checkpoint = pipeline.resolve_checkpoint(cfg, report)
+    loaded = pipeline.load_model(cfg, checkpoint, report)
+    hf = golden.reference_model(cfg.model.reference, checkpoint)
+    with float64(loaded.model, hf):
+        arrays = token_states.reference_arrays(hf, token_states.golden_inputs(cfg, None), cfg)
+        assert token_states.compare(loaded.model, arrays, cfg)["max_abs_diff"] <= cfg.golden.atol

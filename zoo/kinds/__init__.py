@@ -1,0 +1,36 @@
+"""The registry of model kinds: `model.kind` names a ModelKind (zoo/kinds/base.py), which the stages ask about
+everything kind-specific. A new kind is one module with a ModelKind subclass, registered with `register`.
+
+`model.kind` is a plain string checked against this registry in `config.validate`, not an Enum of the schema: an
+Enum is closed when the schema is imported, so a kind defined elsewhere (a plug-in, a test) could not get a
+config without editing zoo/config.py or patching the Enum. The price is that Hydra no longer rejects an unknown
+kind while composing; `kind_of` does, right after, naming the registered kinds.
+"""
+from __future__ import annotations
+
+from zoo.config import ZooConfig
+from zoo.errors import ConfigError
+from zoo.kinds.base import ModelKind
+from zoo.kinds.decoder import DecoderKind
+from zoo.kinds.encoder import EncoderKind
+from zoo.kinds.encoder_decoder import EncoderDecoderKind
+
+KINDS: dict[str, ModelKind] = {}
+
+
+def register(kind: ModelKind) -> ModelKind:
+    """Make `kind` the one named `kind.name` (replacing one of that name)."""
+    KINDS[kind.name] = kind
+    return kind
+
+
+def kind_of(cfg: ZooConfig) -> ModelKind:
+    """The kind of the entry; ConfigError for a name no module registered."""
+    if cfg.model.kind not in KINDS:
+        raise ConfigError(f"model.kind: {cfg.model.kind!r} is not a registered model kind ({', '.join(KINDS)}; "
+                          "zoo/kinds/)")
+    return KINDS[cfg.model.kind]
+
+
+for _kind in (DecoderKind(), EncoderDecoderKind(), EncoderKind()):
+    register(_kind)

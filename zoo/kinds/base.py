@@ -1,0 +1,98 @@
+"""What a model kind is: the one object the stages ask about everything that differs between kinds of model
+(decoder, encoder-decoder, encoder ...), so that adding a kind is adding one module to zoo/kinds/.
+
+The heavy code stays where its job is (architectures/ the modules, golden.py the reference comparisons,
+export/signatures.py the export programs, check.py the flatbuffer checks, eval/ the figures); a kind wires it.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+from torch import nn
+
+from zoo.config import ArchConfig, ExportConfig, KVLayout, ZooConfig
+from zoo.errors import ConfigError
+
+if TYPE_CHECKING:  # both import torch and TensorFlow machinery a config check does not need
+    from zoo.export.signatures import Program
+    from zoo.golden import GateResult
+
+
+class ModelKind(ABC):
+    """One kind of model, named by an entry's `model.kind`."""
+
+    name: ClassVar[str]
+    # Quant components (zoo/export/recipe.py): component -> regex searched in our weight names and op scopes, the
+    # first that matches names the component. Only components the kind's module names; a recipe that sets another
+    # is refused before any work.
+    components: ClassVar[Mapping[str, str]]
+    # Whether zoo's prefill/decode runtime (zoo/runtime: generate, bench, the web bundle) can run its flatbuffer.
+    generates: ClassVar[bool] = False
+
+    def validate(self, cfg: ZooConfig) -> None:
+        """Config checks only this kind needs; raises ConfigError."""
+
+    @abstractmethod
+    def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
+        """The module with freshly initialised parameters (the checkpoint fills them next), in eval mode."""
+
+    # --- the golden gate (zoo/golden.py) ---
+    @abstractmethod
+    def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
+        """The fixed inputs of the gate and of golden/ files."""
+
+    @abstractmethod
+    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> GateResult:
+        """Ours against the transformers reference on the golden inputs."""
+
+    @abstractmethod
+    def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict[str, np.ndarray]:
+        """What golden/ stores, from transformers only."""
+
+    @abstractmethod
+    def compare(self, model: nn.Module, arrays: dict[str, np.ndarray], cfg: ZooConfig) -> dict:
+        """Ours against a stored golden file: max_abs_diff, greedy_equal, greedy_total."""
+
+    # --- export and the post-export check ---
+    def programs(self, model: nn.Module, cfg: ZooConfig) -> list[Program]:
+        """The signatures: a step over the model, example inputs and the names of its inputs and outputs each."""
+        raise NotImplementedError(f"kind {self.name}: give its signatures (programs) or its own export")
+
+    def export(self, model: nn.Module, path: Path, cfg: ZooConfig) -> list[str]:
+        """The multi-signature flatbuffer at `path`, quantized by cfg.quant; returns its signature names."""
+        from zoo.export.programs import export_programs
+
+        return export_programs(self.programs(model, cfg), path, cfg.quant, self.components)
+
+    @abstractmethod
+    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+        """The flatbuffer against our model on the same inputs (`gate_section`: the gate's report section): metrics
+        named as zoo/check.py's check_failures bounds them, and how many steps or inputs were compared."""
+
+    # --- the eval on real text (zoo/eval/) ---
+    def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
+        """The eval section's figures (with `text_tokens` and `ctx`), flatbuffer against transformers."""
+        from zoo.eval.text import EvalError
+
+        raise EvalError(f"kind {self.name} has no eval on text")
+
+
+def check_fixed_length(cfg: ZooConfig) -> None:
+    """Kinds whose signatures take a fixed-length, masked input (`export.encoder_len`) and no decoder cache
+    layout other than btnh."""
+    if cfg.export.kv_layout is not KVLayout.btnh:
+        raise ConfigError(f"export.kv_layout={cfg.export.kv_layout.value} is for decoder entries; use btnh")
+    if not 0 < cfg.export.encoder_len <= cfg.model.arch.max_positions:
+        raise ConfigError(f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
+                          f"{cfg.model.arch.max_positions}")
+
+
+def check_kv_cache(cfg: ZooConfig) -> None:
+    """Kinds with a KV cache: every slot must be a position the model has."""
+    if cfg.export.kv_cache_max > cfg.model.arch.max_positions:
+        raise ConfigError(f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions="
+                          f"{cfg.model.arch.max_positions}")

@@ -1,0 +1,68 @@
+"""The decoder kind: a causal LM (zoo/architectures/decoder.py) exported as `prefill_{T}` + `decode` over a KV
+cache, the signatures zoo's runtime, LiteRT-LM and the web bundle run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from zoo import golden
+from zoo.architectures.decoder import Decoder
+from zoo.config import ArchConfig, ExportConfig, ZooConfig
+from zoo.errors import ConfigError, GateFailed
+from zoo.kinds.base import ModelKind, check_kv_cache
+
+
+class DecoderKind(ModelKind):
+    name = "decoder"
+    components = {"lm_head": r"lm_head", "embedding": r"embed_tokens", "attention": r"self_attn", "mlp": r"mlp"}
+    generates = True
+
+    def validate(self, cfg: ZooConfig) -> None:
+        for prefill in cfg.export.prefill_lens:
+            if not 0 < prefill <= cfg.export.kv_cache_max:
+                raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max="
+                                  f"{cfg.export.kv_cache_max}")
+        check_kv_cache(cfg)
+
+    def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
+        return Decoder(arch, export.kv_layout, export.kv_read_multiple).eval()
+
+    def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
+        return golden.prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed,
+                                 cfg.model.tokenizer.chat_template)
+
+    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> golden.GateResult:
+        kv_max = cfg.export.kv_cache_max
+        longest = max(len(p) for p in inputs) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
+        if longest > kv_max:
+            raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
+        return golden.gate(model, hf, inputs, cfg.golden, kv_max)
+
+    def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
+        return golden.reference_arrays(hf, inputs, cfg.golden.new_tokens)
+
+    def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
+        return golden.compare_to_golden(model, arrays, cfg.export.kv_cache_max)
+
+    def export(self, model: nn.Module, path: Path, cfg: ZooConfig) -> list[str]:
+        from zoo.export.convert import export_tflite
+
+        export_tflite(model, path, cfg.export.kv_cache_max, list(cfg.export.prefill_lens),
+                      cfg.export.prefill_logits.value, cfg.export.mask_as_input, cfg.quant, self.components)
+        return [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
+
+    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+        from zoo.check import logit_metrics, run_check
+
+        logits = run_check(path, model, gate_section["check_prompt"], cfg.export, cfg.threads)
+        return logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])
+
+    def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
+        from zoo.eval.decoder import decoder_scores
+        from zoo.eval.metrics import summarize
+        from zoo.eval.text import tokens_of
+
+        tokens = tokens_of(text, tokenizer)
+        scores, windows = decoder_scores(cfg, path, hf, tokens)
+        return {"text_tokens": len(tokens), "ctx": cfg.eval.ctx, "windows": windows, **summarize(scores)}

@@ -1,0 +1,51 @@
+"""The encoder kind (BERT, zoo/architectures/encoder.py): `embed` of a fixed-length masked input into one pooled
+sentence embedding; no cache, no vocabulary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from zoo import golden
+from zoo.architectures.encoder import Encoder
+from zoo.config import ArchConfig, ExportConfig, ZooConfig
+from zoo.kinds.base import ModelKind, check_fixed_length
+
+
+class EncoderKind(ModelKind):
+    name = "encoder"
+    components = {"embedding": r"word_embeddings"}
+
+    def validate(self, cfg: ZooConfig) -> None:
+        check_fixed_length(cfg)
+
+    def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
+        return Encoder(arch).eval()
+
+    def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
+        return golden.encoder_inputs(cfg, tokenizer)
+
+    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> golden.GateResult:
+        return golden.encoder_gate(model, hf, inputs, cfg)
+
+    def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
+        return golden.encoder_reference_arrays(hf, inputs, cfg)
+
+    def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
+        return golden.encoder_compare(model, arrays, cfg)
+
+    def programs(self, model: nn.Module, cfg: ZooConfig) -> list:
+        from zoo.export.signatures import encoder_programs
+
+        return encoder_programs(model, cfg.export.encoder_len)
+
+    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+        from zoo.check import run_encoder_check
+
+        return run_encoder_check(path, model, gate_section, cfg)
+
+    def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
+        from zoo.eval.encoders import encoder_figures
+
+        ctx = min(cfg.eval.ctx, cfg.export.encoder_len, cfg.export.kv_cache_max)
+        return {"text_tokens": 0, "ctx": ctx, **encoder_figures(cfg, path, hf, text, tokenizer)}

@@ -1,0 +1,56 @@
+"""The encoder-decoder kind (T5, zoo/architectures/encoder_decoder.py): `encode` of a fixed-length masked input
+into encoder states and every layer's cross-attention K/V, then `decode` steps over a self-attention cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from zoo import golden
+from zoo.architectures.encoder_decoder import EncoderDecoder
+from zoo.config import ArchConfig, ExportConfig, ZooConfig
+from zoo.kinds.base import ModelKind, check_fixed_length, check_kv_cache
+
+
+class EncoderDecoderKind(ModelKind):
+    name = "encoder_decoder"
+    components = {"lm_head": r"lm_head", "embedding": r"\bshared\b"}
+
+    def validate(self, cfg: ZooConfig) -> None:
+        check_fixed_length(cfg)  # its cache is always btnh
+        check_kv_cache(cfg)
+
+    def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
+        return EncoderDecoder(arch, export.kv_read_multiple).eval()
+
+    def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
+        return golden.prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, False)
+
+    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> golden.GateResult:
+        return golden.seq2seq_gate(model, hf, inputs, cfg)
+
+    def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
+        return golden.seq2seq_reference_arrays(hf, inputs, cfg)
+
+    def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
+        return golden.seq2seq_compare(model, arrays, cfg)
+
+    def programs(self, model: nn.Module, cfg: ZooConfig) -> list:
+        from zoo.export.signatures import seq2seq_programs
+
+        return seq2seq_programs(model, cfg.export.encoder_len, cfg.export.kv_cache_max)
+
+    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+        from zoo.check import run_seq2seq_check
+
+        return run_seq2seq_check(path, model, gate_section, cfg)
+
+    def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
+        from zoo.eval.encoders import seq2seq_scores
+        from zoo.eval.metrics import summarize
+        from zoo.eval.text import tokens_of
+
+        tokens = tokens_of(text, tokenizer)
+        scores, windows = seq2seq_scores(cfg, path, hf, tokens)
+        ctx = min(cfg.eval.ctx, cfg.export.encoder_len, cfg.export.kv_cache_max)
+        return {"text_tokens": len(tokens), "ctx": ctx, "windows": windows, **summarize(scores)}
