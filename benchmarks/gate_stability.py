@@ -8,6 +8,7 @@ float32 matrix products (the load under which the float32 gate flaked), then run
 still catches: one weight of layer 15's down_proj perturbed by 10^-k for growing k until the gate passes.
 Prints and writes a JSON summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gate_stability.json"))
     args = parser.parse_args()
 
-    from conftest import compose_cfg
     from zoo import pipeline
     from zoo.report import Report
+
+    from conftest import compose_cfg
 
     cfg = compose_cfg([])
     report = Report(Path(os.devnull))
@@ -54,9 +56,13 @@ def main() -> None:
             seconds.append(time.perf_counter() - start)
             diffs.append(section["max_abs_diff"])
             failures += not (section["passed"] and section.get("answer_ok", True))
-            print(f"run {i + 1}: max |diff| {section['max_abs_diff']:.3e} decode {section['decode_vs_full_max_abs_diff']:.3e}"
-                  f" greedy {section['greedy_tokens_equal']} {'PASS' if section['passed'] else 'FAIL'} "
-                  f"({seconds[-1]:.0f} s)", flush=True)
+            print(
+                f"run {i + 1}: max |diff| {section['max_abs_diff']:.3e} "
+                f"decode {section['decode_vs_full_max_abs_diff']:.3e}"
+                f" greedy {section['greedy_tokens_equal']} {'PASS' if section['passed'] else 'FAIL'} "
+                f"({seconds[-1]:.0f} s)",
+                flush=True,
+            )
         weight = loaded.model.model.layers[15].mlp.down_proj.weight
         original = weight.data[0, 0].item()
         caught = {}
@@ -64,16 +70,25 @@ def main() -> None:
             weight.data[0, 0] = original + 10.0**-k
             section = pipeline.gate_section(cfg, loaded)
             caught[f"1e-{k}"] = {"max_abs_diff": section["max_abs_diff"], "caught": not section["passed"]}
-            print(f"fault 1e-{k} on down_proj[15][0,0]: max |diff| {section['max_abs_diff']:.3e} "
-                  f"{'caught' if not section['passed'] else 'passes'}", flush=True)
+            print(
+                f"fault 1e-{k} on down_proj[15][0,0]: max |diff| {section['max_abs_diff']:.3e} "
+                f"{'caught' if not section['passed'] else 'passes'}",
+                flush=True,
+            )
             if section["passed"]:
                 break
         weight.data[0, 0] = original
     finally:
         stop.set()
-    summary = {"runs": args.runs, "failures": failures, "max_abs_diff": {
-        "min": min(diffs), "median": float(np.median(diffs)), "max": max(diffs)}, "atol": cfg.golden.atol,
-        "gate_seconds_median": float(np.median(seconds)), "faults": caught, "diffs": diffs}
+    summary = {
+        "runs": args.runs,
+        "failures": failures,
+        "max_abs_diff": {"min": min(diffs), "median": float(np.median(diffs)), "max": max(diffs)},
+        "atol": cfg.golden.atol,
+        "gate_seconds_median": float(np.median(seconds)),
+        "faults": caught,
+        "diffs": diffs,
+    }
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "diffs"}, indent=2))
 

@@ -1,4 +1,5 @@
 """Shared helpers: compose a config through Hydra's compose API exactly as `python -m zoo` does."""
+
 from __future__ import annotations
 
 import os

@@ -3,16 +3,18 @@
 A feature counts only if it is load-bearing: the entry matches transformers with it, and the same weights with
 the feature switched off in our model alone no longer do (the reference keeps the checkpoint's own config).
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from conftest import compose_cfg
 from zoo import golden
 from zoo.checkpoint import load, resolve
 from zoo.config import ConfigError, LayerType, hf_layer_types
 from zoo.kinds import kind_of
+
+from conftest import compose_cfg
 
 KV_MAX = 64
 PROMPT_LEN = 33  # beyond every small variant's sliding window (zoo/variants.py caps it at 8)
@@ -95,13 +97,20 @@ def test_small_variant_spreads_longrope_factors():
 
 
 def test_longrope_factor_count_is_validated():
-    with pytest.raises(ConfigError, match=r"model.arch.rope.short_factor: longrope needs rotary_dim/2=48 values, got 2"):
+    with pytest.raises(
+        ConfigError, match=r"model.arch.rope.short_factor: longrope needs rotary_dim/2=48 values, got 2"
+    ):
         compose_cfg(["model=phi3_5_mini", "model.arch.rope.short_factor=[1.0,2.0]"])
 
 
 def test_hf_layer_types_repeats_the_pattern():
     assert hf_layer_types(["sliding", "full"], 5) == [
-        "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+        "sliding_attention",
+        "full_attention",
+        "sliding_attention",
+        "full_attention",
+        "sliding_attention",
+    ]
     cfg = compose_cfg(["model=gemma3_270m"])
     types = cfg.model.reference.hf_config["layer_types"]
     assert len(types) == 18 and [i for i, t in enumerate(types) if t == "full_attention"] == [5, 11, 17]

@@ -1,9 +1,9 @@
 """Asymmetric int4 blocks carried by symmetric int4 kernels (zoo/export/asymmetric.py)."""
+
 from __future__ import annotations
 
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
-from conftest import compose_cfg
 from test_export import SMALL_EXPORT
 from torch import nn
 
@@ -12,6 +12,8 @@ from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
 from zoo.export.quantize import zero_point_blocks
 from zoo.kinds import kind_of
 from zoo.report import Report
+
+from conftest import compose_cfg
 
 BLOCK = 32
 

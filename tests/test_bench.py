@@ -1,18 +1,30 @@
 """The bench stage on a small variant: every report field is there, positive and consistent (never timing values)."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from conftest import compose_cfg
 from zoo import pipeline
 from zoo.bench import target_records
 from zoo.config import BenchTarget, head_dim
 
-BENCH = ["model=smollm2_135m", "variant=small", "export.prefill_lens=[8,16]", "export.kv_cache_max=64",
-         "export.check_steps=4", "bench.enabled=true", "bench.warmup=1", "bench.repeats=2", "bench.decode_steps=4",
-         "bench.bandwidth_mib=8", "bench.reference=true"]
+from conftest import compose_cfg
+
+BENCH = [
+    "model=smollm2_135m",
+    "variant=small",
+    "export.prefill_lens=[8,16]",
+    "export.kv_cache_max=64",
+    "export.check_steps=4",
+    "bench.enabled=true",
+    "bench.warmup=1",
+    "bench.repeats=2",
+    "bench.decode_steps=4",
+    "bench.bandwidth_mib=8",
+    "bench.reference=true",
+]
 
 
 def test_bench_stage_fills_its_report_fields(tmp_path):
@@ -36,7 +48,10 @@ def test_bench_stage_fills_its_report_fields(tmp_path):
 
     # float32: the weights' own bytes are 4 per parameter; the file holds them once plus tables and graph
     assert bench["weight_bytes"] == 4 * report["num_params"]
-    assert math.isclose(bench["size_vs_weights"], exp["size_bytes"] / bench["weight_bytes"]) and bench["size_vs_weights"] > 1
+    assert (
+        math.isclose(bench["size_vs_weights"], exp["size_bytes"] / bench["weight_bytes"])
+        and bench["size_vs_weights"] > 1
+    )
     bw = bench["bandwidth"]
     arch = cfg.model.arch  # float32 K and V per layer: kv_cache_max slots x kv heads x head_dim
     assert bw["read_bytes_per_s"] > 0 and bw["file_bytes"] == exp["size_bytes"]
@@ -56,13 +71,29 @@ def test_bench_stage_fills_its_report_fields(tmp_path):
 
 
 def test_target_records_state_figure_target_and_ratio():
-    target = BenchTarget(model="m", quant="q", decode_tok_s=88, prefill_tok_s=1714, prefill_len=128,
-                         convert_seconds=80, convert_peak_rss_gib=2, size_vs_weights=1.03)
-    report = {"export": {"convert_seconds": 40.0, "convert_peak_rss_bytes": 3 * 2**30},
-              "bench": {"decode_tok_s": 176.0, "prefill_tok_s": {"64": 900.0}, "size_vs_weights": 1.01}}
+    target = BenchTarget(
+        model="m",
+        quant="q",
+        decode_tok_s=88,
+        prefill_tok_s=1714,
+        prefill_len=128,
+        convert_seconds=80,
+        convert_peak_rss_gib=2,
+        size_vs_weights=1.03,
+    )
+    report = {
+        "export": {"convert_seconds": 40.0, "convert_peak_rss_bytes": 3 * 2**30},
+        "bench": {"decode_tok_s": 176.0, "prefill_tok_s": {"64": 900.0}, "size_vs_weights": 1.01},
+    }
     records = {r["figure"]: r for r in target_records(report, target)}
-    assert records["decode_tok_s"] == {"figure": "decode_tok_s", "value": 176.0, "target": 88, "ratio": 2.0,
-                                            "better": "higher", "met": True}
+    assert records["decode_tok_s"] == {
+        "figure": "decode_tok_s",
+        "value": 176.0,
+        "target": 88,
+        "ratio": 2.0,
+        "better": "higher",
+        "met": True,
+    }
     assert records["prefill_tok_s@128"]["value"] is None and records["prefill_tok_s@128"]["met"] is None
     assert records["convert_seconds"]["ratio"] == 0.5 and records["convert_seconds"]["met"]
     assert records["convert_peak_rss_gib"]["ratio"] == 1.5 and not records["convert_peak_rss_gib"]["met"]
@@ -70,6 +101,9 @@ def test_target_records_state_figure_target_and_ratio():
 
 
 def test_bench_config_is_validated():
-    with pytest.raises(Exception, match=r"bench: warmup \+ decode_steps = 70 decode positions do not fit "
-                                        r"export.kv_cache_max=64"):
+    with pytest.raises(
+        Exception,
+        match=r"bench: warmup \+ decode_steps = 70 decode positions do not fit "
+        r"export.kv_cache_max=64",
+    ):
         compose_cfg([*BENCH, "bench.decode_steps=69"])

@@ -1,4 +1,5 @@
 """Bundles from the pipeline: the `.litertlm` runs in the real LiteRT-LM runtime and says what our runtime says."""
+
 from __future__ import annotations
 
 import zipfile
@@ -6,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_cfg
-from small_runtime import tiny_sentencepiece, tiny_tokenizer
 from zoo import pipeline
 from zoo.bundle import BundleError, task
-from zoo.config import ConfigError
 from zoo.cache import open_generator
+from zoo.config import ConfigError
+
+from conftest import compose_cfg
+from small_runtime import tiny_sentencepiece, tiny_tokenizer
 
 PROMPT = "What is the capital of France?"
 
@@ -19,15 +21,23 @@ PROMPT = "What is the capital of France?"
 @pytest.fixture(scope="module")
 def litertlm_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
-    cfg = compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
-                       "export=litertlm", "export.prefill_lens=[8,32]", "export.kv_cache_max=128",
-                       "export.check_steps=8"])
+    cfg = compose_cfg(
+        [
+            "model=tinyllama",
+            "variant=small",
+            f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
+            "export=litertlm",
+            "export.prefill_lens=[8,32]",
+            "export.kv_cache_max=128",
+            "export.check_steps=8",
+        ]
+    )
     report = pipeline.run(cfg, root / "run")
     return cfg, report
 
 
 def test_litertlm_preset_writes_the_bundle(litertlm_run):
-    cfg, report = litertlm_run
+    _cfg, report = litertlm_run
     made = report["bundles"]["litertlm"]
     assert made["path"].endswith("tinyllama_none_kv128.litertlm")
     assert made["size_bytes"] > report["export"]["size_bytes"]
@@ -49,10 +59,13 @@ def test_litertlm_greedy_text_equals_our_runtime(litertlm_run):
     assert theirs == ours.text
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["export=default", "export.bundles=[litertlm]"], "litertlm needs export.kv_layout=transposed"),
-    (["export=litertlm", "model.tokenizer.source=none"], "a bundle needs the entry's tokenizer"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["export=default", "export.bundles=[litertlm]"], "litertlm needs export.kv_layout=transposed"),
+        (["export=litertlm", "model.tokenizer.source=none"], "a bundle needs the entry's tokenizer"),
+    ],
+)
 def test_bundle_config_errors_come_before_export(overrides, message):
     with pytest.raises(ConfigError, match=message):
         compose_cfg(["model=tinyllama", *overrides])
@@ -71,14 +84,23 @@ def test_task_bundle_holds_model_tokenizer_and_metadata(tmp_path):
     """With a SentencePiece tokenizer, `export.bundles=[task]` writes MediaPipe's bundle: a zip of the flatbuffer,
     the tokenizer model and the bundler's metadata."""
     sp = tiny_sentencepiece(tmp_path / "sp")
-    cfg = compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={sp}", "export.bundles=[task]",
-                       "export.prefill_lens=[16]", "export.kv_cache_max=64", "export.check_steps=4"])
+    cfg = compose_cfg(
+        [
+            "model=tinyllama",
+            "variant=small",
+            f"model.tokenizer.source={sp}",
+            "export.bundles=[task]",
+            "export.prefill_lens=[16]",
+            "export.kv_cache_max=64",
+            "export.check_steps=4",
+        ]
+    )
     report = pipeline.run(cfg, tmp_path / "run")
     path = report["bundles"]["task"]["path"]
     with zipfile.ZipFile(path) as bundle:
         assert sorted(bundle.namelist()) == ["METADATA", "TF_LITE_PREFILL_DECODE", "TOKENIZER_MODEL"]
         assert bundle.read("TOKENIZER_MODEL") == (sp / "tokenizer.model").read_bytes()
-        assert bundle.read("TF_LITE_PREFILL_DECODE") == open(report["export"]["path"], "rb").read()
+        assert bundle.read("TF_LITE_PREFILL_DECODE") == Path(report["export"]["path"]).read_bytes()
         assert b"</s>" in bundle.read("METADATA")
 
 
@@ -103,8 +125,10 @@ def test_speed_cli_refuses_missing_files_and_unknown_layouts(litertlm_run):
     from zoo.runtime.speed import main
 
     _, report = litertlm_run
-    for argv, message in ((["x.litertlm"], "no such file: x.litertlm"),
-                          ([report["export"]["path"], "bthn"], "its KV layout (btnh or transposed)"),
-                          ([report["export"]["path"], "btnh"], "laid out transposed, not btnh")):
+    for argv, message in (
+        (["x.litertlm"], "no such file: x.litertlm"),
+        ([report["export"]["path"], "bthn"], "its KV layout (btnh or transposed)"),
+        ([report["export"]["path"], "btnh"], "laid out transposed, not btnh"),
+    ):
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
             main(argv)

@@ -1,4 +1,5 @@
 """Checkpoint sources and the strict mapping engine: every mismatch is an error that names it."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,13 @@ import pickle
 import pytest
 import torch
 
-from conftest import compose_cfg
 from zoo import golden, pipeline
 from zoo.checkpoint import CheckpointError, MappingError, check_config, load, resolve
 from zoo.checkpoint.mapping import map_tensors
 from zoo.config import MappingConfig, MappingRule
 from zoo.report import Report
+
+from conftest import compose_cfg
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +32,19 @@ def model_and_shapes(cfg):
 
 
 STRICT_CASES = {
-    "missing": (lambda t: {k: v for k, v in t.items() if k != "model.layers.1.self_attn.k_proj.weight"},
-                r"parameters with no checkpoint tensor: model.layers.1.self_attn.qkv_proj.weight "
-                r"\(rule needs model.layers.1.self_attn.k_proj.weight\)"),
-    "extra": (lambda t: {**t, "model.layers.0.mystery.weight": torch.zeros(3)},
-              r"checkpoint tensors not used .*: model.layers.0.mystery.weight"),
-    "shape": (lambda t: {**t, "model.norm.weight": torch.ones(65)},
-              r"shape or dtype mismatches: model.norm.weight: checkpoint \(65,\) vs model \(64,\)"),
+    "missing": (
+        lambda t: {k: v for k, v in t.items() if k != "model.layers.1.self_attn.k_proj.weight"},
+        r"parameters with no checkpoint tensor: model.layers.1.self_attn.qkv_proj.weight "
+        r"\(rule needs model.layers.1.self_attn.k_proj.weight\)",
+    ),
+    "extra": (
+        lambda t: {**t, "model.layers.0.mystery.weight": torch.zeros(3)},
+        r"checkpoint tensors not used .*: model.layers.0.mystery.weight",
+    ),
+    "shape": (
+        lambda t: {**t, "model.norm.weight": torch.ones(65)},
+        r"shape or dtype mismatches: model.norm.weight: checkpoint \(65,\) vs model \(64,\)",
+    ),
 }
 
 

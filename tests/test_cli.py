@@ -1,4 +1,5 @@
 """`python -m zoo` as a user runs it: exit codes, one-line errors, the run directory and nothing else."""
+
 from __future__ import annotations
 
 import json
@@ -14,26 +15,47 @@ from conftest import ROOT
 def zoo(*args, cwd):
     home = cwd.parent / "home"  # TF/Keras write ~/.keras: keep HOME out of the directory under test
     home.mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "zoo", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)},
+    )
 
 
 def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
     run_dir = tmp_path / "run"
     work = tmp_path / "cwd"
     work.mkdir()
-    result = zoo("model=tinyllama", "variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64",
-                 f"hydra.run.dir={run_dir}", cwd=work)
+    result = zoo(
+        "model=tinyllama",
+        "variant=small",
+        "export.prefill_lens=[16]",
+        "export.kv_cache_max=64",
+        f"hydra.run.dir={run_dir}",
+        cwd=work,
+    )
     assert result.returncode == 0, result.stderr
     assert "golden PASS" in result.stdout
-    library_logs = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|INFO: |\[.*\]\[(absl|tensorflow)\])|absl|"
-                              r"tensorflow|Sanitizing|Assets written", re.M)
+    library_logs = re.compile(
+        r"^([IWE]\d{4} |WARNING: All log messages|INFO: |\[.*\]\[(absl|tensorflow)\])|absl|"
+        r"tensorflow|Sanitizing|Assets written",
+        re.M,
+    )
     assert not library_logs.search(result.stdout + result.stderr), result.stdout + result.stderr  # zoo/quiet.py
     # zoo's own lines only: the stages' verdicts on stdout, the progress bar (tqdm, carriage returns) on stderr
-    assert [line.split(" ", 1)[0] for line in result.stdout.splitlines()] == ["tinyllama:", "golden", "export:", "check",
-                                                                               "report:"], result.stdout
-    assert all(re.fullmatch(r"zoo tinyllama: .*", part.strip()) for part in re.split(r"[\r\n]", result.stderr)
-               if part.strip()), result.stderr
+    assert [line.split(" ", 1)[0] for line in result.stdout.splitlines()] == [
+        "tinyllama:",
+        "golden",
+        "export:",
+        "check",
+        "report:",
+    ], result.stdout
+    assert all(
+        re.fullmatch(r"zoo tinyllama: .*", part.strip()) for part in re.split(r"[\r\n]", result.stderr) if part.strip()
+    ), result.stderr
     report = json.loads((run_dir / "report.json").read_text())
     for key in ("model", "checkpoint", "num_params", "golden", "timings", "versions"):
         assert key in report
@@ -49,16 +71,20 @@ def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
     result = zoo("model.arch.attention.num_kv_heads=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["zoo: error [config]: conf/model/smollm2_135m.yaml: "
-                                                  "model.arch.attention.num_kv_heads: 2 does not divide num_heads=9"]
+    assert result.stderr.strip().splitlines() == [
+        "zoo: error [config]: conf/model/smollm2_135m.yaml: "
+        "model.arch.attention.num_kv_heads: 2 does not divide num_heads=9"
+    ]
     assert not (tmp_path / "run").exists()
 
 
 def test_unknown_field_is_one_line(tmp_path):
     result = zoo("model.arch.dimm=3", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == \
-        "zoo: error [config]: command line override: model.arch.dimm: Key 'dimm' not in 'ArchConfig'"
+    assert (
+        result.stderr.strip()
+        == "zoo: error [config]: command line override: model.arch.dimm: Key 'dimm' not in 'ArchConfig'"
+    )
 
 
 def test_cfg_job_prints_composed_config(tmp_path):

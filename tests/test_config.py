@@ -1,12 +1,14 @@
 """Composition and validation: every wrong config stops with one line naming the field and the file."""
+
 from __future__ import annotations
 
 import textwrap
 
 import pytest
 
-from conftest import compose_cfg
 from zoo.config import ConfigError, KVLayout, LayerType, RopeScaling, Variant, head_dim
+
+from conftest import compose_cfg
 
 
 def test_default_composes_all_four_groups():
@@ -65,11 +67,17 @@ def test_user_entry_from_own_folder(tmp_path):
         ("model.arch.num_layer=3", r"command line override: model.arch.num_layer: Key 'num_layer' not in"),
         ("model.arch.dim=wide", r"command line override: model.arch.dim: Value 'wide' .*Integer"),
         ("model.arch.norm.type=batch", r"model.arch.norm.type: Invalid value 'batch'"),
-        ("model.arch.attention.num_kv_heads=4", r"conf/model/smollm2_135m.yaml: model.arch.attention.num_kv_heads: 4 "
-                                                r"does not divide num_heads=9"),
+        (
+            "model.arch.attention.num_kv_heads=4",
+            r"conf/model/smollm2_135m.yaml: model.arch.attention.num_kv_heads: 4 "
+            r"does not divide num_heads=9",
+        ),
         ("model.arch.attention.head_dim=63", r"model.arch.rope.fraction: rotary dims 63 .* must be even"),
-        ("model.arch.attention.layer_types=[full,full,full]", r"model.arch.attention.layer_types: pattern "
-                                                              r"of 3 is longer than num_layers=2"),
+        (
+            "model.arch.attention.layer_types=[full,full,full]",
+            r"model.arch.attention.layer_types: pattern "
+            r"of 3 is longer than num_layers=2",
+        ),
         ("export.prefill_lens=[2048]", r"prefill length 2048 must be in 1..kv_cache_max=1024"),
         ("export.kv_read_multiple=-1", r"export.kv_read_multiple=-1 must be >= 0"),
     ],
@@ -90,8 +98,9 @@ def test_wrong_field_in_user_file_names_the_file(tmp_path):
 def test_sliding_layers_need_a_window():
     with pytest.raises(ConfigError, match="sliding_window"):
         compose_cfg(["model=tinyllama", "model.arch.attention.layer_types=[sliding,full]"])
-    cfg = compose_cfg(["model=tinyllama", "model.arch.attention.layer_types=[sliding,full]",
-                       "model.arch.attention.sliding_window=64"])
+    cfg = compose_cfg(
+        ["model=tinyllama", "model.arch.attention.layer_types=[sliding,full]", "model.arch.attention.sliding_window=64"]
+    )
     assert cfg.model.arch.attention.layer_types == [LayerType.sliding, LayerType.full]
 
 
@@ -100,8 +109,10 @@ def test_tokenizer_source_that_is_not_a_tokenizer_is_one_line(tmp_path):
 
     model_file = tmp_path / "tokenizer.model"
     model_file.write_bytes(b"not a sentencepiece model")
-    for source, pattern in ((model_file, r"not a folder; give a tokenizer folder"),
-                            (tmp_path, r"transformers cannot load a tokenizer from it")):
+    for source, pattern in (
+        (model_file, r"not a folder; give a tokenizer folder"),
+        (tmp_path, r"transformers cannot load a tokenizer from it"),
+    ):
         cfg = compose_cfg([f"model.tokenizer.source={source}"]).model.tokenizer
         with pytest.raises(ConfigError, match=pattern) as err:
             tokenizer_from(cfg, None)

@@ -22,6 +22,7 @@ Each module is exercised for real, but without loading a model:
 Commands run in a forked child of this process (zoo's imports are paid once, not per command), through `runpy` as
 `python -m` runs them, with the child's stdout/stderr captured; an unknown config group, option or field fails.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -89,7 +90,7 @@ def cmd_id(c: tuple[Path, int, str]) -> str:
 def split(command: str) -> tuple[str, list[str]]:
     module = COMMAND.match(command).group(1)
     argv = shlex.split(command, comments=True)
-    return module, argv[argv.index(module) + 1:]
+    return module, argv[argv.index(module) + 1 :]
 
 
 def typeable(command: str) -> None:
@@ -119,7 +120,7 @@ def forked(fn, cwd: Path) -> tuple[int, str]:
                 code = 0
             except SystemExit as done:
                 code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-            except BaseException:  # noqa: BLE001 - reported through the captured output
+            except BaseException:
                 traceback.print_exc()
             finally:
                 sys.stdout.flush()
@@ -138,9 +139,11 @@ def forked(fn, cwd: Path) -> tuple[int, str]:
 
 def run_module(module: str, argv: list[str], cwd: Path) -> tuple[int, str]:
     """`python -m module argv` as the shell would run it, in the forked child."""
+
     def go():
         sys.argv = [module, *argv]
         runpy.run_module(module, run_name="__main__", alter_sys=True)
+
     return forked(go, cwd)
 
 
@@ -252,6 +255,7 @@ def test_documented_command(doc, line, command, tmp_root):
             (cwd / file).with_name("report.json").write_text(json.dumps({"config": config}))
             cfg, _ = run_config(file, argv[1:])
             assert isinstance(cfg, ZooConfig)
+
         code, out = forked(merge, cwd)
         assert code == 0, out
 
@@ -270,8 +274,9 @@ def test_documented_command(doc, line, command, tmp_root):
         from zoo.config import CONF_DIR
 
         drafted = Path(out.split("wrote ", 1)[1].split()[0]).stem
-        assert not (CONF_DIR / "model" / f"{drafted}.yaml").exists(), \
+        assert not (CONF_DIR / "model" / f"{drafted}.yaml").exists(), (
             f"the draft {drafted} would be shadowed by the packaged entry of that name: show --name <another>"
+        )
 
     elif module == "zoo.cache":  # for real, on the test session's own cache ($ZOO_CACHE, tests/conftest.py)
         code, out = run_module(module, argv, cwd)

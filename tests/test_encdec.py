@@ -1,5 +1,6 @@
 """The encoder-decoder (T5) and encoder (BERT) kinds: builders vs transformers, their signatures, the post-export
 check, greedy seq2seq through the flatbuffer, and MiniLM's real cosine similarities from the flatbuffer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,16 +8,17 @@ import pytest
 import tensorflow as tf
 import torch
 from ai_edge_litert.interpreter import Interpreter
-from conftest import GOLDEN, compose_cfg, entries_of
 
 from zoo import pipeline
 from zoo.architectures.encoder_decoder import relative_bucket
 from zoo.checkpoint import load
 from zoo.config import ConfigError
-from zoo.export.lower import lower
 from zoo.export.convert import op_counts
+from zoo.export.lower import lower
 from zoo.kinds import kind_of
 from zoo.report import Report
+
+from conftest import GOLDEN, compose_cfg, entries_of
 
 ENCODER_EXPORT = ["export.encoder_len=40", "export.kv_cache_max=64", "export.check_steps=16"]
 SIGNATURES = {"encoder_decoder": ["encode", "decode"], "encoder": ["embed"]}
@@ -44,11 +46,20 @@ def test_every_encoder_entry_exports_and_checks(entry, tmp_path):
     assert report["golden"]["reference_greedy"] == stored["p0_greedy"].tolist()
     assert check["greedy"] == 1.0 and check["positions"] == 16
     layers, cross, cache = cfg.model.arch.num_layers, [1, 4, 40, 16], [1, 64, 4, 16]
-    assert shapes["encode"] == {"tokens": [1, 40], "attention_mask": [1, 40], "encoder_states": [1, 40, 64],
-                                **{f"cross_{k}_{i}": cross for i in range(layers) for k in "kv"}}
-    assert shapes["decode"] == {"tokens": [1, 1], "input_pos": [1], "attention_mask": [1, 40], "logits": [1, 1, 512],
-                                **{f"cross_{k}_{i}": cross for i in range(layers) for k in "kv"},
-                                **{f"kv_cache_{k}_{i}": cache for i in range(layers) for k in "kv"}}
+    assert shapes["encode"] == {
+        "tokens": [1, 40],
+        "attention_mask": [1, 40],
+        "encoder_states": [1, 40, 64],
+        **{f"cross_{k}_{i}": cross for i in range(layers) for k in "kv"},
+    }
+    assert shapes["decode"] == {
+        "tokens": [1, 1],
+        "input_pos": [1],
+        "attention_mask": [1, 40],
+        "logits": [1, 1, 512],
+        **{f"cross_{k}_{i}": cross for i in range(layers) for k in "kv"},
+        **{f"kv_cache_{k}_{i}": cache for i in range(layers) for k in "kv"},
+    }
 
 
 @pytest.mark.parametrize("entry", ["t5_small", "minilm_l6"])
@@ -85,8 +96,12 @@ def test_minilm_flatbuffer_reproduces_reference_similarities(tmp_path):
     for p in range(len(cfg.golden.sentences)):
         ids = stored[f"p{p}_ids"].tolist()
         pad = 32 - len(ids)
-        rows.append(embed(tokens=np.array([ids + [0] * pad], np.int32),
-                          attention_mask=np.array([[1] * len(ids) + [0] * pad], np.int32))["embedding"][0])
+        rows.append(
+            embed(
+                tokens=np.array([ids + [0] * pad], np.int32),
+                attention_mask=np.array([[1] * len(ids) + [0] * pad], np.int32),
+            )["embedding"][0]
+        )
     lite = np.stack(rows)
     assert np.allclose(np.linalg.norm(lite, axis=-1), 1, atol=1e-5)  # normalised in the graph
     assert np.abs(lite @ lite.T - stored["similarities_value"]).max() <= 1e-3

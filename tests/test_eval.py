@@ -1,5 +1,6 @@
 """The eval (zoo/eval/): llama.cpp's figures against a hand-computed case, window cutting, each kind's eval of a
 small variant against transformers, the recipe's bounds as a gate, and one line per bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -12,20 +13,27 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_cfg
-from small_runtime import tiny_tokenizer
 
 from zoo import golden, pipeline
+from zoo.checkpoint.tokenizer import tokenizer_from
 from zoo.config import EvalBounds, EvalConfig
 from zoo.errors import EvalError, EvalFailed
 from zoo.eval import eval_line
 from zoo.eval.metrics import score, summarize
 from zoo.eval.stage import eval_failures
 from zoo.eval.text import load_text, sentences, windows
-from zoo.checkpoint.tokenizer import tokenizer_from
 
-SMALL = ["export.prefill_lens=[8,32]", "export.kv_cache_max=128", "export.check_steps=8", "export.prefill_logits=all",
-         "eval.ctx=64", "eval.max_windows=3"]
+from conftest import ROOT, compose_cfg
+from small_runtime import tiny_tokenizer
+
+SMALL = [
+    "export.prefill_lens=[8,32]",
+    "export.kv_cache_max=128",
+    "export.check_steps=8",
+    "export.prefill_logits=all",
+    "eval.ctx=64",
+    "eval.max_windows=3",
+]
 
 
 # The recipes' eval bounds are SmolLM2's (real weights); a tiny random model's near-flat logits flip their argmax
@@ -75,10 +83,15 @@ def test_text_byte_range_and_sentences(tmp_path):
     assert sentences(text) == ["To be, or not to be.", "That is the question!", "What a piece of work is a man."]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "is empty"), (b"  \n\n ", "is empty"), (b"abc\0\x01\x02def", "is a binary file"),
-    (b"caf\xe9 au lait", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"  \n\n ", "is empty"),
+        (b"abc\0\x01\x02def", "is a binary file"),
+        (b"caf\xe9 au lait", "is not UTF-8 text"),
+    ],
+)
 def test_bad_text_is_refused(tmp_path, content, message):
     path = tmp_path / "t.txt"
     path.write_bytes(content)
@@ -94,7 +107,9 @@ def test_the_shipped_text_is_hamlet():
 def test_bounds_name_the_figure_and_the_margin():
     section = {"kld_mean": 0.012, "same_top": 0.95, "ppl_ratio": 1.01}
     assert eval_failures(section, EvalBounds(max_kld=0.01, min_same_top=0.96, max_dppl_ratio=1.02)) == [
-        "mean KLD 0.012 above bound 0.01 by 0.002 (20.0%)", "same top 0.95 below bound 0.96 by 0.01 (1.0%)"]
+        "mean KLD 0.012 above bound 0.01 by 0.002 (20.0%)",
+        "same top 0.95 below bound 0.96 by 0.01 (1.0%)",
+    ]
     assert eval_failures(section, EvalBounds(min_cosine=0.99)) == []  # an encoder figure: not measured here
 
 
@@ -103,8 +118,15 @@ def small(tmp_path_factory):
     """tinyllama's small variant (tiny real tokenizer) exported with logits at every prefill position and run with
     the eval stage; the run folder, config and report."""
     root = tmp_path_factory.mktemp("eval")
-    cfg = compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
-                       *SMALL, "eval.enabled=true"])
+    cfg = compose_cfg(
+        [
+            "model=tinyllama",
+            "variant=small",
+            f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
+            *SMALL,
+            "eval.enabled=true",
+        ]
+    )
     run = root / "run"
     report = pipeline.run(cfg, run)
     return cfg, run, report
@@ -117,13 +139,14 @@ def test_decoder_eval_matches_transformers_on_the_same_windows(small):
     section = report["eval"]
     assert report["status"] == "ok" and section["passed"] and section["windows"] == 3
     assert section["tokens"] == 3 * (64 // 2 - 1) and section["peak_rss_bytes"] > 0
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, pipeline.Report(run / "x.json")),
-                                 pipeline.Report(run / "x.json"))
+    loaded = pipeline.load_model(
+        cfg, pipeline.resolve_checkpoint(cfg, pipeline.Report(run / "x.json")), pipeline.Report(run / "x.json")
+    )
     hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
     ids = loaded.tokenizer(load_text(cfg.eval), add_special_tokens=False)["input_ids"]
     nll = []
     for w in range(3):
-        window = ids[64 * w: 64 * (w + 1)]
+        window = ids[64 * w : 64 * (w + 1)]
         with torch.no_grad():
             logp = torch.log_softmax(hf(torch.tensor([window[:-1]])).logits[0].double(), -1)
         nll += [-float(logp[i, window[i + 1]]) for i in range(32, 63)]
@@ -134,8 +157,15 @@ def test_decoder_eval_matches_transformers_on_the_same_windows(small):
 
 
 def eval_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "zoo.eval", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=900, check=False, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.eval", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def copy_run(run, dest):
@@ -155,15 +185,26 @@ def test_cli_records_the_eval_and_a_missed_bound_fails(small, tmp_path):
     result = eval_cli(path, "eval.max_windows=1", "quant.eval.min_same_top=1.5", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stdout.startswith("eval FAIL: PPL ")
-    assert result.stderr.strip().splitlines()[-1] == ("zoo.eval: error [eval_bounds]: eval of tinyllama_none_kv128.tflite (none) "
-                                                      "failed: same top 1 below bound 1.5 by 0.5 (33.3%)")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "zoo.eval: error [eval_bounds]: eval of tinyllama_none_kv128.tflite (none) "
+        "failed: same top 1 below bound 1.5 by 0.5 (33.3%)"
+    )
 
 
 def test_stage_failure_is_a_run_failure(small, tmp_path):
     """In the pipeline, a missed eval bound fails the run like a failed check."""
-    cfg, run, _ = small
-    bounded = compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={run.parent / 'tok'}", *SMALL,
-                           "eval.enabled=true", "eval.max_windows=1", "quant.eval.max_kld=-1"])
+    _cfg, run, _ = small
+    bounded = compose_cfg(
+        [
+            "model=tinyllama",
+            "variant=small",
+            f"model.tokenizer.source={run.parent / 'tok'}",
+            *SMALL,
+            "eval.enabled=true",
+            "eval.max_windows=1",
+            "quant.eval.max_kld=-1",
+        ]
+    )
     with pytest.raises(EvalFailed, match=r"failed: mean KLD .* above bound -1 by "):
         pipeline.run(bounded, tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
@@ -173,11 +214,13 @@ def test_stage_failure_is_a_run_failure(small, tmp_path):
 @pytest.fixture(scope="module")
 def last_only(small, tmp_path_factory):
     """The same small variant exported with logits of the last prefill position only (the default)."""
-    cfg, run, _ = small
+    _cfg, run, _ = small
     root = tmp_path_factory.mktemp("last")
     overrides = [o for o in SMALL if o != "export.prefill_logits=all"]
-    pipeline.run(compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={run.parent / 'tok'}",
-                              *overrides]), root)
+    pipeline.run(
+        compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={run.parent / 'tok'}", *overrides]),
+        root,
+    )
     return root / "tinyllama_none_kv128.tflite"
 
 
@@ -193,18 +236,32 @@ def bad_inputs(tmp_path, small, last_only):
     (other.parent / "report.json").write_text(json.dumps(report))
     file = copy_run(run, tmp_path / "run")
     return {
-        "short": ([file, f"eval.text={short}", "eval.start=0"], "zoo.eval: error [eval]: the text has {n} tokens, shorter than one "
-                                                               "window of eval.ctx=64"),
-        "empty": ([file, f"eval.text={empty}", "eval.start=0"], f"zoo.eval: error [eval]: eval.text={empty} (bytes 0..41739) is "
-                                                               "empty"),
-        "binary": ([file, f"eval.text={binary}", "eval.start=0"], f"zoo.eval: error [eval]: eval.text={binary} (bytes 0..41739) "
-                                                                 "is a binary file (NUL bytes), not text"),
-        "window": ([file, "eval.ctx=256"], "zoo.eval: error [eval]: eval.ctx=256 is larger than the kv_cache_max=128 of "
-                                           "tinyllama_none_kv128.tflite"),
-        "last": ([last_only], "zoo.eval: error [eval]: tinyllama_none_kv128.tflite: prefill_8 returns logits for 1 of its 8 "
-                              "positions; the eval scores every position: export with export.prefill_logits=all"),
-        "vocab": ([other], "zoo.eval: error [eval]: tinyllama_none_kv128.tflite has 512 logits per position but entry tinyllama "
-                           "has a vocabulary of 384: a flatbuffer of another entry?"),
+        "short": (
+            [file, f"eval.text={short}", "eval.start=0"],
+            "zoo.eval: error [eval]: the text has {n} tokens, shorter than one window of eval.ctx=64",
+        ),
+        "empty": (
+            [file, f"eval.text={empty}", "eval.start=0"],
+            f"zoo.eval: error [eval]: eval.text={empty} (bytes 0..41739) is empty",
+        ),
+        "binary": (
+            [file, f"eval.text={binary}", "eval.start=0"],
+            f"zoo.eval: error [eval]: eval.text={binary} (bytes 0..41739) is a binary file (NUL bytes), not text",
+        ),
+        "window": (
+            [file, "eval.ctx=256"],
+            "zoo.eval: error [eval]: eval.ctx=256 is larger than the kv_cache_max=128 of tinyllama_none_kv128.tflite",
+        ),
+        "last": (
+            [last_only],
+            "zoo.eval: error [eval]: tinyllama_none_kv128.tflite: prefill_8 returns logits for 1 of its 8 "
+            "positions; the eval scores every position: export with export.prefill_logits=all",
+        ),
+        "vocab": (
+            [other],
+            "zoo.eval: error [eval]: tinyllama_none_kv128.tflite has 512 logits per position but entry tinyllama "
+            "has a vocabulary of 384: a flatbuffer of another entry?",
+        ),
     }
 
 
@@ -225,9 +282,18 @@ def test_bad_input_is_one_line_and_no_report(small, last_only, tmp_path, case):
 def test_encoder_kinds_have_an_eval(entry, tmp_path):
     """T5: teacher-forced decoder perplexity with the text as source and target; MiniLM: cosine of pooled
     sentence embeddings. fp32 flatbuffers of the small variants against transformers."""
-    cfg = compose_cfg([f"model={entry}", "variant=small", f"model.tokenizer.source={tiny_tokenizer(tmp_path / 'tok')}",
-                       "export.encoder_len=40", "export.kv_cache_max=64", "export.check_steps=8", "eval.enabled=true",
-                       "eval.max_windows=2"])
+    cfg = compose_cfg(
+        [
+            f"model={entry}",
+            "variant=small",
+            f"model.tokenizer.source={tiny_tokenizer(tmp_path / 'tok')}",
+            "export.encoder_len=40",
+            "export.kv_cache_max=64",
+            "export.check_steps=8",
+            "eval.enabled=true",
+            "eval.max_windows=2",
+        ]
+    )
     section = pipeline.run(cfg, tmp_path / "run")["eval"]
     if entry == "minilm_l6":
         assert section["sentences"] == 2 and section["cosine_mean"] > 0.99999 and section["cosine_std"] < 1e-5
@@ -244,10 +310,28 @@ def test_sweep_with_eval_writes_a_scoreboard(small, tmp_path):
     _, run, _ = small
     out = tmp_path / "sweep"
     done = subprocess.run(
-        [sys.executable, "-m", "zoo", "-m", "model=tinyllama", "variant=small", "quant=none,int8_dynamic",
-         f"model.tokenizer.source={run.parent / 'tok'}", *SMALL, "eval.enabled=true", "eval.max_windows=2",
-         *NO_RECIPE_BOUNDS, f"hydra.sweep.dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+        [
+            sys.executable,
+            "-m",
+            "zoo",
+            "-m",
+            "model=tinyllama",
+            "variant=small",
+            "quant=none,int8_dynamic",
+            f"model.tokenizer.source={run.parent / 'tok'}",
+            *SMALL,
+            "eval.enabled=true",
+            "eval.max_windows=2",
+            *NO_RECIPE_BOUNDS,
+            f"hydra.sweep.dir={out}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("eval PASS: PPL ") == 2  # each job's eval line
     with open(out / "summary.csv") as f:
@@ -273,9 +357,19 @@ def test_quant_auto_picks_the_smallest_recipe_within_the_bound(small, tmp_path):
     tok = run.parent / "tok"
 
     def search(max_kld: float, out):
-        cfg = compose_cfg(["model=tinyllama", "variant=small", f"model.tokenizer.source={tok}", *SMALL, "quant=auto",
-                           "quant.candidates=[{recipe:none},{recipe:int8_dynamic},{recipe:int4_block32}]",
-                           f"quant.max_kld={max_kld}", "quant.auto_windows=2", f"cache_dir={tmp_path / 'a'}"])
+        cfg = compose_cfg(
+            [
+                "model=tinyllama",
+                "variant=small",
+                f"model.tokenizer.source={tok}",
+                *SMALL,
+                "quant=auto",
+                "quant.candidates=[{recipe:none},{recipe:int8_dynamic},{recipe:int4_block32}]",
+                f"quant.max_kld={max_kld}",
+                "quant.auto_windows=2",
+                f"cache_dir={tmp_path / 'a'}",
+            ]
+        )
         return cfg, pipeline.run(cfg, out)
 
     _, first = search(1e9, tmp_path / "r1")
@@ -286,7 +380,7 @@ def test_quant_auto_picks_the_smallest_recipe_within_the_bound(small, tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*/*.tflite")}
 
     bound = int4["kld_mean"] / 2
-    cfg, second = search(bound, tmp_path / "r2")
+    _cfg, second = search(bound, tmp_path / "r2")
     auto = second["auto"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*/*.tflite")} == mtimes  # nothing re-exported
     tried = auto["candidates"]
@@ -298,20 +392,32 @@ def test_quant_auto_picks_the_smallest_recipe_within_the_bound(small, tmp_path):
     assert second["eval"]["passed"] and second["eval"]["windows"] == 3  # the winner's full eval (max_windows=3)
     assert second["export"]["path"].endswith(f"tinyllama_{winner['name']}_kv128.tflite")
     assert auto["why"].startswith(f"{winner['name']} is the smallest file") and "int4_block32" in auto["why"]
-    again = compose_cfg(["model=tinyllama", "variant=small", f"quant=auto_{winner['name']}"], search_path=tmp_path / "r2")
+    again = compose_cfg(
+        ["model=tinyllama", "variant=small", f"quant=auto_{winner['name']}"], search_path=tmp_path / "r2"
+    )
     assert again.quant.name == winner["name"] and again.quant.eval.max_kld == bound
     assert again.quant.mode == compose_cfg([f"quant={winner['name']}"]).quant.mode
 
 
 @pytest.mark.parametrize("entry", ["gemma3_270m", "mistral_7b"])
-@pytest.mark.parametrize("layout", [[], ["export.kv_layout=transposed", "export.mask_as_input=true"]],
-                         ids=["btnh", "transposed_mask"])
+@pytest.mark.parametrize(
+    "layout", [[], ["export.kv_layout=transposed", "export.mask_as_input=true"]], ids=["btnh", "transposed_mask"]
+)
 def test_sliding_window_entries_match_transformers_past_their_window(entry, layout, tmp_path):
     """Small variants (attention window 8) over eval windows of 64 tokens, so local layers must drop old slots: the
     flatbuffer equals transformers with the mask computed in the graph and with the one `mask` input LiteRT-LM
     feeds (the causal mask; local layers add their window from input_pos, as litert-torch's Gemma 3 does)."""
-    cfg = compose_cfg([f"model={entry}", "variant=small", f"model.tokenizer.source={tiny_tokenizer(tmp_path / 'tok')}",
-                       *SMALL, *layout, "eval.enabled=true", "eval.max_windows=2"])
+    cfg = compose_cfg(
+        [
+            f"model={entry}",
+            "variant=small",
+            f"model.tokenizer.source={tiny_tokenizer(tmp_path / 'tok')}",
+            *SMALL,
+            *layout,
+            "eval.enabled=true",
+            "eval.max_windows=2",
+        ]
+    )
     assert cfg.model.arch.attention.sliding_window == 8 < cfg.eval.ctx
     section = pipeline.run(cfg, tmp_path / "run")["eval"]
     assert section["kld_max"] < 1e-5 and section["same_top"] == 1.0, section

@@ -1,11 +1,13 @@
 """The run's export and post-export check stages, for every entry in zoo/conf/model/ (small random variants)."""
+
 from __future__ import annotations
 
 import pytest
 
-from conftest import compose_cfg
 from zoo import golden, pipeline
 from zoo.report import Report
+
+from conftest import compose_cfg
 
 SMALL_EXPORT = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "export.check_steps=16"]
 
@@ -21,7 +23,9 @@ def test_every_entry_exports_fp32_within_1e4(decoder_entry, tmp_path):
     exported = report["export"]
     assert exported["signatures"] == ["prefill_16", "decode"]
     assert exported["size_bytes"] > 4 * report["num_params"] * 0.97
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["report.json", pipeline.artifact_path(cfg, tmp_path).name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["report.json", pipeline.artifact_path(cfg, tmp_path).name]
+    )
 
 
 # conf/quant/int8_dynamic.yaml's bounds are tuned on SmolLM2's real weights. A seeded random small variant has nearly

@@ -1,4 +1,5 @@
 """The runtime on a small variant's flatbuffer: chunked prefill, greedy vs torch, sampling, stops, refusals, CLI."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,14 +9,15 @@ import sys
 import numpy as np
 import pytest
 
+from zoo import golden, pipeline
+from zoo.cache import artifact_dir, cache_root, ensure_export, open_generator
+from zoo.config import SamplingConfig
+from zoo.errors import InputError
+from zoo.report import Report
+from zoo.runtime import LiteModel, stream
+
 from conftest import ROOT, compose_cfg
 from small_runtime import tiny_tokenizer
-from zoo import golden, pipeline
-from zoo.config import SamplingConfig
-from zoo.report import Report
-from zoo.errors import InputError
-from zoo.runtime import LiteModel, stream
-from zoo.cache import artifact_dir, cache_root, ensure_export, open_generator
 
 PROMPT = "What is the capital of France?"
 
@@ -25,12 +27,20 @@ def small(tmp_path_factory):
     """tinyllama's small variant with a tiny real tokenizer, exported with prefill_8 and prefill_32 over kv 128,
     into the generate cache the CLI looks in; plus the PyTorch model the flatbuffer came from."""
     root = tmp_path_factory.mktemp("generate")
-    overrides = ["model=tinyllama", "variant=small", f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
-                 "export.prefill_lens=[8,32]", "export.kv_cache_max=128", "export.check_steps=8",
-                 f"cache_dir={root / 'artifacts'}"]
+    overrides = [
+        "model=tinyllama",
+        "variant=small",
+        f"model.tokenizer.source={tiny_tokenizer(root / 'tok')}",
+        "export.prefill_lens=[8,32]",
+        "export.kv_cache_max=128",
+        "export.check_steps=8",
+        f"cache_dir={root / 'artifacts'}",
+    ]
     cfg = compose_cfg(overrides)
     path = ensure_export(cfg, log=lambda s: None)
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, Report(root / "r.json")), Report(root / "r.json"))
+    loaded = pipeline.load_model(
+        cfg, pipeline.resolve_checkpoint(cfg, Report(root / "r.json")), Report(root / "r.json")
+    )
     return cfg, path, loaded.model, overrides
 
 
@@ -41,7 +51,7 @@ def ids(n: int, seed: int = 0) -> list[int]:
 def first_logits(model: LiteModel, prompt: list[int]) -> np.ndarray:
     pos = 0
     for sig, n in model.prefill_plan(0, len(prompt) - 1):
-        model.step(sig, prompt[pos: pos + n], pos)
+        model.step(sig, prompt[pos : pos + n], pos)
         pos += n
     return model.step("decode", [prompt[-1]], pos)[0, -1].copy()
 
@@ -116,13 +126,16 @@ def test_text_generation_stops_at_the_tokenizers_eos(small):
     assert "".join(pieces) == result.text and len(result.ids) == result.stats.new_tokens <= 12
 
 
-@pytest.mark.parametrize(("prompt", "max_new", "message"), [
-    ([], 4, "empty prompt"),
-    ([5, 512, 7], 4, r"token id 512 at prompt position 1 is outside the vocabulary \[0, 512\)"),
-    ([-1], 4, "token id -1 at prompt position 0"),
-    (list(range(100)), 29, r"prompt of 100 tokens \+ max_new_tokens=29 = 129 exceeds kv_cache_max=128"),
-    ([1, 2], 0, "max_new_tokens must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("prompt", "max_new", "message"),
+    [
+        ([], 4, "empty prompt"),
+        ([5, 512, 7], 4, r"token id 512 at prompt position 1 is outside the vocabulary \[0, 512\)"),
+        ([-1], 4, "token id -1 at prompt position 0"),
+        (list(range(100)), 29, r"prompt of 100 tokens \+ max_new_tokens=29 = 129 exceeds kv_cache_max=128"),
+        ([1, 2], 0, "max_new_tokens must be >= 1"),
+    ],
+)
 def test_bad_requests_are_refused_up_front(small, prompt, max_new, message):
     cfg, path, _, _ = small
     with pytest.raises(InputError, match=message):
@@ -138,9 +151,15 @@ def test_unknown_signature_is_refused(small):
 def generate_cli(*args, tmp_path):
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "zoo.generate", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600, check=False,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.generate", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)},
+    )
 
 
 def test_cli_streams_text_and_prints_speed(small, tmp_path):
@@ -151,17 +170,32 @@ def test_cli_streams_text_and_prints_speed(small, tmp_path):
     assert last.startswith("[tinyllama_none_kv128.tflite] prefill 23 tokens at ") and " tok/s, decode " in last
 
 
-@pytest.mark.parametrize(("args", "line"), [
-    (["prompt="], "zoo.generate: error [input]: empty prompt: give some text (generate.prompt=...) or token ids"),
-    (["prompt=hi", "max_new_tokens=120"], "zoo.generate: error [input]: prompt of 18 tokens + max_new_tokens=120 = 138 "
-     "exceeds export.kv_cache_max=128: shorten the prompt, lower generate.max_new_tokens or raise export.kv_cache_max"),
-    (["prompt=hi", "prefill_lens=[16]"], "zoo.generate: error [input]: prefill_16 is not a signature of "
-     "tinyllama_none_kv128.tflite (has decode, prefill_32, prefill_8)"),
-    (["prompt=hi", "sampling.top_p=0"], "zoo.generate: error [config]: generate.sampling.top_p must be in (0, 1] (1: no cut), "
-     "got 0.0"),
-    (["prompt=hi", "sampling.tmperature=1"], "zoo.generate: error [config]: command line override: "
-     "generate.sampling.tmperature: Key 'tmperature' not in 'SamplingConfig'"),
-])
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["prompt="], "zoo.generate: error [input]: empty prompt: give some text (generate.prompt=...) or token ids"),
+        (
+            ["prompt=hi", "max_new_tokens=120"],
+            "zoo.generate: error [input]: prompt of 18 tokens + max_new_tokens=120 = 138 "
+            "exceeds export.kv_cache_max=128: shorten the prompt, lower generate.max_new_tokens "
+            "or raise export.kv_cache_max",
+        ),
+        (
+            ["prompt=hi", "prefill_lens=[16]"],
+            "zoo.generate: error [input]: prefill_16 is not a signature of "
+            "tinyllama_none_kv128.tflite (has decode, prefill_32, prefill_8)",
+        ),
+        (
+            ["prompt=hi", "sampling.top_p=0"],
+            "zoo.generate: error [config]: generate.sampling.top_p must be in (0, 1] (1: no cut), got 0.0",
+        ),
+        (
+            ["prompt=hi", "sampling.tmperature=1"],
+            "zoo.generate: error [config]: command line override: "
+            "generate.sampling.tmperature: Key 'tmperature' not in 'SamplingConfig'",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line(small, tmp_path, args, line):
     *_, overrides = small
     result = generate_cli(*overrides, *args, tmp_path=tmp_path)
@@ -186,7 +220,7 @@ def test_cache_root_is_the_users(monkeypatch, tmp_path):
 def test_generate_from_another_folder_reuses_the_export(small, tmp_path):
     """The cache does not depend on the working folder: a second folder generates without exporting again, and
     `python -m zoo.cache` lists the entry with its size; `--clear` empties the cache."""
-    cfg, path, _, overrides = small
+    _cfg, path, _, overrides = small
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         result = generate_cli(*overrides, "prompt=hi", "max_new_tokens=2", tmp_path=tmp_path / folder)

@@ -7,6 +7,7 @@ whose residual channels reach thousands; ~1e-15 for the small variants), a thous
 Regenerate golden/ (runs transformers only, never our model):
     pytest tests/test_golden.py -k reference --force-regen
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,13 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ENTRIES, GOLDEN, compose_cfg
 from zoo import golden, pipeline
 from zoo.checkpoint import resolve
+from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.exact import float64
 from zoo.kinds import kind_of
 from zoo.report import Report
-from zoo.checkpoint.tokenizer import load_tokenizer
+
+from conftest import ENTRIES, GOLDEN, compose_cfg
 
 # (entry, variant): every entry as its small random variant; entries with real weights offline also at full size.
 CASES = [(e, "small") for e in ENTRIES] + [("smollm2_135m", "full"), ("minilm_l6", "full")]
@@ -58,8 +60,9 @@ def test_reference_matches_golden(case, ndarrays_regression):
         arrays = kind_of(cfg).reference_arrays(hf, prompts, cfg)
     assert all(a.dtype == np.float64 for k, a in arrays.items() if k.endswith("_value"))
     ints = {k: {"atol": 0, "rtol": 0} for k in arrays if not k.endswith("_value")}
-    ndarrays_regression.check(arrays, fullpath=golden_path(case),
-                              default_tolerance={"atol": cfg.golden.atol, "rtol": 0}, tolerances=ints)
+    ndarrays_regression.check(
+        arrays, fullpath=golden_path(case), default_tolerance={"atol": cfg.golden.atol, "rtol": 0}, tolerances=ints
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -79,7 +82,7 @@ def test_ours_matches_golden(case, tmp_path):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_live_gate(case, tmp_path):
     """The run's own gate: ours vs transformers live, greedy tokens, cached decode vs full forward."""
-    cfg, checkpoint, prompts = setup(case)
+    cfg, checkpoint, _prompts = setup(case)
     report = Report(tmp_path / "report.json")
     loaded = pipeline.load_model(cfg, checkpoint, report)
     pipeline.verify(cfg, loaded, report)

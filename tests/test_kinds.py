@@ -1,5 +1,6 @@
 """Model kinds (zoo/kinds/): a fourth kind plugs in as one class, defined and registered here without any edit to
 zoo, and runs through the pipeline's own stages: build, golden gate, export, check."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose_cfg
 from zoo import golden, pipeline
 from zoo.architectures.encoder import Encoder
 from zoo.check import padded
@@ -18,6 +18,8 @@ from zoo.export.signatures import Program
 from zoo.kinds import KINDS, register
 from zoo.kinds.base import ModelKind, check_fixed_length
 from zoo.report import Report
+
+from conftest import compose_cfg
 
 TOY = ["model=minilm_l6", "variant=small", "model.kind=token_states", "export.encoder_len=16"]
 
@@ -63,8 +65,9 @@ class TokenStates(ModelKind):
 
     def gate(self, model, hf, inputs, cfg) -> golden.GateResult:
         result = golden.GateResult(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
-        result.max_abs_diff = max(float((our_states(model, ids) - reference_states(hf, ids)).abs().max())
-                                  for ids in inputs)
+        result.max_abs_diff = max(
+            float((our_states(model, ids) - reference_states(hf, ids)).abs().max()) for ids in inputs
+        )
         result.summary = f"max |hidden state diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e})"
         return result
 
@@ -72,8 +75,10 @@ class TokenStates(ModelKind):
         return {f"p{p}_states_value": reference_states(hf, ids).numpy() for p, ids in enumerate(inputs)}
 
     def compare(self, model, arrays, cfg) -> dict:
-        diffs = [float((our_states(model, ids) - torch.from_numpy(arrays[f"p{p}_states_value"])).abs().max())
-                 for p, ids in enumerate(self.golden_inputs(cfg, None))]
+        diffs = [
+            float((our_states(model, ids) - torch.from_numpy(arrays[f"p{p}_states_value"])).abs().max())
+            for p, ids in enumerate(self.golden_inputs(cfg, None))
+        ]
         return {"max_abs_diff": max(diffs), "greedy_equal": 0, "greedy_total": 0}
 
     def programs(self, model, cfg) -> list[Program]:

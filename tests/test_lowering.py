@@ -1,4 +1,5 @@
 """The export path: torch.export -> our ATen->TF lowering -> multi-signature .tflite, checked against torch."""
+
 from __future__ import annotations
 
 import gc
@@ -13,12 +14,25 @@ from torch.export import ExportedProgram
 
 from zoo.architectures.layers import attention_mask
 from zoo.config import (
-    Activation, ArchConfig, AttentionConfig, ExportConfig, KVLayout, LayerType, MLPConfig, MLPType, NormConfig,
-    NormType, Positions, QuantConfig, QuantMode, Residual, RopeConfig,
+    Activation,
+    ArchConfig,
+    AttentionConfig,
+    ExportConfig,
+    KVLayout,
+    LayerType,
+    MLPConfig,
+    MLPType,
+    NormConfig,
+    NormType,
+    Positions,
+    QuantConfig,
+    QuantMode,
+    Residual,
+    RopeConfig,
 )
 from zoo.export.convert import export_tflite, op_counts
-from zoo.export.private import SavedModelConverter
 from zoo.export.lower import LoweringError, lower
+from zoo.export.private import SavedModelConverter
 from zoo.kinds import KINDS
 
 KV = 32
@@ -28,7 +42,10 @@ DECODE_STEPS = 16
 
 def llama(**arch) -> ArchConfig:
     base = dict(
-        vocab_size=100, num_layers=2, dim=64, mlp=MLPConfig(hidden_dim=128),
+        vocab_size=100,
+        num_layers=2,
+        dim=64,
+        mlp=MLPConfig(hidden_dim=128),
         attention=AttentionConfig(num_heads=4, num_kv_heads=2),
     )
     return ArchConfig(**{**base, **arch})
@@ -36,7 +53,9 @@ def llama(**arch) -> ArchConfig:
 
 def gpt2() -> ArchConfig:
     return llama(
-        norm=NormConfig(type=NormType.layer, bias=True), positions=Positions.learned, lm_head_bias=True,
+        norm=NormConfig(type=NormType.layer, bias=True),
+        positions=Positions.learned,
+        lm_head_bias=True,
         mlp=MLPConfig(type=MLPType.plain, activation=Activation.gelu, hidden_dim=128, bias=True),
         attention=AttentionConfig(num_heads=4, num_kv_heads=4, qkv_bias=True, out_bias=True),
     )
@@ -45,19 +64,33 @@ def gpt2() -> ArchConfig:
 def gemma() -> ArchConfig:
     return llama(
         attention=AttentionConfig(
-            num_heads=4, num_kv_heads=1, head_dim=32, qk_norm=True, logit_softcap=30.0, query_pre_attn_scalar=24.0,
-            sliding_window=4, layer_types=[LayerType.sliding, LayerType.full],
+            num_heads=4,
+            num_kv_heads=1,
+            head_dim=32,
+            qk_norm=True,
+            logit_softcap=30.0,
+            query_pre_attn_scalar=24.0,
+            sliding_window=4,
+            layer_types=[LayerType.sliding, LayerType.full],
         ),
-        rope=RopeConfig(local_theta=100.0), norm=NormConfig(zero_centered=True), scale_embeddings=True,
-        post_attn_norm=True, post_mlp_norm=True, final_logit_softcap=20.0, tie_embeddings=True,
+        rope=RopeConfig(local_theta=100.0),
+        norm=NormConfig(zero_centered=True),
+        scale_embeddings=True,
+        post_attn_norm=True,
+        post_mlp_norm=True,
+        final_logit_softcap=20.0,
+        tie_embeddings=True,
         mlp=MLPConfig(activation=Activation.gelu_tanh, hidden_dim=128),
     )
 
 
 def phi() -> ArchConfig:
     return llama(
-        residual=Residual.parallel, rope=RopeConfig(fraction=0.4), norm=NormConfig(type=NormType.layer, bias=False),
-        mlp=MLPConfig(type=MLPType.plain, activation=Activation.gelu_tanh, hidden_dim=128), lm_head_bias=True,
+        residual=Residual.parallel,
+        rope=RopeConfig(fraction=0.4),
+        norm=NormConfig(type=NormType.layer, bias=False),
+        mlp=MLPConfig(type=MLPType.plain, activation=Activation.gelu_tanh, hidden_dim=128),
+        lm_head_bias=True,
         attention=AttentionConfig(num_heads=4, num_kv_heads=2, qkv_bias=True),
     )
 
@@ -88,7 +121,7 @@ def max_logit_diff(m: torch.nn.Module, path: Path, mask_as_input: bool, decode_s
             inputs["mask"] = mask.numpy()
         out = interpreter.get_signature_runner(runner)(**inputs)
         feed = {k: out[k] for k in feed}
-        expected = ref.numpy()[:, -out["logits"].shape[1]:]  # prefill_logits="last" returns one position
+        expected = ref.numpy()[:, -out["logits"].shape[1] :]  # prefill_logits="last" returns one position
         return float(np.abs(out["logits"] - expected).max()), ref[:, -1:].argmax(-1)
 
     diff, token = step(f"prefill_{PREFILL}", torch.randint(0, m.arch.vocab_size, (1, PREFILL)), torch.arange(PREFILL))
@@ -112,7 +145,9 @@ def test_signature_names_and_shapes(tmp_path: Path, layout: KVLayout) -> None:
         inputs = {k: (list(v["shape"]), v["dtype"]) for k, v in runner.get_input_details().items()}
         outputs = {k: list(v["shape"]) for k, v in runner.get_output_details().items()}
         assert inputs == {
-            "tokens": ([1, t], np.int32), "input_pos": ([t], np.int32), "mask": ([1, 1, t, KV], np.float32),
+            "tokens": ([1, t], np.int32),
+            "input_pos": ([t], np.int32),
+            "mask": ([1, 1, t, KV], np.float32),
             **{k: (s, np.float32) for k, s in caches.items()},
         }
         assert outputs == {"logits": [1, logits_t, 100], **caches}
@@ -144,8 +179,10 @@ def test_attention_reads_only_filled_slots(tmp_path: Path, layout: KVLayout) -> 
     decode = interpreter._interpreter.GetSubgraphIndexFromSignature("decode")
     ops = op_counts(path.read_bytes())  # prefill and decode: a K and a V slice per layer, one RANGE
     assert ops["SLICE"] == 2 * 2 * m.arch.num_layers and ops["RANGE"] == 2
-    assert any(-1 in interpreter._interpreter.TensorSizeSignature(i, decode)
-               for i in range(interpreter._interpreter.NumTensors(decode)))  # a run-time sized tensor exists
+    assert any(
+        -1 in interpreter._interpreter.TensorSizeSignature(i, decode)
+        for i in range(interpreter._interpreter.NumTensors(decode))
+    )  # a run-time sized tensor exists
     static = model(gemma(), layout)  # the same seeded weights reading all KV slots
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), static.state_dict().values()))
     assert max_logit_diff(static, path, mask_as_input=False, decode_steps=KV - PREFILL) <= 1e-4

@@ -1,4 +1,5 @@
 """`python -m zoo.new`: a draft entry from transformers' own config.json passes the golden gate with no edits."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,17 +8,19 @@ import sys
 import pytest
 import transformers
 
-from conftest import ROOT, compose_cfg
 from zoo import pipeline
 from zoo.errors import ConfigError
 from zoo.new import hf_type, main
 from zoo.report import Report
 
+from conftest import ROOT, compose_cfg
+
 TINY = {"vocab_size": 1000, "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4}
 CONFIGS = {  # one per family; sizes as the config says, sliding windows and patterns as transformers builds them
     "qwen3": lambda: transformers.Qwen3Config(**TINY, num_hidden_layers=3, num_key_value_heads=2, head_dim=32),
-    "gemma3_text": lambda: transformers.Gemma3TextConfig(**TINY, num_hidden_layers=8, num_key_value_heads=1,
-                                                         head_dim=32, sliding_window=16),
+    "gemma3_text": lambda: transformers.Gemma3TextConfig(
+        **TINY, num_hidden_layers=8, num_key_value_heads=1, head_dim=32, sliding_window=16
+    ),
     "gemma2": lambda: transformers.Gemma2Config(**TINY, num_hidden_layers=4, num_key_value_heads=2, head_dim=32),
     "phi": lambda: transformers.PhiConfig(**TINY, num_hidden_layers=2),
     "phi3": lambda: transformers.Phi3Config(**TINY, num_hidden_layers=2, pad_token_id=None, sliding_window=64),
@@ -83,6 +86,11 @@ def test_refuses_unknown_type_and_overwrite(tmp_path):
 
 def test_runs_as_a_module(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "t5"}')
-    out = subprocess.run([sys.executable, "-m", "zoo.new", str(tmp_path / "config.json")], cwd=ROOT,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "zoo.new", str(tmp_path / "config.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 2 and out.stderr.startswith("zoo.new: error [config]: ") and out.stderr.count("\n") == 1

@@ -1,4 +1,5 @@
 """Every recipe in zoo/conf/quant/ on a small tied-embedding Llama-like .tflite with prefill and decode signatures."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,14 +17,15 @@ from ai_edge_litert.tools import flatbuffer_utils
 from omegaconf import OmegaConf
 from tensorflow.compiler.tf2xla.python import xla
 
-from conftest import compose_cfg
 from zoo.check import check_failures, logit_metrics
 from zoo.config import CONF_DIR, ComponentModes, QuantConfig, QuantMode
-from zoo.export.bake import write
 from zoo.errors import ConfigError
+from zoo.export.bake import write
 from zoo.export.quantize import _plan, quantize
 from zoo.export.recipe import check_recipe
 from zoo.kinds import KINDS, kind_of
+
+from conftest import compose_cfg
 
 RECIPES = sorted((CONF_DIR / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
@@ -44,10 +46,16 @@ class TinyLlama(tf.Module):
 
         # Trained-model-like scales: logits with std ~3 (SmolLM2: 3.4), branches smaller than the residual stream.
         self.embed = weight(VOCAB, DIM, gain=3 * (VOCAB / DIM) ** 0.5)  # tied: also the lm_head matrix
-        self.layers = [{n: weight(DIM, DIM) for n in ("q_proj", "k_proj", "v_proj")}
-                       | {"o_proj": weight(DIM, DIM, gain=0.25), "gate_proj": weight(DIM, HIDDEN),
-                          "up_proj": weight(DIM, HIDDEN), "down_proj": weight(HIDDEN, DIM, gain=0.25)}
-                       for _ in range(LAYERS)]
+        self.layers = [
+            {n: weight(DIM, DIM) for n in ("q_proj", "k_proj", "v_proj")}
+            | {
+                "o_proj": weight(DIM, DIM, gain=0.25),
+                "gate_proj": weight(DIM, HIDDEN),
+                "up_proj": weight(DIM, HIDDEN),
+                "down_proj": weight(HIDDEN, DIM, gain=0.25),
+            }
+            for _ in range(LAYERS)
+        ]
         angles = np.arange(KV_MAX)[:, None] / 10000 ** (np.arange(0, HEAD_DIM, 2) / HEAD_DIM)
         self.rope = tf.Variable(np.concatenate([np.cos(angles), np.sin(angles)], -1).astype(np.float32))
 
@@ -60,7 +68,8 @@ class TinyLlama(tf.Module):
         for i, w in enumerate(self.layers):
             with tf.name_scope(f"model.layers.{i}.self_attn"):
                 x, out[f"kv_cache_k_{i}"], out[f"kv_cache_v_{i}"] = self._attention(
-                    x, w, input_pos, cos, sin, mask, k_caches[i], v_caches[i])
+                    x, w, input_pos, cos, sin, mask, k_caches[i], v_caches[i]
+                )
             with tf.name_scope(f"model.layers.{i}.mlp"):
                 h = _rms(x)
                 x = x + _linear(tf.nn.silu(_linear(h, w, "gate_proj")) * _linear(h, w, "up_proj"), w, "down_proj")
@@ -73,7 +82,7 @@ class TinyLlama(tf.Module):
         q, k, v = (tf.reshape(_linear(h, w, n), [-1, HEADS, HEAD_DIM]) for n in ("q_proj", "k_proj", "v_proj"))
         k_cache = xla.dynamic_update_slice(k_cache, _rope(k, cos, sin)[None], [0, input_pos[0], 0, 0])
         v_cache = xla.dynamic_update_slice(v_cache, v[None], [0, input_pos[0], 0, 0])
-        scores = tf.einsum("thd,shd->hts", _rope(q, cos, sin), k_cache[0]) * HEAD_DIM ** -0.5 + mask
+        scores = tf.einsum("thd,shd->hts", _rope(q, cos, sin), k_cache[0]) * HEAD_DIM**-0.5 + mask
         attn = tf.einsum("hts,shd->thd", tf.nn.softmax(scores), v_cache[0])
         return x + _linear(tf.reshape(attn, [-1, DIM]), w, "o_proj"), k_cache, v_cache
 
@@ -95,8 +104,11 @@ def _rope(x, cos, sin):
 def _convert() -> bytes:
     """prefill_{PREFILL} and decode over one float module, weights as constants."""
     module = TinyLlama()
-    kv = [tf.TensorSpec([1, KV_MAX, HEADS, HEAD_DIM], tf.float32, f"kv_cache_{c}_{i}")
-          for c in "kv" for i in range(LAYERS)]
+    kv = [
+        tf.TensorSpec([1, KV_MAX, HEADS, HEAD_DIM], tf.float32, f"kv_cache_{c}_{i}")
+        for c in "kv"
+        for i in range(LAYERS)
+    ]
 
     def signature(name, length):
         def fn(tokens, input_pos, *caches):
@@ -107,7 +119,8 @@ def _convert() -> bytes:
         return tf.function(fn, input_signature=specs + kv).get_concrete_function()
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [signature(f"prefill_{PREFILL}", PREFILL), signature("decode", 1)], module)
+        [signature(f"prefill_{PREFILL}", PREFILL), signature("decode", 1)], module
+    )
     return converter.convert()
 
 
@@ -123,8 +136,10 @@ def _logits(model: bytes) -> dict[str, np.ndarray]:
     for name in interpreter.get_signature_list():
         runner = interpreter.get_signature_runner(name)
         length = runner.get_input_details()["tokens"]["shape"][1]
-        feeds = {"tokens": rng.integers(0, VOCAB, (1, length), dtype=np.int32),
-                 "input_pos": np.arange(length, dtype=np.int32) + (0 if length > 1 else PREFILL)}
+        feeds = {
+            "tokens": rng.integers(0, VOCAB, (1, length), dtype=np.int32),
+            "input_pos": np.arange(length, dtype=np.int32) + (0 if length > 1 else PREFILL),
+        }
         for i in range(LAYERS):
             for c in "kv":
                 feeds[f"kv_cache_{c}_{i}"] = rng.normal(0, 1, (1, KV_MAX, HEADS, HEAD_DIM)).astype(np.float32)
@@ -152,9 +167,12 @@ def _load(path: Path) -> QuantConfig:
 def _weights(model: bytes) -> dict[str, tuple[str, int]]:
     """Constant tensors of rank >= 2 by name: (dtype, bytes of their buffer)."""
     fb = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
-    return {t.name.decode(): (_TYPE[t.type], len(fb.buffers[t.buffer].data))
-            for sg in fb.subgraphs for t in sg.tensors
-            if len(t.shape) >= 2 and fb.buffers[t.buffer].data is not None and len(fb.buffers[t.buffer].data)}
+    return {
+        t.name.decode(): (_TYPE[t.type], len(fb.buffers[t.buffer].data))
+        for sg in fb.subgraphs
+        for t in sg.tensors
+        if len(t.shape) >= 2 and fb.buffers[t.buffer].data is not None and len(fb.buffers[t.buffer].data)
+    }
 
 
 def _weight_bytes(model: bytes) -> int:
@@ -183,8 +201,9 @@ def test_recipe_runs_within_its_thresholds(path, float_model, float_logits):
     assert not check_failures(metrics, recipe.check), (recipe.name, metrics)
 
 
-@pytest.mark.parametrize("name, ratio", [("int8_dynamic", 0.27), ("int8_weight_only", 0.27),
-                                         ("int4_block32", 0.21), ("int4_block128", 0.17)])
+@pytest.mark.parametrize(
+    "name, ratio", [("int8_dynamic", 0.27), ("int8_weight_only", 0.27), ("int4_block32", 0.21), ("int4_block128", 0.17)]
+)
 def test_weight_bytes_shrink(name, ratio, float_model):
     """Weights are shared by the signatures (one buffer each) and int8 ~1/4, int4 ~1/8 of float plus float16
     block scales; the int4 recipes keep the tied table int8 (28% of this model's weights), int4_block32 attention
@@ -214,8 +233,9 @@ def test_fp16_halves_the_file(float_model):
 
 
 def test_component_overrides(float_model):
-    components = ComponentModes(embedding=QuantMode.int8_dynamic, attention=QuantMode.int8_weight_only,
-                                lm_head=QuantMode.none)
+    components = ComponentModes(
+        embedding=QuantMode.int8_dynamic, attention=QuantMode.int8_weight_only, lm_head=QuantMode.none
+    )
     recipe = QuantConfig(name="mix", mode=QuantMode.int4_block32, tables=QuantMode.int8_dynamic, components=components)
     model = _quantize(float_model, recipe)
     weights = _weights(model)
@@ -261,13 +281,18 @@ def test_hadamard_max_caps_the_rotation_block(float_model):
     recipe = dataclasses.replace(_load(_recipe("int8_dynamic")), hadamard=["down_proj"])
     for cap, sizes in [(0, {64, HIDDEN // 64}), (64, {64})]:
         weights = _weights(_quantize(float_model, dataclasses.replace(recipe, hadamard_max=cap)))
-        assert {int(nbytes ** 0.5) // 2 for name, (_, nbytes) in weights.items() if "hadamard" in name} == sizes
+        assert {int(nbytes**0.5) // 2 for name, (_, nbytes) in weights.items() if "hadamard" in name} == sizes
 
 
 def test_hadamard_skips_zero_point_matrices(float_model):
     """int4 with zero points stays on its grid: a pattern matching it rotates only the int8 matrices."""
-    recipe = QuantConfig(name="b32", mode=QuantMode.int4_block32, zero_point=True, hadamard=["self_attn", "mlp"],
-                         components=ComponentModes(attention=QuantMode.int8_dynamic))
+    recipe = QuantConfig(
+        name="b32",
+        mode=QuantMode.int4_block32,
+        zero_point=True,
+        hadamard=["self_attn", "mlp"],
+        components=ComponentModes(attention=QuantMode.int8_dynamic),
+    )
     plan = _plan(flatbuffer_utils.read_model_from_bytearray(bytearray(float_model)), recipe, DECODER)
     rotated = {(mode, rotate): len(scopes) for (mode, _, rotate), scopes in plan.items()}
     assert rotated[QuantMode.int8_dynamic, True] == 4 * 2 * LAYERS  # q, k, v, o in two signatures
@@ -294,6 +319,10 @@ def test_recipes_are_checked_against_the_models_weight_names():
     with pytest.raises(ConfigError, match=r"\['SelfAttention'\] match no weight of tinyllama"):
         check(hadamard=["SelfAttention"])
     with pytest.raises(ConfigError, match="components.lm_head selects no weight of minilm_l6"):
-        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, components=ComponentModes(lm_head=QuantMode.fp16)),
-                     KINDS["encoder"].components, _meta_model("minilm_l6"), "minilm_l6")
+        check_recipe(
+            QuantConfig(mode=QuantMode.int8_dynamic, components=ComponentModes(lm_head=QuantMode.fp16)),
+            KINDS["encoder"].components,
+            _meta_model("minilm_l6"),
+            "minilm_l6",
+        )
     check(hadamard=["qkv_proj", "down_proj"])

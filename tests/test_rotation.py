@@ -1,4 +1,5 @@
 """Factored Hadamard rotations (zoo/export/rotation.py) compute what the quantizer's dense ones do."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,10 +15,12 @@ from zoo.export.rotation import factor_rotations, hadamard
 def _rotation(rows: int, size: int) -> bytes:
     """x [rows, size] @ H_size as the quantizer inserts it: a float FULLY_CONNECTED with a `*_hadamard_matrix`."""
     matrix = tf.constant(hadamard(size))
-    fn = tf.function(lambda x: {"y": tf.matmul(x, matrix)},
-                     input_signature=[tf.TensorSpec([rows, size], tf.float32, "x")])
+    fn = tf.function(
+        lambda x: {"y": tf.matmul(x, matrix)}, input_signature=[tf.TensorSpec([rows, size], tf.float32, "x")]
+    )
     model = flatbuffer_utils.read_model_from_bytearray(
-        tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], tf.Module()).convert())
+        tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], tf.Module()).convert()
+    )
     graph = model.subgraphs[0]
     for op in graph.operators:
         if len(op.inputs) > 1 and list(graph.tensors[op.inputs[1]].shape) == [size, size]:

@@ -1,5 +1,6 @@
 """Sweeps (`python -m zoo -m ...`): one folder per job, failed jobs recorded without stopping the others, the summary
 files and plots, each launcher, the summary rebuilt from a folder, and the cache jobs of one process share."""
+
 from __future__ import annotations
 
 import csv
@@ -11,12 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, compose_cfg
 from zoo.config import job_dirname
 from zoo.jobcache import CacheError, JobCache, checkpoint_key, gate_key
 
-SMALL = ["model=smollm2_135m", "variant=small", "export.prefill_lens=[8]", "export.check_steps=4",
-         "golden.answer_tokens=8"]  # the small variant's longest golden prompt (33) + 8 tokens fit kv 48, not kv 32
+from conftest import ROOT, compose_cfg
+
+SMALL = [
+    "model=smollm2_135m",
+    "variant=small",
+    "export.prefill_lens=[8]",
+    "export.check_steps=4",
+    "golden.answer_tokens=8",
+]  # the small variant's longest golden prompt (33) + 8 tokens fit kv 48, not kv 32
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -24,9 +31,15 @@ def sweep(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess,
     home = tmp_path / "home"  # TF/Keras write ~/.keras: keep HOME out of the folders under test
     home.mkdir(exist_ok=True)
     out = tmp_path / "sweep"
-    done = subprocess.run([sys.executable, "-m", "zoo", "-m", *SMALL, *overrides, f"hydra.sweep.dir={out}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)})
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo", "-m", *SMALL, *overrides, f"hydra.sweep.dir={out}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)},
+    )
     return done, out
 
 
@@ -46,17 +59,29 @@ def reports(sweep_dir: Path) -> dict[tuple[str, int], dict]:
 
 def test_basic_sweep_records_failed_jobs_and_writes_summary(tmp_path):
     """2x2 in one process with the bench stage; int8 jobs fail their check on purpose (a KL bound nothing meets)."""
-    done, out = sweep(tmp_path, "quant=none,int8_dynamic", "export.kv_cache_max=48,64", "quant.check.max_kl=1e-9",
-                      "bench.enabled=true", "bench.warmup=1", "bench.repeats=2", "bench.decode_steps=4",
-                      "bench.bandwidth_mib=8")
+    done, out = sweep(
+        tmp_path,
+        "quant=none,int8_dynamic",
+        "export.kv_cache_max=48,64",
+        "quant.check.max_kl=1e-9",
+        "bench.enabled=true",
+        "bench.warmup=1",
+        "bench.repeats=2",
+        "bench.decode_steps=4",
+        "bench.bandwidth_mib=8",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(jobs) == 4 and not any(c in name for name in jobs for c in "[]/ *?")
     assert all(name.startswith("bench.bandwidth_mib=8,") for name in jobs)  # long: cut, ended by a hash
 
     rows = summary_rows(out)
-    assert {k: r["status"] for k, r in rows.items()} == {("none", 48): "ok", ("none", 64): "ok",
-                                                         ("int8_dynamic", 48): "failed", ("int8_dynamic", 64): "failed"}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        ("none", 48): "ok",
+        ("none", 64): "ok",
+        ("int8_dynamic", 48): "failed",
+        ("int8_dynamic", 64): "failed",
+    }
     for kv in (48, 64):
         assert "CheckFailed" in rows[("int8_dynamic", kv)]["error"] and "kl" in rows[("int8_dynamic", kv)]["error"]
         assert float(rows[("int8_dynamic", kv)]["size_mb"]) > 0  # exported before its check failed
@@ -79,8 +104,14 @@ def test_basic_sweep_records_failed_jobs_and_writes_summary(tmp_path):
     callback_csv = (out / "summary.csv").read_text()
     for name in ("summary.csv", "summary.md", "decode_tok_s.png", "size_mb.png"):
         (out / name).unlink()
-    rebuilt = subprocess.run([sys.executable, "-m", "zoo.summary", str(out)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120, check=False)
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "zoo.summary", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (out / "summary.csv").read_text() == callback_csv
     assert (out / "summary.md").read_text() == md and (out / "size_mb.png").exists()
@@ -89,12 +120,21 @@ def test_basic_sweep_records_failed_jobs_and_writes_summary(tmp_path):
 @pytest.mark.parametrize("launcher", ["zoo_joblib", "zoo_local"])
 def test_sweep_in_separate_processes(launcher, tmp_path):
     """2x2 through joblib workers / submitit's local executor, golden gate only; the kv 32 jobs fail (too small)."""
-    done, out = sweep(tmp_path, f"hydra/launcher={launcher}", "quant=none,int8_dynamic", "export.kv_cache_max=32,48",
-                      "export.enabled=false")
+    done, out = sweep(
+        tmp_path,
+        f"hydra/launcher={launcher}",
+        "quant=none,int8_dynamic",
+        "export.kv_cache_max=32,48",
+        "export.enabled=false",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = summary_rows(out)
-    assert {k: r["status"] for k, r in rows.items()} == {("none", 32): "failed", ("int8_dynamic", 32): "failed",
-                                                         ("none", 48): "ok", ("int8_dynamic", 48): "ok"}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        ("none", 32): "failed",
+        ("int8_dynamic", 32): "failed",
+        ("none", 48): "ok",
+        ("int8_dynamic", 48): "ok",
+    }
     assert "GateFailed" in rows[("none", 32)]["error"] and "kv_cache_max=32" in rows[("none", 32)]["error"]
     assert float(rows[("none", 48)]["golden_max_abs_diff"]) <= 1e-4
     assert "2 ok, 2 failed" in (out / "summary.md").read_text()
@@ -103,16 +143,26 @@ def test_sweep_in_separate_processes(launcher, tmp_path):
 
 
 def test_summary_command_needs_a_sweep_folder(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "zoo.summary", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.summary", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"zoo.summary: error [input]: {tmp_path}: no sweep jobs here "
-                                   "(no */.hydra/overrides.yaml): give the folder of a `-m` sweep")
+    assert done.stderr.strip() == (
+        f"zoo.summary: error [input]: {tmp_path}: no sweep jobs here "
+        "(no */.hydra/overrides.yaml): give the folder of a `-m` sweep"
+    )
 
 
 def test_job_dirname_is_safe():
-    assert job_dirname("export.kv_cache_max=512,export.prefill_lens=[128,512],quant=int8_dynamic") == \
-        "export.kv_cache_max=512,export.prefill_lens=128-512,quant=int8_dynamic"
+    assert (
+        job_dirname("export.kv_cache_max=512,export.prefill_lens=[128,512],quant=int8_dynamic")
+        == "export.kv_cache_max=512,export.prefill_lens=128-512,quant=int8_dynamic"
+    )
     assert job_dirname("model.checkpoint=/data/ckpt*") == "model.checkpoint=_data_ckpt_"
     assert job_dirname("") == "default"
     long = ",".join(f"bench.option_{i}=value_{i}" for i in range(20))

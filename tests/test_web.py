@@ -1,5 +1,6 @@
 """The web bundle in a real browser (Debian's Chromium through Playwright): the page's tokens, logits and sampled
 tokens against zoo's Python runtime on the same flatbuffer, and SmolLM2 int8 answering in the page."""
+
 from __future__ import annotations
 
 import json
@@ -10,30 +11,43 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import ROOT, compose_cfg
 from test_export import SMALL_RANDOM_INT8
 from web_browser import browser, bundle_page, floats
+
 from zoo import pipeline
 from zoo.bundle import BundleError
+from zoo.cache import open_generator
+from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
 from zoo.config import ConfigError, SamplingConfig
 from zoo.runtime.generate import Generator, stream
-from zoo.cache import open_generator
 from zoo.runtime.model import LiteModel
-from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
 from zoo.runtime.tokenizer import encode_prompt
 from zoo.web.bundle import HEAP_LIMIT, check_heap
 from zoo.web.files import MANIFEST, VENDOR
 
+from conftest import ROOT, compose_cfg
+
 PROMPT = "What is the capital of France?"
-E2E_PROMPT = "Name the capital of France."  # greedy answer with no near tie (test_smollm2_int8_answers_paris_in_the_page)
+E2E_PROMPT = (
+    "Name the capital of France."  # greedy answer with no near tie (test_smollm2_int8_answers_paris_in_the_page)
+)
 PROMPTS = [PROMPT, "Écris un haïku sur la mer 🌊", "def f(x):\n    return x**2  # 3.14, 1e-4", "  two  spaces\tand tab"]
 # SmolLM2's entry as a tiny random model with the real SmolLM2 tokenizer (variant=small shrinks the vocabulary to
 # 512, which the real tokenizer's ids do not fit)
-TINY = ["model.checkpoint=random", "model.arch.num_layers=2", "model.arch.dim=64", "model.arch.attention.num_heads=4",
-        "model.arch.attention.num_kv_heads=2", "model.arch.attention.head_dim=16", "model.arch.mlp.hidden_dim=128",
-        "model.expect_answer=null", "export.prefill_lens=[8,64]", "export.kv_cache_max=128", "export.check_steps=8",
-        "export.bundles=[web]"]
+TINY = [
+    "model.checkpoint=random",
+    "model.arch.num_layers=2",
+    "model.arch.dim=64",
+    "model.arch.attention.num_heads=4",
+    "model.arch.attention.num_kv_heads=2",
+    "model.arch.attention.head_dim=16",
+    "model.arch.mlp.hidden_dim=128",
+    "model.expect_answer=null",
+    "export.prefill_lens=[8,64]",
+    "export.kv_cache_max=128",
+    "export.check_steps=8",
+    "export.bundles=[web]",
+]
 SCREENSHOTS = ROOT / "runs" / "web_e2e"  # the end-to-end test's screenshot and in-browser speeds
 
 
@@ -55,8 +69,7 @@ def tiny(tmp_path_factory, smollm2_tokenizer):
 
 @pytest.fixture(scope="module")
 def tiny_int8(tmp_path_factory, smollm2_tokenizer):
-    cfg = compose_cfg(["model=smollm2_135m", *TINY, f"model.tokenizer.source={smollm2_tokenizer}",
-                       *SMALL_RANDOM_INT8])
+    cfg = compose_cfg(["model=smollm2_135m", *TINY, f"model.tokenizer.source={smollm2_tokenizer}", *SMALL_RANDOM_INT8])
     return cfg, pipeline.run(cfg, tmp_path_factory.mktemp("web_tiny_int8"))
 
 
@@ -84,7 +97,7 @@ def python_logits(model: LiteModel, prompt_ids: list[int], forced: list[int]):
     decode of the last prompt token and of each forced token."""
     prefill, pos = [], 0
     for signature, n in model.prefill_plan(0, len(prompt_ids) - 1):
-        prefill.append((signature, model.step(signature, prompt_ids[pos: pos + n], pos).ravel()))
+        prefill.append((signature, model.step(signature, prompt_ids[pos : pos + n], pos).ravel()))
         pos += n
     decode = []
     for token in [prompt_ids[-1], *forced]:
@@ -99,7 +112,7 @@ def page_logits(page, prompt_ids: list[int], forced: list[int]):
 
 
 def test_web_bundle_holds_everything_the_page_loads(tiny):
-    cfg, report = tiny
+    _cfg, report = tiny
     web = Path(report["bundles"]["web"]["path"])
     assert web.name == "web" and web.parent == Path(report["export"]["path"]).parent
     manifest = json.loads((web / MANIFEST).read_text())
@@ -149,8 +162,9 @@ def test_page_logits_equal_python_runtime_fp32(tiny, chromium):
     """Prefill chunks and 16 teacher-forced decode steps: the page's logits within 1e-4 of zoo's runtime's."""
     generator = python_generator(*tiny)
     with bundle_page(chromium, Path(tiny[1]["bundles"]["web"]["path"])) as page:
-        theirs_prefill, ours_prefill, theirs, ours = forced_logits(page, generator, PROMPT,
-                                                                   SamplingConfig(temperature=1.0, seed=1))
+        theirs_prefill, ours_prefill, theirs, ours = forced_logits(
+            page, generator, PROMPT, SamplingConfig(temperature=1.0, seed=1)
+        )
     assert [s for s, _ in ours_prefill] == ["prefill_64"]
     for (_, a), (_, b) in zip(theirs_prefill, ours_prefill):
         assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4
@@ -161,23 +175,39 @@ def test_page_logits_agree_with_python_runtime_int8(tiny_int8, chromium):
     """int8_dynamic: cosine >= 0.999 at every position and top-1 agreement >= 0.9 over 16 teacher-forced steps."""
     generator = python_generator(*tiny_int8)
     with bundle_page(chromium, Path(tiny_int8[1]["bundles"]["web"]["path"])) as page:
-        theirs_prefill, ours_prefill, theirs, ours = forced_logits(page, generator, PROMPT,
-                                                                   SamplingConfig(temperature=1.0, seed=1))
+        theirs_prefill, ours_prefill, theirs, ours = forced_logits(
+            page, generator, PROMPT, SamplingConfig(temperature=1.0, seed=1)
+        )
     prefill = cosine(np.stack([a for _, a in theirs_prefill]), np.stack([b for _, b in ours_prefill]))
     decode, agree = cosine(theirs, ours), top1(theirs, ours)
     assert prefill.min() >= 0.999 and decode.min() >= 0.999 and agree >= 0.9, (prefill, decode, agree)
 
 
-@pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(temperature=1.0, top_p=0.9, seed=3),
-                                      SamplingConfig(temperature=0.7, top_k=40, seed=11)])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        SamplingConfig(),
+        SamplingConfig(temperature=1.0, top_p=0.9, seed=3),
+        SamplingConfig(temperature=0.7, top_k=40, seed=11),
+    ],
+)
 def test_page_generates_the_tokens_of_python(tiny, chromium, sampling):
     """The page's loop and sampler (numpy's seeded stream in JS) pick the tokens `zoo.generate` picks."""
     cfg, report = tiny
     ours = python_generator(cfg, report).generate(PROMPT, 24, sampling)
     with bundle_page(chromium, Path(report["bundles"]["web"]["path"])) as page:
-        theirs = page.evaluate("([p, s]) => zoo.generate(p, {maxNewTokens: 24, sampling: s})",
-                               [PROMPT, {"temperature": sampling.temperature, "top_k": sampling.top_k,
-                                         "top_p": sampling.top_p, "seed": sampling.seed}])
+        theirs = page.evaluate(
+            "([p, s]) => zoo.generate(p, {maxNewTokens: 24, sampling: s})",
+            [
+                PROMPT,
+                {
+                    "temperature": sampling.temperature,
+                    "top_k": sampling.top_k,
+                    "top_p": sampling.top_p,
+                    "seed": sampling.seed,
+                },
+            ],
+        )
     assert theirs["ids"] == ours.ids and theirs["text"] == ours.text
     assert theirs["stop"] == ours.stats.stop and theirs["prefillTps"] > 0 and theirs["decodeTps"] > 0
 
@@ -199,8 +229,11 @@ def test_smollm2_int8_answers_paris_in_the_page(smollm2_int8, chromium):
         page.fill("#prompt", E2E_PROMPT)
         page.fill("#max", "32")
         page.click("#go")
-        page.wait_for_function("['done', 'error'].includes(document.getElementById('status').textContent) || "
-                               "document.getElementById('status').className === 'error'", timeout=600_000)
+        page.wait_for_function(
+            "['done', 'error'].includes(document.getElementById('status').textContent) || "
+            "document.getElementById('status').className === 'error'",
+            timeout=600_000,
+        )
         assert page.inner_text("#status") == "done", page.inner_text("#status")
         answer, last = page.inner_text("#answer"), page.evaluate("zoo.last")
         heap = page.evaluate("zoo.heapBytes()")
@@ -214,11 +247,23 @@ def test_smollm2_int8_answers_paris_in_the_page(smollm2_int8, chromium):
     assert "Paris" in answer and answer.strip() == python.text.strip()
     manifest = json.loads((web / MANIFEST).read_text())
     assert heap <= manifest["heap_estimate_bytes"] <= HEAP_LIMIT
-    (SCREENSHOTS / "speeds.json").write_text(json.dumps({
-        "file": manifest["file"], "browser": {k: last[k] for k in ("prefillTps", "decodeTps", "line")},
-        "python": {"prefillTps": python.stats.prefill_tps, "decodeTps": python.stats.decode_tps,
-                   "line": python.stats.line()}, "heap_bytes": heap, "min_cosine": float(decode.min()),
-        "top1": agree}, indent=1))
+    (SCREENSHOTS / "speeds.json").write_text(
+        json.dumps(
+            {
+                "file": manifest["file"],
+                "browser": {k: last[k] for k in ("prefillTps", "decodeTps", "line")},
+                "python": {
+                    "prefillTps": python.stats.prefill_tps,
+                    "decodeTps": python.stats.decode_tps,
+                    "line": python.stats.line(),
+                },
+                "heap_bytes": heap,
+                "min_cosine": float(decode.min()),
+                "top1": agree,
+            },
+            indent=1,
+        )
+    )
 
 
 def test_a_model_too_large_for_the_wasm_heap_is_refused_in_one_line(tiny, tmp_path):
@@ -237,8 +282,9 @@ def test_web_bundle_config_errors_come_before_export():
 
 
 def zoo_web(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.web", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.web", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
 
 
 def test_zoo_web_refuses_what_it_cannot_serve(tiny, tmp_path):
@@ -247,8 +293,11 @@ def test_zoo_web_refuses_what_it_cannot_serve(tiny, tmp_path):
 
     broken = shutil.copytree(report["bundles"]["web"]["path"], tmp_path / "web")
     (broken / "tokenizer" / "tokenizer.json").unlink()
-    for folder, message in ((tmp_path / "nope", "no such folder"), (tmp_path, "not a web bundle (no zoo-web.json)"),
-                            (broken, "missing tokenizer/tokenizer.json")):
+    for folder, message in (
+        (tmp_path / "nope", "no such folder"),
+        (tmp_path, "not a web bundle (no zoo-web.json)"),
+        (broken, "missing tokenizer/tokenizer.json"),
+    ):
         done = zoo_web(folder)
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr.startswith("zoo.web: error [bundle]: ") and message in done.stderr
@@ -258,8 +307,12 @@ def test_zoo_web_refuses_what_it_cannot_serve(tiny, tmp_path):
 def test_zoo_web_serves_the_bundle_on_localhost(tiny):
     """`python -m zoo.web DIR` prints the URL, then serves the page and the wasm with their MIME types."""
     _, report = tiny
-    proc = subprocess.Popen([sys.executable, "-m", "zoo.web", report["bundles"]["web"]["path"], "--port", "0"],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo.web", report["bundles"]["web"]["path"], "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("smollm2_135m (none, 13.0 MB): http://127.0.0.1:")

@@ -1,6 +1,7 @@
 """Debian's Chromium driven by Playwright for the web bundle's tests: no browser download, no network but 127.0.0.1.
 
 A missing browser fails the test (setup.sh installs it), it never skips."""
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,16 @@ import numpy as np
 from zoo.web.serve import start
 
 # as root Chromium needs --no-sandbox; without the background-networking flags it stalls on a closed network
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LOAD_TIMEOUT_MS = 600_000
 
 
@@ -30,8 +39,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="zoo-chromium-") as profile:
-        context = pw.chromium.launch_persistent_context(profile, executable_path=chromium_path(), args=ARGS,
-                                                        viewport={"width": 900, "height": 700})
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=chromium_path(), args=ARGS, viewport={"width": 900, "height": 700}
+        )
         try:
             yield context
         finally:
@@ -49,8 +59,10 @@ def bundle_page(context, folder: Path, query: str = ""):
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     try:
         page.goto(url + query)
-        page.wait_for_function("window.zoo !== undefined || document.getElementById('status').className === 'error'",
-                               timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_function(
+            "window.zoo !== undefined || document.getElementById('status').className === 'error'",
+            timeout=LOAD_TIMEOUT_MS,
+        )
         assert page.evaluate("window.zoo !== undefined"), page.inner_text("#status")
         yield page
     finally:

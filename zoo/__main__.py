@@ -1,7 +1,8 @@
 """`python -m zoo [group=option ...] [key=value ...]`: compose the config, run the pipeline, print a summary.
 
 Groups: model= (zoo/conf/model/), quant= (zoo/conf/quant/), export= (zoo/conf/export/); your own YAML files in
-./conf/<group>/ join them. `--cfg job` prints the composed config; `-m` sweeps; `hydra.run.dir=DIR` chooses where report.json and config.yaml go.
+./conf/<group>/ join them. `--cfg job` prints the composed config; `-m` sweeps; `hydra.run.dir=DIR` chooses where
+report.json and config.yaml go.
 
 In a sweep (`-m`) a job that fails, for any reason, is recorded as failed in its report.json and the sweep goes
 on: Hydra's sweeper re-raises the first failed job's exception after its batch and skips the summary callback, so
@@ -10,6 +11,7 @@ that finished with the same config and whose files are as their report.json reco
 A single run ends in one line and exit status 2 (the user's to fix) or 1 (a bug), see zoo/errors.py; a config error
 leaves no run directory behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +33,8 @@ from zoo.errors import ResourceError, as_user_error, guarded
 from zoo.eval import eval_line
 from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache
-from zoo.quiet import quiet_python_logs
 from zoo.pipeline import check_line, gate_line, preflight, run
+from zoo.quiet import quiet_python_logs
 from zoo.report import Report, unfinished
 
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
@@ -73,8 +75,10 @@ def main(cfg: DictConfig) -> str:
     print(gate_line(report["golden"]))
     if "export" in report.data:
         exp, chk = report["export"], report["check"]
-        print(f"export: {exp['path']} ({exp['size_bytes'] / 1e6:.1f} MB, {', '.join(exp['signatures'])}) in "
-              f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB")
+        print(
+            f"export: {exp['path']} ({exp['size_bytes'] / 1e6:.1f} MB, {', '.join(exp['signatures'])}) in "
+            f"{exp['convert_seconds']:.0f} s, peak RSS {exp['convert_peak_rss_bytes'] / 2**30:.2f} GiB"
+        )
         print(check_line(chk))
     if "eval" in report.data:
         print(eval_line(report["eval"]))
@@ -83,10 +87,12 @@ def main(cfg: DictConfig) -> str:
     if "bench" in report.data:
         b = report["bench"]
         prefill = ", ".join(f"{t}: {v:.0f}" for t, v in b["prefill_tok_s"].items())
-        print(f"bench: prefill tok/s {prefill}; decode {b['decode_tok_s']:.1f} tok/s invoke only "
-              f"({b['decode_loop_tok_s']:.1f} in the generate loop: {b['decode_loop_over_invoke'] - 1:+.1%}; "
-              f"{b['bandwidth']['decode_fraction_of_bound']:.0%} of the bandwidth bound); TTFT "
-              f"{b['ttft_s'] * 1e3:.1f} ms; runtime peak RSS {b['runtime_peak_rss_bytes'] / 2**20:.0f} MiB")
+        print(
+            f"bench: prefill tok/s {prefill}; decode {b['decode_tok_s']:.1f} tok/s invoke only "
+            f"({b['decode_loop_tok_s']:.1f} in the generate loop: {b['decode_loop_over_invoke'] - 1:+.1%}; "
+            f"{b['bandwidth']['decode_fraction_of_bound']:.0%} of the bandwidth bound); TTFT "
+            f"{b['ttft_s'] * 1e3:.1f} ms; runtime peak RSS {b['runtime_peak_rss_bytes'] / 2**20:.0f} MiB"
+        )
     print(f"report: {report.path}")
     return "ok"
 

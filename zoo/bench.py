@@ -8,6 +8,7 @@ signature is timed invoke-only and as a step of the generate loop (`zoo.runtime.
 Decode speed is also put against the memory-bandwidth bound: a decode step reads at least every weight byte of the
 file (and, with the KV cache, all of its bytes), so `read bandwidth / bytes per step` caps tokens per second.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,14 +50,19 @@ def read_bandwidth(mib: int, threads: int, repeats: int = 7) -> float:
 
 # --- the child process: the runtime only ------------------------------------------------------------------------
 
+
 def runtime_bench(spec: dict) -> dict:
     """Prefill and decode speeds of the flatbuffer at `spec['path']` in zoo's runtime (`LiteModel`), and its RSS."""
     import ai_edge_litert.compiled_model  # noqa: F401  (in the baseline, as numpy is)
 
     baseline = peak_rss_bytes()  # python, numpy, LiteRT's module and the config schema, before the model
     lite = LiteModel(spec["path"], spec["kv_layout"], spec["threads"])
-    out: dict = {"prefill": {str(len(tokens)): prefill_speed(lite, tokens, spec["warmup"], spec["repeats"])
-                             for tokens in spec["prefill_tokens"]}}
+    out: dict = {
+        "prefill": {
+            str(len(tokens)): prefill_speed(lite, tokens, spec["warmup"], spec["repeats"])
+            for tokens in spec["prefill_tokens"]
+        }
+    }
     out["decode"] = decode_speed(lite, spec["decode_tokens"], spec["decode_start"], spec["warmup"])
     out["runtime_baseline_rss_bytes"] = baseline
     out["runtime_peak_rss_bytes"] = peak_rss_bytes()
@@ -71,24 +77,34 @@ def main(argv: list[str]) -> None:
 
 # --- the parent: inputs, child process, reference, bounds ---------------------------------------------------------
 
+
 def run_runtime_bench(path: Path, model, export, bench, threads: int) -> dict:
     """Random tokens for each signature, timed in a child process; decode starts right after the longest prefill."""
     rng = np.random.default_rng(0)
     vocab = model.arch.vocab_size
     n = bench.warmup + bench.decode_steps
-    spec = {"path": str(path), "kv_layout": export.kv_layout.value, "threads": threads,
-            "prefill_tokens": [rng.integers(vocab, size=t).tolist() for t in export.prefill_lens],
-            "decode_tokens": rng.integers(vocab, size=n).tolist(),
-            "decode_start": max(0, min(max(export.prefill_lens), export.kv_cache_max - n)),
-            "warmup": bench.warmup, "repeats": bench.repeats}  # decode times the tokens past warmup
+    spec = {
+        "path": str(path),
+        "kv_layout": export.kv_layout.value,
+        "threads": threads,
+        "prefill_tokens": [rng.integers(vocab, size=t).tolist() for t in export.prefill_lens],
+        "decode_tokens": rng.integers(vocab, size=n).tolist(),
+        "decode_start": max(0, min(max(export.prefill_lens), export.kv_cache_max - n)),
+        "warmup": bench.warmup,
+        "repeats": bench.repeats,
+    }  # decode times the tokens past warmup
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
-        done = subprocess.run([sys.executable, "-m", "zoo.bench", str(spec_path), str(out_path)],
-                              check=False, stdout=subprocess.DEVNULL,
-                              stderr=None if sys.stderr.isatty() else subprocess.PIPE,
-                              text=True, cwd=Path(__file__).resolve().parents[1],
-                              start_new_session=True)  # Ctrl-C reaches zoo only, which stops the child quietly
+        done = subprocess.run(
+            [sys.executable, "-m", "zoo.bench", str(spec_path), str(out_path)],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=None if sys.stderr.isatty() else subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            start_new_session=True,
+        )  # Ctrl-C reaches zoo only, which stops the child quietly
         if done.returncode != 0:
             raise RuntimeError(f"bench child process failed (exit {done.returncode}): {(done.stderr or '')[-2000:]}")
         return json.loads(out_path.read_text())
@@ -103,13 +119,21 @@ def reference_bench(hf, vocab: int, prefill_lens: list[int], bench) -> dict:
     with torch.no_grad():
         for t in prefill_lens:
             ids = torch.randint(vocab, (1, t), generator=gen)
-            seconds = median_seconds(lambda i=ids: hf(input_ids=i, use_cache=True), bench.warmup, bench.repeats,
-                                     f"bench transformers prefill {t}")
+            seconds = median_seconds(
+                lambda i=ids: hf(input_ids=i, use_cache=True),
+                bench.warmup,
+                bench.repeats,
+                f"bench transformers prefill {t}",
+            )
             out["prefill"][str(t)] = {"tokens": t, "seconds": seconds, "tok_s": t / seconds}
         past = hf(input_ids=torch.randint(vocab, (1, max(prefill_lens)), generator=gen), use_cache=True).past_key_values
         token = torch.randint(vocab, (1, 1), generator=gen)
-        seconds = median_seconds(lambda: hf(input_ids=token, past_key_values=past, use_cache=True),
-                                 bench.warmup, bench.decode_steps, "bench transformers decode")
+        seconds = median_seconds(
+            lambda: hf(input_ids=token, past_key_values=past, use_cache=True),
+            bench.warmup,
+            bench.decode_steps,
+            "bench transformers decode",
+        )
     out["decode"] = {"seconds": seconds, "tok_s": 1 / seconds}
     return out
 
@@ -120,8 +144,14 @@ def weight_bytes(model, quant, components) -> int:
     the kind's quant components (zoo/kinds/)."""
     from zoo.export.recipe import component_of
 
-    per_value = {"none": 4.0, "fp16": 2.0, "int8_dynamic": 1.0, "int8_weight_only": 1.0,
-                 "int4_block32": 0.5 + 4 / 32, "int4_block128": 0.5 + 4 / 128}
+    per_value = {
+        "none": 4.0,
+        "fp16": 2.0,
+        "int8_dynamic": 1.0,
+        "int8_weight_only": 1.0,
+        "int4_block32": 0.5 + 4 / 32,
+        "int4_block128": 0.5 + 4 / 128,
+    }
     total = 0.0
     for name, p in model.named_parameters():  # a tied table is one parameter, counted once
         if quant.mode.value == "fp16":
@@ -143,22 +173,33 @@ def kv_cache_bytes(model, kv_max: int) -> int:
 
 def bandwidth_section(bandwidth: float, size_bytes: int, kv_bytes: int, decode_tok_s: float) -> dict:
     bound, bound_kv = bandwidth / size_bytes, bandwidth / (size_bytes + kv_bytes)
-    return {"read_bytes_per_s": bandwidth, "file_bytes": size_bytes, "kv_cache_bytes": kv_bytes,
-            "bound_tok_s": bound, "bound_with_kv_tok_s": bound_kv,
-            "decode_fraction_of_bound": decode_tok_s / bound,
-            "decode_fraction_of_bound_with_kv": decode_tok_s / bound_kv}
+    return {
+        "read_bytes_per_s": bandwidth,
+        "file_bytes": size_bytes,
+        "kv_cache_bytes": kv_bytes,
+        "bound_tok_s": bound,
+        "bound_with_kv_tok_s": bound_kv,
+        "decode_fraction_of_bound": decode_tok_s / bound,
+        "decode_fraction_of_bound_with_kv": decode_tok_s / bound_kv,
+    }
 
 
 def target_records(report: dict, target) -> list[dict]:
     """Figure, target and ratio (figure / target; >= 1 meets a higher-is-better target, <= 1 a lower-is-better one)."""
     exp, bench = report.get("export", {}), report.get("bench", {})
     prefill = bench.get("prefill_tok_s", {}).get(str(target.prefill_len))
-    rows = [("decode_tok_s", bench.get("decode_tok_s"), target.decode_tok_s, "higher"),
-            (f"prefill_tok_s@{target.prefill_len}", prefill, target.prefill_tok_s, "higher"),
-            ("convert_seconds", exp.get("convert_seconds"), target.convert_seconds, "lower"),
-            ("convert_peak_rss_gib", exp.get("convert_peak_rss_bytes", 0) / 2**30 or None, target.convert_peak_rss_gib,
-             "lower"),
-            ("size_vs_weights", bench.get("size_vs_weights"), target.size_vs_weights, "lower")]
+    rows = [
+        ("decode_tok_s", bench.get("decode_tok_s"), target.decode_tok_s, "higher"),
+        (f"prefill_tok_s@{target.prefill_len}", prefill, target.prefill_tok_s, "higher"),
+        ("convert_seconds", exp.get("convert_seconds"), target.convert_seconds, "lower"),
+        (
+            "convert_peak_rss_gib",
+            exp.get("convert_peak_rss_bytes", 0) / 2**30 or None,
+            target.convert_peak_rss_gib,
+            "lower",
+        ),
+        ("size_vs_weights", bench.get("size_vs_weights"), target.size_vs_weights, "lower"),
+    ]
     records = []
     for figure, value, goal, better in rows:
         if goal is None:
@@ -190,14 +231,16 @@ def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
     weights = weight_bytes(model, cfg.quant, kind_of(cfg).components)
     section |= {"weight_bytes": weights, "size_vs_weights": size_bytes / weights}
     bandwidth = read_bandwidth(cfg.bench.bandwidth_mib, cfg.threads)
-    section["bandwidth"] = bandwidth_section(bandwidth, size_bytes, kv_cache_bytes(model, cfg.export.kv_cache_max),
-                                             section["decode_tok_s"])
+    section["bandwidth"] = bandwidth_section(
+        bandwidth, size_bytes, kv_cache_bytes(model, cfg.export.kv_cache_max), section["decode_tok_s"]
+    )
     if cfg.bench.reference:
         ref = reference_bench(hf_factory(), model.arch.vocab_size, list(cfg.export.prefill_lens), cfg.bench)
         section["reference"] = ref  # speed-ups: our loop's steps (inputs written, logits read) over forward calls
         section["speedup_vs_reference"] = {
             "decode": section["decode_loop_tok_s"] / ref["decode"]["tok_s"],
-            "prefill": {t: section["prefill_loop_tok_s"][t] / ref["prefill"][t]["tok_s"] for t in ref["prefill"]}}
+            "prefill": {t: section["prefill_loop_tok_s"][t] / ref["prefill"][t]["tok_s"] for t in ref["prefill"]},
+        }
     return section
 
 

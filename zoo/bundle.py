@@ -9,13 +9,14 @@ it): only for tokenizers with a SentencePiece model, which is all that bundler a
 
 `web/` (zoo/web/): a folder with the flatbuffer, the tokenizer, a page and LiteRT.js, served by `python -m zoo.web`.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from zoo.errors import BundleError
 from zoo.config import Bundle, ZooConfig
+from zoo.errors import BundleError
 from zoo.files import atomic_path, digest, scratch
 from zoo.report import Report
 from zoo.runtime.tokenizer import special_ids
@@ -59,13 +60,14 @@ def prompt_affixes(tokenizer, start: str) -> dict[str, tuple[str, str]]:
     A default system turn the template adds to the first user turn goes into the first user prefix; the start token
     LiteRT-LM prepends itself is cut from it.
     """
+
     def render(messages, generation=False) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
     user, model = [{"role": "user", "content": "\x01"}], [{"role": "assistant", "content": "\x02"}]
     user_turn = render(user)
     user_prefix, user_suffix = user_turn.split("\x01")
-    model_prefix = render(user, generation=True)[len(user_turn):]
+    model_prefix = render(user, generation=True)[len(user_turn) :]
     model_suffix = render(user + model).split("\x02")[1]
     return {"user": (user_prefix.removeprefix(start), user_suffix), "model": (model_prefix, model_suffix)}
 
@@ -99,8 +101,10 @@ def task(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     """
     sp_model = Path(getattr(tokenizer, "name_or_path", "") or "") / "tokenizer.model"
     if tokenizer is None or not sp_model.is_file():
-        raise BundleError(f"{cfg.model.name}: a .task bundle needs a SentencePiece tokenizer.model (MediaPipe's "
-                          f"bundler accepts no other); this tokenizer is {type(tokenizer).__name__} without one")
+        raise BundleError(
+            f"{cfg.model.name}: a .task bundle needs a SentencePiece tokenizer.model (MediaPipe's "
+            f"bundler accepts no other); this tokenizer is {type(tokenizer).__name__} without one"
+        )
     from mediapipe.tasks.python.genai import bundler
 
     start, stops = special_ids(tokenizer, cfg.model.tokenizer)
@@ -108,12 +112,19 @@ def task(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     if cfg.model.tokenizer.chat_template and getattr(tokenizer, "chat_template", None):
         affixes = prompt_affixes(tokenizer, tokenizer.convert_ids_to_tokens(start) if start is not None else "")
     with scratch(out) as work:  # the bundler wants its output named *.task
-        bundler.create_bundle(bundler.BundleConfig(
-            tflite_model=str(tflite), tokenizer_model=str(sp_model),
-            start_token=tokenizer.convert_ids_to_tokens(start), stop_tokens=tokenizer.convert_ids_to_tokens(stops),
-            output_filename=str(work / out.name), prompt_prefix_user=affixes["user"][0],
-            prompt_suffix_user=affixes["user"][1], prompt_prefix_model=affixes["model"][0],
-            prompt_suffix_model=affixes["model"][1]))
+        bundler.create_bundle(
+            bundler.BundleConfig(
+                tflite_model=str(tflite),
+                tokenizer_model=str(sp_model),
+                start_token=tokenizer.convert_ids_to_tokens(start),
+                stop_tokens=tokenizer.convert_ids_to_tokens(stops),
+                output_filename=str(work / out.name),
+                prompt_prefix_user=affixes["user"][0],
+                prompt_suffix_user=affixes["user"][1],
+                prompt_prefix_model=affixes["model"][0],
+                prompt_suffix_model=affixes["model"][1],
+            )
+        )
         os.replace(work / out.name, out)
     return out
 
@@ -139,9 +150,11 @@ def bundle(cfg: ZooConfig, tflite: Path, tokenizer, report: Report) -> list[Path
     with report.stage("bundle"):
         for kind in cfg.export.bundles:
             make, out = MAKERS[kind]
-            paths[kind.value] = make(cfg, tflite, tokenizer,
-                                     tflite.with_suffix(out) if out.startswith(".") else tflite.parent / out)
+            paths[kind.value] = make(
+                cfg, tflite, tokenizer, tflite.with_suffix(out) if out.startswith(".") else tflite.parent / out
+            )
     # a file's record carries its hash (zoo/files.py); the web bundle is a folder: its size
-    report["bundles"] = {k: {"path": str(p), **(digest(p) if p.is_file() else {"size_bytes": size_bytes(p)})}
-                         for k, p in paths.items()}
+    report["bundles"] = {
+        k: {"path": str(p), **(digest(p) if p.is_file() else {"size_bytes": size_bytes(p)})} for k, p in paths.items()
+    }
     return list(paths.values())

@@ -12,6 +12,7 @@ complete folder is read without writing anything, so a read-only cache works; fi
 (zoo/files.py), so a second process asking for the same export waits and then uses it. The tokenizer is saved next to
 it (`tokenizer/`) so later runs skip the slow GGUF tokenizer conversion.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,14 @@ def cache_root(cache_dir: str | None) -> Path:
 
 
 def config_hash(cfg: ZooConfig) -> str:
-    shaping = replace(cfg, generate=GenerateConfig(), eval=EvalConfig(), quant=replace(cfg.quant, eval=EvalBounds()),
-                      threads=0, cache_dir=None)
+    shaping = replace(
+        cfg,
+        generate=GenerateConfig(),
+        eval=EvalConfig(),
+        quant=replace(cfg.quant, eval=EvalBounds()),
+        threads=0,
+        cache_dir=None,
+    )
     text = OmegaConf.to_yaml(OmegaConf.structured(shaping))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -105,7 +112,9 @@ def size_of(folder: Path) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.cache", description=__doc__.splitlines()[0])
-    parser.add_argument("dir", nargs="?", help="the cache root (default: $ZOO_CACHE, $XDG_CACHE_HOME/zoo, ~/.cache/zoo)")
+    parser.add_argument(
+        "dir", nargs="?", help="the cache root (default: $ZOO_CACHE, $XDG_CACHE_HOME/zoo, ~/.cache/zoo)"
+    )
     parser.add_argument("--clear", action="store_true", help="remove every entry (waits for one being written)")
     args = parser.parse_args(argv)
     root = cache_root(args.dir)

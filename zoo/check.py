@@ -6,6 +6,7 @@ PyTorch side runs in float64 (zoo/exact.py, as the golden gate does), so the fig
 error, not whichever way float32 rounding fell in one PyTorch call.
 The bounds come from the quant recipe (`quant.check`). Encoder kinds have their own runs below (wired in zoo/kinds/).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,10 @@ def prefill_length(prompt_len: int, prefill_lens: list[int]) -> int:
     """The smallest prefill signature that holds the prompt (all but its last token, which decode takes)."""
     fitting = [t for t in sorted(prefill_lens) if t >= prompt_len - 1]
     if not fitting:
-        raise ValueError(f"check prompt of {prompt_len} tokens needs a prefill length >= {prompt_len - 1}, "
-                         f"export.prefill_lens={prefill_lens}")
+        raise ValueError(
+            f"check prompt of {prompt_len} tokens needs a prefill length >= {prompt_len - 1}, "
+            f"export.prefill_lens={prefill_lens}"
+        )
     return fitting[0]
 
 
@@ -117,19 +120,25 @@ def check_failures(metrics: dict[str, float], check: QuantCheck) -> list[str]:
     ]
     # A kind's check measures what its outputs have (an encoder has no vocabulary: no top-1, no KL); a bound on a
     # metric it does not measure does not apply to it.
-    return [f"{key} {metrics[key]:.6g} violates bound {bound}" for key, bound, ok in bounds
-            if bound is not None and key in metrics and not ok(metrics[key], bound)]
+    return [
+        f"{key} {metrics[key]:.6g} violates bound {bound}"
+        for key, bound, ok in bounds
+        if bound is not None and key in metrics and not ok(metrics[key], bound)
+    ]
 
 
 # --- encoder kinds: the same comparison through their signatures (encode + decode, embed) ---------------------------
+
 
 def padded(ids: list[int], length: int) -> dict[str, np.ndarray]:
     """`tokens` and `attention_mask` [1, length] of one input padded with id 0 (masked)."""
     if len(ids) > length:
         raise ValueError(f"check input of {len(ids)} tokens exceeds export.encoder_len={length}")
     pad = length - len(ids)
-    return {"tokens": np.array([ids + [0] * pad], np.int32), "attention_mask": np.array([[1] * len(ids) + [0] * pad],
-                                                                                        np.int32)}
+    return {
+        "tokens": np.array([ids + [0] * pad], np.int32),
+        "attention_mask": np.array([[1] * len(ids) + [0] * pad], np.int32),
+    }
 
 
 def _torch(feed: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -155,16 +164,26 @@ def run_seq2seq_check(path: Path, model: nn.Module, golden: dict, cfg) -> tuple[
     start, steps = model.arch.decoder_start_token, min(cfg.export.check_steps, cfg.export.kv_cache_max)
 
     def lite_step(token: int, pos: int, cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        out = decode(tokens=np.array([[token]], np.int32), input_pos=np.array([pos], np.int32),
-                     attention_mask=feed["attention_mask"], **lite_cross, **dict(zip(cache_names(len(cache)), cache)))
+        out = decode(
+            tokens=np.array([[token]], np.int32),
+            input_pos=np.array([pos], np.int32),
+            attention_mask=feed["attention_mask"],
+            **lite_cross,
+            **dict(zip(cache_names(len(cache)), cache)),
+        )
         return out["logits"][0, -1], [out[n] for n in cache_names(len(cache))]
 
     empty = [t.numpy().astype(np.float32) for pair in model.empty_cache(cfg.export.kv_cache_max) for t in pair]
     lite_cache, ref_cache, token, got, want = empty, model.empty_cache(cfg.export.kv_cache_max), start, [], []
     for pos in range(steps):
         logits, lite_cache = lite_step(token, pos, lite_cache)
-        ref, ref_cache = model(torch.tensor([[token]]), torch.tensor([pos]), ref_cache, list(zip(ref_cross[0::2],
-                               ref_cross[1::2])), torch.from_numpy(feed["attention_mask"]).long())
+        ref, ref_cache = model(
+            torch.tensor([[token]]),
+            torch.tensor([pos]),
+            ref_cache,
+            list(zip(ref_cross[0::2], ref_cross[1::2])),
+            torch.from_numpy(feed["attention_mask"]).long(),
+        )
         got.append(logits)
         want.append(ref[0, -1].numpy())
         token = int(ref[0, -1].argmax())

@@ -3,18 +3,20 @@
 Hydra checks field names, types and Enum values while it composes; `validate` checks what a schema cannot say
 alone (divisibility, pattern lengths ...). Both end in a `ConfigError` naming the field and the file.
 """
+
 from __future__ import annotations
 
 import enum
 import hashlib
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
 from zoo.errors import ConfigError
 
 
@@ -338,8 +340,12 @@ class GoldenConfig:
     random_prompt_lens: list[int] = field(default_factory=lambda: [7, 16, 33])  # entries without a tokenizer
     new_tokens: int = 8  # greedy continuation compared token by token
     sentences: list[str] = field(  # encoder entries with a tokenizer: embedded, and their cosine similarities
-        default_factory=lambda: ["A man is eating food.", "A man is eating a piece of bread.",
-                                 "The new movie is awesome.", "A man is riding a horse."]
+        default_factory=lambda: [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The new movie is awesome.",
+            "A man is riding a horse.",
+        ]
     )
     answer_tokens: int = 24  # greedy answer length for the entry's `expect_answer` check
 
@@ -429,7 +435,9 @@ class ZooConfig:
     threads: int = 2
     verbose: bool = False  # tracebacks of failures (zoo/errors.py)
     memory_limit_gib: Optional[float] = None  # refuse jobs estimated past this; None: the memory available now
-    cache_dir: Optional[str] = None  # the export cache (zoo/cache.py); None: $ZOO_CACHE, else $XDG_CACHE_HOME/zoo or ~/.cache/zoo
+    cache_dir: Optional[str] = (
+        None  # the export cache (zoo/cache.py); None: $ZOO_CACHE, else $XDG_CACHE_HOME/zoo or ~/.cache/zoo
+    )
 
 
 def hf_layer_types(pattern, num_layers: int) -> list[str]:
@@ -458,7 +466,7 @@ def job_dirname(override_dirname: str, limit: int = 160) -> str:
         out.append("-" if ch == "," and depth else "_" if ch in "/\\*?{} " else ch)
     name = "".join(out) or "default"
     if len(name) > limit:
-        name = f"{name[:limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+        name = f"{name[: limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return name
 
 
@@ -511,7 +519,9 @@ def read_prompt_file(generate: GenerateConfig) -> str:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"generate.prompt_file={path}: cannot read it ({err.strerror}): give an existing text file")
+        raise ConfigError(
+            f"generate.prompt_file={path}: cannot read it ({err.strerror}): give an existing text file"
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -600,15 +610,18 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     if arch.positions is Positions.rope and arch.rope.scaling is RopeScaling.longrope:
         for key in ("short_factor", "long_factor"):
             if len(getattr(arch.rope, key)) != rotary_dim(arch) // 2:
-                fail(f"rope.{key}", f"longrope needs rotary_dim/2={rotary_dim(arch) // 2} values, "
-                                    f"got {len(getattr(arch.rope, key))}")
+                fail(
+                    f"rope.{key}",
+                    f"longrope needs rotary_dim/2={rotary_dim(arch) // 2} values, got {len(getattr(arch.rope, key))}",
+                )
     if arch.rope.local_theta is not None and LayerType.sliding not in att.layer_types:
         fail("rope.local_theta", "set, but no layer is 'sliding'")
     kind = kind_of(cfg)
     kind.validate(cfg)
     if cfg.export.kv_read_multiple < 0:  # above kv_cache_max it reads every slot, like 0 with a run-time size
-        raise ConfigError(f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be >= 0 "
-                          "(0 reads every cache slot)")
+        raise ConfigError(
+            f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be >= 0 (0 reads every cache slot)"
+        )
     bench = cfg.bench
     for key in ("repeats", "decode_steps", "bandwidth_mib"):
         if getattr(bench, key) < 1:
@@ -616,12 +629,17 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
     if bench.warmup < 0:
         raise ConfigError(f"bench.warmup: must be >= 0, got {bench.warmup}")
     if bench.enabled and bench.warmup + bench.decode_steps > cfg.export.kv_cache_max:
-        raise ConfigError(f"bench: warmup + decode_steps = {bench.warmup + bench.decode_steps} decode positions do not "
-                          f"fit export.kv_cache_max={cfg.export.kv_cache_max}")
-    if Bundle.litertlm in cfg.export.bundles and (cfg.export.kv_layout is not KVLayout.transposed
-                                                  or not cfg.export.mask_as_input):
-        raise ConfigError("export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
-                          "(use export=litertlm)")
+        raise ConfigError(
+            f"bench: warmup + decode_steps = {bench.warmup + bench.decode_steps} decode positions do not "
+            f"fit export.kv_cache_max={cfg.export.kv_cache_max}"
+        )
+    if Bundle.litertlm in cfg.export.bundles and (
+        cfg.export.kv_layout is not KVLayout.transposed or not cfg.export.mask_as_input
+    ):
+        raise ConfigError(
+            "export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
+            "(use export=litertlm)"
+        )
     if Bundle.web in cfg.export.bundles and not kind.generates:
         raise ConfigError(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.name}")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":

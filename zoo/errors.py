@@ -6,6 +6,7 @@ and never changes, so scripts can tell failures apart. Anything else is a bug in
 and the traceback only with `verbose=true`. Ctrl-C ends with exit status 130 after the atomic writers have removed
 their temp files (zoo/files.py).
 """
+
 from __future__ import annotations
 
 import errno
@@ -94,9 +95,14 @@ class StorageError(ZooError):
     code = "storage"
 
 
-STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                  errno.EPERM: "operation not permitted", errno.EFBIG: "file too large for the file size limit"}
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "file too large for the file size limit",
+}
 FIXES = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EFBIG: "raise `ulimit -f`"}
 
 
@@ -107,8 +113,10 @@ def as_user_error(err: BaseException) -> ZooError | None:
     if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
         where = f" writing {err.filename}" if err.filename else ""
         fix = FIXES.get(err.errno, "choose a writable folder")
-        return StorageError(f"{STORAGE_ERRNOS[err.errno]}{where}: {fix} and run again "
-                            "(finished files are kept; nothing half-written is left under a final name)")
+        return StorageError(
+            f"{STORAGE_ERRNOS[err.errno]}{where}: {fix} and run again "
+            "(finished files are kept; nothing half-written is left under a final name)"
+        )
     if isinstance(err, MemoryError):
         return ResourceError("out of memory: use a smaller model or recipe, or free memory, and run again")
     return None
@@ -125,8 +133,10 @@ def error_line(prog: str, err: BaseException) -> tuple[str, int]:
     user = as_user_error(err)
     if user is not None:
         return f"{prog}: error [{user.code}]: {one_line(user)}", 2
-    return (f"{prog}: internal error [bug]: {type(err).__name__}: {one_line(err)} (a bug in zoo; rerun with "
-            "verbose=true for the traceback)"), 1
+    return (
+        f"{prog}: internal error [bug]: {type(err).__name__}: {one_line(err)} (a bug in zoo; rerun with "
+        "verbose=true for the traceback)"
+    ), 1
 
 
 def verbose_requested(argv: list[str]) -> bool:
@@ -142,7 +152,7 @@ def guarded(prog: str, main: Callable[[], int | None], argv: list[str]) -> int:
         return main() or 0
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else 1
-    except BaseException as err:  # noqa: BLE001 - this is the one place every failure is reported
+    except BaseException as err:
         line, status = error_line(prog, err)
         if verbose_requested(argv) and status != 130:
             traceback.print_exception(err)

@@ -11,6 +11,7 @@ torch.float32)`: transformers' upcasts in norms, softmax and RoPE), and makes fl
 tensors the models create. The modules' weights are widened once up front while they fit a memory budget (a third of
 the available memory), the rest on each use, so a model too large to copy still runs, only slower.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -63,7 +64,12 @@ def float64(*modules: nn.Module) -> Iterator[None]:
     budget, widened = psutil.virtual_memory().available // 3, {}
     with torch.no_grad():
         for t in itertools.chain.from_iterable(itertools.chain(m.parameters(), m.buffers()) for m in modules):
-            if t.dtype == torch.float32 and t.device.type == "cpu" and _key(t) not in widened and budget >= 2 * t.nbytes:
+            if (
+                t.dtype == torch.float32
+                and t.device.type == "cpu"
+                and _key(t) not in widened
+                and budget >= 2 * t.nbytes
+            ):
                 widened[_key(t)], budget = t.detach().double(), budget - 2 * t.nbytes
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

@@ -5,6 +5,7 @@ Everything being written lives next to its final path as `.<final name>.zoo-tmp-
 renamed into place when complete (atomic on one file system). An exception or Ctrl-C removes it; after SIGKILL it
 stays, recognisable by its name, and the next run in that folder removes it once the process that made it is gone.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ without the `generate.` prefix. Generates from the flatbuffer of that config, ex
 cache (zoo/cache.py: `cache_dir=`, $ZOO_CACHE or ~/.cache/zoo) has none; streams the text, then prints the speed
 line. The whole config, the prompt and its length are checked before any export runs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,19 +49,27 @@ def main(argv: list[str]) -> int:
 
     cfg = compose_config(argv)
     if cfg.generate.max_new_tokens >= cfg.export.kv_cache_max:
-        raise ConfigError(f"generate.max_new_tokens={cfg.generate.max_new_tokens} must be below export.kv_cache_max="
-                          f"{cfg.export.kv_cache_max} (the prompt needs at least one cache slot)")
+        raise ConfigError(
+            f"generate.max_new_tokens={cfg.generate.max_new_tokens} must be below export.kv_cache_max="
+            f"{cfg.export.kv_cache_max} (the prompt needs at least one cache slot)"
+        )
     preflight(cfg)
     tokenizer = cached_tokenizer(cfg, artifact_dir(cfg))
     tokens = len(prompt_ids(tokenizer, cfg.generate.prompt, cfg.model.tokenizer.chat_template))
     if tokens + cfg.generate.max_new_tokens > cfg.export.kv_cache_max:  # refused before an export, not after
-        raise InputError(f"prompt of {tokens} tokens + max_new_tokens={cfg.generate.max_new_tokens} = "
-                         f"{tokens + cfg.generate.max_new_tokens} exceeds export.kv_cache_max={cfg.export.kv_cache_max}: "
-                         "shorten the prompt, lower generate.max_new_tokens or raise export.kv_cache_max")
+        raise InputError(
+            f"prompt of {tokens} tokens + max_new_tokens={cfg.generate.max_new_tokens} = "
+            f"{tokens + cfg.generate.max_new_tokens} exceeds export.kv_cache_max={cfg.export.kv_cache_max}: "
+            "shorten the prompt, lower generate.max_new_tokens or raise export.kv_cache_max"
+        )
     path = ensure_export(cfg, log=lambda s: print(s, file=sys.stderr))
     generator = open_generator(cfg, path)
-    result = generator.generate(cfg.generate.prompt, cfg.generate.max_new_tokens, cfg.generate.sampling,
-                                on_text=lambda s: print(s, end="", flush=True))
+    result = generator.generate(
+        cfg.generate.prompt,
+        cfg.generate.max_new_tokens,
+        cfg.generate.sampling,
+        on_text=lambda s: print(s, end="", flush=True),
+    )
     if result.text is None:
         print(" ".join(map(str, result.ids)), end="")
     print(f"\n[{path.name}] {result.stats.line()}")

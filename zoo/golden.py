@@ -3,6 +3,7 @@
 Reference values only ever come from the transformers class named in the entry (`reference_*` functions never
 touch our model); `golden/` files hold top-k logits and greedy tokens of that reference for a fixed prompt set.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,8 +39,10 @@ def reference_model(reference: ReferenceConfig, checkpoint: Checkpoint) -> nn.Mo
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
     unexpected = [k for k in unexpected if k not in dict(model.named_buffers())]  # e.g. BERT's old position_ids
     if set(missing) - tied or unexpected:
-        raise ValueError(f"{reference.hf_class} does not take this checkpoint: missing {sorted(set(missing) - tied)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"{reference.hf_class} does not take this checkpoint: missing {sorted(set(missing) - tied)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
     model.tie_weights()
     # As from_pretrained does: a tied tensor the checkpoint stores itself stays its own (transformers 5 builds every
     # T5 tied, yet a flan-t5 checkpoint has an lm_head that differs from its embedding).
@@ -67,7 +70,7 @@ def reference_greedy(hf: nn.Module, ids: list[int], new_tokens: int) -> list[int
     seq = list(ids)
     for _ in range(new_tokens):
         seq.append(int(reference_logits(hf, seq)[-1].argmax()))
-    return seq[len(ids):]
+    return seq[len(ids) :]
 
 
 @torch.no_grad()
@@ -108,6 +111,7 @@ class GateResult:
     decode_atol: float = 0.0
     summary: str = ""  # the gate line of kinds whose checks are not the decoder's (empty: the decoder's line)
     extra: dict = field(default_factory=dict)  # kind-specific report entries
+
     @property
     def greedy_match(self) -> bool:
         return self.greedy_equal == self.greedy_total
@@ -118,10 +122,18 @@ class GateResult:
         return self.max_abs_diff <= self.atol and decode_ok and self.greedy_match
 
     def report(self) -> dict:
-        return {"passed": self.passed, "max_abs_diff": self.max_abs_diff, "atol": self.atol, "worst": self.worst,
-                "greedy_match": self.greedy_match, "greedy_tokens_equal": f"{self.greedy_equal}/{self.greedy_total}",
-                "decode_vs_full_max_abs_diff": self.decode_vs_full_max_abs_diff, "decode_atol": self.decode_atol,
-                **({"summary": self.summary} if self.summary else {}), **self.extra}
+        return {
+            "passed": self.passed,
+            "max_abs_diff": self.max_abs_diff,
+            "atol": self.atol,
+            "worst": self.worst,
+            "greedy_match": self.greedy_match,
+            "greedy_tokens_equal": f"{self.greedy_equal}/{self.greedy_total}",
+            "decode_vs_full_max_abs_diff": self.decode_vs_full_max_abs_diff,
+            "decode_atol": self.decode_atol,
+            **({"summary": self.summary} if self.summary else {}),
+            **self.extra,
+        }
 
 
 def gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], golden: GoldenConfig, kv_max: int) -> GateResult:
@@ -134,10 +146,17 @@ def gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], golden: Gold
         if float(diff.max()) >= result.max_abs_diff:
             pos, tok = divmod(int(diff.argmax()), diff.shape[-1])
             result.max_abs_diff = float(diff.max())
-            result.worst = {"prompt": p, "position": pos, "token": tok, "ours": float(ours[pos, tok]),
-                            "reference": float(ref[pos, tok])}
+            result.worst = {
+                "prompt": p,
+                "position": pos,
+                "token": tok,
+                "ours": float(ours[pos, tok]),
+                "reference": float(ref[pos, tok]),
+            }
         stepwise = our_stepwise(model, ids, kv_max)
-        result.decode_vs_full_max_abs_diff = max(result.decode_vs_full_max_abs_diff, float((stepwise - ours).abs().max()))
+        result.decode_vs_full_max_abs_diff = max(
+            result.decode_vs_full_max_abs_diff, float((stepwise - ours).abs().max())
+        )
         ref_tokens = reference_greedy(hf, ids, golden.new_tokens)
         our_tokens = our_greedy(model, ids, golden.new_tokens, kv_max)
         result.greedy_equal += sum(a == b for a, b in zip(ref_tokens, our_tokens))
@@ -180,11 +199,12 @@ def compare_to_golden(model: nn.Module, arrays: dict[str, np.ndarray], kv_max: i
 
 # --- encoder_decoder (T5): encoder states, teacher-forced decoder logits, greedy seq2seq tokens ----------------------
 
+
 def decoder_inputs(cfg: ZooConfig, count: int) -> list[list[int]]:
     """Teacher-forced decoder inputs per prompt: the start token, then seeded random ids (new_tokens in all)."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     start, vocab = cfg.model.arch.decoder_start_token, cfg.model.arch.vocab_size
-    return [[start] + torch.randint(vocab, (cfg.golden.new_tokens - 1,), generator=gen).tolist() for _ in range(count)]
+    return [[start, *torch.randint(vocab, (cfg.golden.new_tokens - 1,), generator=gen).tolist()] for _ in range(count)]
 
 
 @torch.no_grad()
@@ -208,14 +228,20 @@ def our_seq2seq(model: nn.Module, ids: list[int], decoder_ids: list[int], kv_max
     """Our encoder states [S, dim] and decoder logits [T, V], all decoder inputs in one call."""
     mask = torch.ones(1, len(ids), dtype=torch.int64)
     states = model.encode(torch.tensor([ids]), mask)
-    logits, _ = model(torch.tensor([decoder_ids]), torch.arange(len(decoder_ids)), model.empty_cache(kv_max),
-                      model.cross_kv(states), mask)
+    logits, _ = model(
+        torch.tensor([decoder_ids]),
+        torch.arange(len(decoder_ids)),
+        model.empty_cache(kv_max),
+        model.cross_kv(states),
+        mask,
+    )
     return states[0], logits[0]
 
 
 @torch.no_grad()
-def our_seq2seq_steps(model: nn.Module, ids: list[int], decoder_ids: list[int] | None, start: int, steps: int,
-                      kv_max: int) -> tuple[list[int], torch.Tensor]:
+def our_seq2seq_steps(
+    model: nn.Module, ids: list[int], decoder_ids: list[int] | None, start: int, steps: int, kv_max: int
+) -> tuple[list[int], torch.Tensor]:
     """One decoder token per call through the cache, as the `decode` signature runs: teacher-forced by decoder_ids,
     or greedy from `start` when None. Returns the argmax tokens and the logits [steps, V]."""
     mask = torch.ones(1, len(ids), dtype=torch.int64)
@@ -235,8 +261,13 @@ def _worst(result: GateResult, diff: torch.Tensor, ours: torch.Tensor, ref: torc
     if float(diff.max()) >= result.max_abs_diff:
         row, col = divmod(int(diff.argmax()), diff.shape[-1])
         result.max_abs_diff = float(diff.max())
-        result.worst = {**where, "position": row, "index": col, "ours": float(ours[row, col]),
-                        "reference": float(ref[row, col])}
+        result.worst = {
+            **where,
+            "position": row,
+            "index": col,
+            "ours": float(ours[row, col]),
+            "reference": float(ref[row, col]),
+        }
 
 
 def seq2seq_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> GateResult:
@@ -249,7 +280,9 @@ def seq2seq_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg:
         _worst(result, (states - ref_states).abs(), states, ref_states, prompt=p, output="encoder_states")
         _worst(result, (logits - ref_logits).abs(), logits, ref_logits, prompt=p, output="decoder_logits")
         _, stepwise = our_seq2seq_steps(model, ids, dec, start, len(dec), kv_max)
-        result.decode_vs_full_max_abs_diff = max(result.decode_vs_full_max_abs_diff, float((stepwise - logits).abs().max()))
+        result.decode_vs_full_max_abs_diff = max(
+            result.decode_vs_full_max_abs_diff, float((stepwise - logits).abs().max())
+        )
         ref_tokens = reference_seq2seq_greedy(hf, ids, start, golden.new_tokens)
         our_tokens, _ = our_seq2seq_steps(model, ids, None, start, golden.new_tokens, kv_max)
         result.greedy_equal += sum(a == b for a, b in zip(ref_tokens, our_tokens))
@@ -257,10 +290,12 @@ def seq2seq_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg:
         if p == 0:
             result.extra["reference_greedy"] = ref_tokens  # what the flatbuffer's greedy generation must give
     worst = result.worst
-    result.summary = (f"max |diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst in {worst.get('output')} of "
-                      f"prompt {worst.get('prompt')} position {worst.get('position')}), greedy seq2seq "
-                      f"{result.greedy_equal}/{result.greedy_total}, cached decode vs one call "
-                      f"{result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})")
+    result.summary = (
+        f"max |diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst in {worst.get('output')} of "
+        f"prompt {worst.get('prompt')} position {worst.get('position')}), greedy seq2seq "
+        f"{result.greedy_equal}/{result.greedy_total}, cached decode vs one call "
+        f"{result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})"
+    )
     return result
 
 
@@ -288,9 +323,14 @@ def seq2seq_compare(model: nn.Module, arrays: dict[str, np.ndarray], cfg: ZooCon
     for p in range(len([k for k in arrays if k.endswith("_decoder_ids")])):
         ids, dec = arrays[f"p{p}_ids"].tolist(), arrays[f"p{p}_decoder_ids"].tolist()
         states, logits = our_seq2seq(model, ids, dec, kv_max)
-        picked = logits[torch.from_numpy(arrays[f"p{p}_positions"])].gather(-1, torch.from_numpy(arrays[f"p{p}_topk_index"]))
-        max_diff = max(max_diff, float((picked - torch.from_numpy(arrays[f"p{p}_topk_value"])).abs().max()),
-                       float((states - torch.from_numpy(arrays[f"p{p}_states_value"])).abs().max()))
+        picked = logits[torch.from_numpy(arrays[f"p{p}_positions"])].gather(
+            -1, torch.from_numpy(arrays[f"p{p}_topk_index"])
+        )
+        max_diff = max(
+            max_diff,
+            float((picked - torch.from_numpy(arrays[f"p{p}_topk_value"])).abs().max()),
+            float((states - torch.from_numpy(arrays[f"p{p}_states_value"])).abs().max()),
+        )
         greedy = arrays[f"p{p}_greedy"].tolist()
         ours, _ = our_seq2seq_steps(model, ids, None, start, len(greedy), kv_max)
         greedy_equal += sum(a == b for a, b in zip(ours, greedy))
@@ -299,6 +339,7 @@ def seq2seq_compare(model: nn.Module, arrays: dict[str, np.ndarray], cfg: ZooCon
 
 
 # --- encoder (BERT): last hidden states, pooled sentence embeddings, their cosine similarities ----------------------
+
 
 def encoder_inputs(cfg: ZooConfig, tokenizer) -> list[list[int]]:
     """The golden sentences through the tokenizer, or seeded random ids for entries without one."""
@@ -347,10 +388,12 @@ def encoder_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg:
     ref_sim, our_sim = cosine_matrix(torch.stack(refs_all)), cosine_matrix(torch.stack(ours_all))
     result.extra["similarities"] = ref_sim.tolist()
     result.extra["similarity_max_abs_diff"] = float((ref_sim - our_sim).abs().max())
-    result.summary = (f"max |hidden or embedding diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst "
-                      f"{result.worst.get('output')} of sentence {result.worst.get('prompt')}), cosine similarities "
-                      f"max diff {result.extra['similarity_max_abs_diff']:.2e}, padded to {cfg.export.encoder_len} vs "
-                      f"unpadded {result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})")
+    result.summary = (
+        f"max |hidden or embedding diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst "
+        f"{result.worst.get('output')} of sentence {result.worst.get('prompt')}), cosine similarities "
+        f"max diff {result.extra['similarity_max_abs_diff']:.2e}, padded to {cfg.export.encoder_len} vs "
+        f"unpadded {result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})"
+    )
     return result
 
 
@@ -371,6 +414,9 @@ def encoder_compare(model: nn.Module, arrays: dict[str, np.ndarray], cfg: ZooCon
     max_diff = 0.0
     for p in range(len([k for k in arrays if k.endswith("_ids")])):
         hidden, emb = our_embedding(model, arrays[f"p{p}_ids"].tolist())
-        max_diff = max(max_diff, float((hidden - torch.from_numpy(arrays[f"p{p}_hidden_value"])).abs().max()),
-                       float((emb - torch.from_numpy(arrays[f"p{p}_embedding_value"])).abs().max()))
+        max_diff = max(
+            max_diff,
+            float((hidden - torch.from_numpy(arrays[f"p{p}_hidden_value"])).abs().max()),
+            float((emb - torch.from_numpy(arrays[f"p{p}_embedding_value"])).abs().max()),
+        )
     return {"max_abs_diff": max_diff, "greedy_equal": 0, "greedy_total": 0}

@@ -12,6 +12,7 @@ Cached tensors are shared with the models built from them (`load_state_dict(assi
 fingerprint of every tensor taken when it was stored: a job that modified them in place fails loudly instead of
 feeding the next job different weights. Jobs in separate processes (joblib, submitit) each start empty.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,8 @@ from typing import Any
 
 import torch
 
-from zoo.errors import CacheError
 from zoo.config import ZooConfig
+from zoo.errors import CacheError
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
@@ -48,16 +49,33 @@ def checkpoint_key(cfg: ZooConfig) -> str:
     elif path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
         identity = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return json.dumps({"checkpoint": source, "identity": identity, "variant": cfg.variant.value,
-                       "reference": _plain(cfg.model.reference)}, sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "checkpoint": source,
+            "identity": identity,
+            "variant": cfg.variant.value,
+            "reference": _plain(cfg.model.reference),
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 def gate_key(cfg: ZooConfig) -> str:
-    return json.dumps({"checkpoint": checkpoint_key(cfg), "golden": _plain(cfg.golden),
-                       "kv_cache_max": cfg.export.kv_cache_max, "kv_layout": cfg.export.kv_layout.value,
-                       "kv_read_multiple": cfg.export.kv_read_multiple,
-                       "tokenizer": _plain(cfg.model.tokenizer), "expect": cfg.model.expect_answer,
-                       "mapping": _plain(cfg.model.mapping), "arch": _plain(cfg.model.arch)}, sort_keys=True)
+    return json.dumps(
+        {
+            "checkpoint": checkpoint_key(cfg),
+            "golden": _plain(cfg.golden),
+            "kv_cache_max": cfg.export.kv_cache_max,
+            "kv_layout": cfg.export.kv_layout.value,
+            "kv_read_multiple": cfg.export.kv_read_multiple,
+            "tokenizer": _plain(cfg.model.tokenizer),
+            "expect": cfg.model.expect_answer,
+            "mapping": _plain(cfg.model.mapping),
+            "arch": _plain(cfg.model.arch),
+        },
+        sort_keys=True,
+    )
 
 
 class JobCache:

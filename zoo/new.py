@@ -14,6 +14,7 @@ every entry that names it, where such a section would be dead weight the schema 
 under transformers' standard names (COMMON), the RoPE parameters and the layer pattern are read by the code below
 for all model_types alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,16 @@ from zoo.files import write_atomic
 CONF = Path("conf")  # the user's own config folder in the working directory: python -m zoo finds it (hydra.searchpath)
 
 # arch field <- transformers' attribute, the same for every config class (attribute_map aliases GPT-2's n_embd ...)
-COMMON = {"vocab_size": "vocab_size", "num_layers": "num_hidden_layers", "dim": "hidden_size",
-          "max_positions": "max_position_embeddings", "attention.num_heads": "num_attention_heads",
-          "attention.num_kv_heads": "num_key_value_heads", "attention.head_dim": "head_dim",
-          "tie_embeddings": "tie_word_embeddings"}
+COMMON = {
+    "vocab_size": "vocab_size",
+    "num_layers": "num_hidden_layers",
+    "dim": "hidden_size",
+    "max_positions": "max_position_embeddings",
+    "attention.num_heads": "num_attention_heads",
+    "attention.num_kv_heads": "num_key_value_heads",
+    "attention.head_dim": "head_dim",
+    "tie_embeddings": "tie_word_embeddings",
+}
 ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
@@ -74,11 +81,14 @@ def known_types(conf: Path) -> list[str]:
 
 def hf_type(model_type: str, conf: Path) -> HFType:
     """The first new/<model_type>.yaml of the user's `conf` and the packaged tree, checked against HFType."""
-    path = next((p for p in (conf / "new" / f"{model_type}.yaml", CONF_DIR / "new" / f"{model_type}.yaml")
-                 if p.is_file()), None)
+    path = next(
+        (p for p in (conf / "new" / f"{model_type}.yaml", CONF_DIR / "new" / f"{model_type}.yaml") if p.is_file()), None
+    )
     if path is None:
-        raise ConfigError(f"model_type {model_type!r} is not known to zoo.new (known: {', '.join(known_types(conf))}); "
-                          f"add {conf / 'new' / f'{model_type}.yaml'} (like {CONF_DIR / 'new' / 'llama.yaml'})")
+        raise ConfigError(
+            f"model_type {model_type!r} is not known to zoo.new (known: {', '.join(known_types(conf))}); "
+            f"add {conf / 'new' / f'{model_type}.yaml'} (like {CONF_DIR / 'new' / 'llama.yaml'})"
+        )
     try:
         spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(HFType), OmegaConf.load(path)))
     except (OmegaConfBaseException, yaml.YAMLError) as err:
@@ -118,11 +128,17 @@ def floats(values) -> list[float]:
 ROPE_SCALING = {
     "default": {},
     "linear": {"factor": ("factor", float)},
-    "llama3": {"factor": ("factor", float), "low_freq_factor": ("low_freq_factor", float),
-               "high_freq_factor": ("high_freq_factor", float),
-               "original_max_positions": ("original_max_position_embeddings", int)},
-    "longrope": {"original_max_positions": ("original_max_position_embeddings", int),
-                 "short_factor": ("short_factor", floats), "long_factor": ("long_factor", floats)},
+    "llama3": {
+        "factor": ("factor", float),
+        "low_freq_factor": ("low_freq_factor", float),
+        "high_freq_factor": ("high_freq_factor", float),
+        "original_max_positions": ("original_max_position_embeddings", int),
+    },
+    "longrope": {
+        "original_max_positions": ("original_max_position_embeddings", int),
+        "short_factor": ("short_factor", floats),
+        "long_factor": ("long_factor", floats),
+    },
 }
 
 
@@ -192,16 +208,22 @@ def entry(model_type: str, spec: HFType, c, name: str, checkpoint: str) -> dict[
         layer_types = ["sliding_attention"] if slides else []
         hf["sliding_window"] = "${model.arch.attention.sliding_window}" if slides else None
     elif spec.windows is None and "sliding_attention" in layer_types:
-        raise ConfigError(f"sliding-window layers of model_type {model_type!r} are not supported "
-                          "(new/<model_type>.yaml: windows)")
+        raise ConfigError(
+            f"sliding-window layers of model_type {model_type!r} are not supported (new/<model_type>.yaml: windows)"
+        )
     if layer_types:
         attention["layer_types"] = pattern(layer_types)
         if "sliding" in attention["layer_types"]:
             attention["sliding_window"] = window
     if not hf:
         del reference["hf_config"]
-    return {"defaults": [f"family/{spec.family}@_here_", "_self_"], "name": name, "arch": arch,
-            "reference": reference, "checkpoint": checkpoint}
+    return {
+        "defaults": [f"family/{spec.family}@_here_", "_self_"],
+        "name": name,
+        "arch": arch,
+        "reference": reference,
+        "checkpoint": checkpoint,
+    }
 
 
 def default_name(path: Path) -> str:
@@ -210,8 +232,15 @@ def default_name(path: Path) -> str:
 
 
 def has_weights(folder: Path) -> bool:
-    return any((folder / n).exists() for n in ("model.safetensors", "model.safetensors.index.json",
-                                               "pytorch_model.bin", "pytorch_model.bin.index.json"))
+    return any(
+        (folder / n).exists()
+        for n in (
+            "model.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+            "pytorch_model.bin.index.json",
+        )
+    )
 
 
 def write(config_path: Path, name: str | None, conf: Path, force: bool) -> Path:
@@ -221,14 +250,18 @@ def write(config_path: Path, name: str | None, conf: Path, force: bool) -> Path:
         raise ConfigError(f"--name {name!r}: use lower-case letters, digits and underscores")
     out = conf / "model" / f"{name}.yaml"
     if conf.resolve() != CONF_DIR.resolve() and (CONF_DIR / "model" / f"{name}.yaml").exists():
-        raise ConfigError(f"{name} is a packaged entry (zoo/conf/model/{name}.yaml), which would win over a draft of "
-                          "that name: give --name <another>")
+        raise ConfigError(
+            f"{name} is a packaged entry (zoo/conf/model/{name}.yaml), which would win over a draft of "
+            "that name: give --name <another>"
+        )
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
     folder = config_path.resolve().parent
     data = entry(model_type, spec, c, name, str(folder) if has_weights(folder) else "random")
-    header = (f"# Draft by `python -m zoo.new {config_path}` (model_type {model_type}). Check it with\n"
-              f"# `python -m zoo model={name} variant=small`, then on real weights with model.checkpoint=<folder>.\n")
+    header = (
+        f"# Draft by `python -m zoo.new {config_path}` (model_type {model_type}). Check it with\n"
+        f"# `python -m zoo model={name} variant=small`, then on real weights with model.checkpoint=<folder>.\n"
+    )
     write_atomic(out, header + yaml.safe_dump(data, sort_keys=False, width=120))
     return out
 
@@ -237,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.new", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="a HF config.json")
     parser.add_argument("--name", help="entry name (default: the config's folder name)")
-    parser.add_argument("--conf", type=Path, default=CONF,
-                        help="config root: model/<name>.yaml is written there, new/<model_type>.yaml read there first")
+    parser.add_argument(
+        "--conf",
+        type=Path,
+        default=CONF,
+        help="config root: model/<name>.yaml is written there, new/<model_type>.yaml read there first",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing entry")
     args = parser.parse_args(argv)
     print(f"wrote {write(args.config, args.name, args.conf, args.force)}")

@@ -2,6 +2,7 @@
 
 Nothing here reads Hydra's global state: tests compose a config and call the same functions.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,6 +17,7 @@ from torch import nn
 
 from zoo import golden
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
+from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.config import Variant, ZooConfig
 from zoo.errors import CheckFailed, ConfigError, GateFailed, ResourceError
 from zoo.exact import float64
@@ -25,7 +27,6 @@ from zoo.kinds import kind_of
 from zoo.progress import progress
 from zoo.quiet import native_logs_captured
 from zoo.report import Report
-from zoo.checkpoint.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -55,13 +56,16 @@ def preflight(cfg: ZooConfig) -> None:
     limit = cfg.memory_limit_gib if cfg.memory_limit_gib is not None else psutil.virtual_memory().available / 2**30
     if need > limit:
         source = "memory_limit_gib" if cfg.memory_limit_gib is not None else "available memory"
-        raise ResourceError(f"{cfg.model.name} needs an estimated {need:.1f} GiB ({params / 1e9:.2f} B parameters, "
-                            f"{4 * params / 2**30:.1f} GiB in float32, plus conversion) but the {source} is "
-                            f"{limit:.1f} GiB: free memory, use a larger machine, or try variant=small")
+        raise ResourceError(
+            f"{cfg.model.name} needs an estimated {need:.1f} GiB ({params / 1e9:.2f} B parameters, "
+            f"{4 * params / 2**30:.1f} GiB in float32, plus conversion) but the {source} is "
+            f"{limit:.1f} GiB: free memory, use a larger machine, or try variant=small"
+        )
 
 
 def resolve_checkpoint(cfg: ZooConfig, report: Report, cache: JobCache | None = None) -> Checkpoint:
     """The entry's checkpoint, checked against the architecture the entry states (reused from `cache` if there)."""
+
     def make() -> Checkpoint:
         checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
         check_config(cfg.model.reference, checkpoint)
@@ -75,8 +79,10 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded
     """Build our module from the entry and fill it strictly from the checkpoint."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
     if tokenizer is not None and len(tokenizer) > cfg.model.arch.vocab_size:
-        raise ConfigError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
-                          f"{cfg.model.arch.vocab_size} (model.arch.vocab_size): give the entry's own tokenizer")
+        raise ConfigError(
+            f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
+            f"{cfg.model.arch.vocab_size} (model.arch.vocab_size): give the entry's own tokenizer"
+        )
     with report.stage("build"), torch.device("meta"):  # no init of weights the checkpoint replaces
         model = kind_of(cfg).build(cfg.model.arch, cfg.export)
     with report.stage("load"):
@@ -127,24 +133,30 @@ def gate_line(section: dict) -> str:
     if "summary" in section:  # kinds other than the decoder say what they compared
         return f"golden {verdict}: {section['summary']}"
     worst = section["worst"]
-    line = (f"golden {verdict}: max |logit diff| {section['max_abs_diff']:.2e} (atol {section['atol']:.0e}; worst at "
-            f"prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), greedy "
-            f"{section['greedy_tokens_equal']}, cached decode vs full forward {section['decode_vs_full_max_abs_diff']:.2e} "
-            f"(atol {section['decode_atol']:.0e})")
+    line = (
+        f"golden {verdict}: max |logit diff| {section['max_abs_diff']:.2e} (atol {section['atol']:.0e}; worst at "
+        f"prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), greedy "
+        f"{section['greedy_tokens_equal']}, cached decode vs full forward {section['decode_vs_full_max_abs_diff']:.2e} "
+        f"(atol {section['decode_atol']:.0e})"
+    )
     if "answer" in section:
-        line += f"\nanswer: {section['answer']!r} ({'contains' if section['answer_ok'] else 'MISSING'} {section['expect']!r})"
+        verdict = "contains" if section["answer_ok"] else "MISSING"
+        line += f"\nanswer: {section['answer']!r} ({verdict} {section['expect']!r})"
     return line
 
 
 def check_line(section: dict) -> str:
     """The check's summary line: the decoder's logit metrics, or whatever metrics an encoder kind measures."""
     if "kl" not in section:
-        metrics = ", ".join(f"{k} {section[k]:.3g}" for k in ("max_abs_diff", "cosine", "greedy", "similarity_max_diff")
-                            if k in section)
+        metrics = ", ".join(
+            f"{k} {section[k]:.3g}" for k in ("max_abs_diff", "cosine", "greedy", "similarity_max_diff") if k in section
+        )
         return f"check {'PASS' if section['passed'] else 'FAIL'} over {section['positions']} steps or inputs: {metrics}"
     greedy = f", flatbuffer greedy vs transformers {section['greedy']:.3f}" if "greedy" in section else ""
-    return (f"check PASS over {section['positions']} positions: max |logit diff| {section['max_abs_diff']:.2e}, cosine "
-            f"{section['cosine']:.5f}, top-1 {section['top1']:.3f}, KL {section['kl']:.2e}{greedy}")
+    return (
+        f"check PASS over {section['positions']} positions: max |logit diff| {section['max_abs_diff']:.2e}, cosine "
+        f"{section['cosine']:.5f}, top-1 {section['top1']:.3f}, KL {section['kl']:.2e}{greedy}"
+    )
 
 
 def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
@@ -157,7 +169,8 @@ def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path
     with report.stage("export"):
         signatures = kind_of(cfg).export(model, path, cfg)
     report["export"] = {
-        "path": str(path), **digest(path),  # size and sha256: a later edit or truncation shows
+        "path": str(path),
+        **digest(path),  # size and sha256: a later edit or truncation shows
         "signatures": signatures,
         "convert_seconds": report["timings"]["export"]["seconds"],
         "convert_peak_rss_bytes": report["timings"]["export"]["peak_rss_bytes"],  # see Report.stage: scope
@@ -173,8 +186,13 @@ def check(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, repo
     with report.stage("check"), float64(model):
         metrics, positions = kind_of(cfg).check(path, model, gate_section, cfg)
     failures = check_failures(metrics, cfg.quant.check)
-    report["check"] = {**metrics, "positions": positions, "passed": not failures, "failures": failures,
-                       "bounds": {k: v for k, v in vars(cfg.quant.check).items() if v is not None}}
+    report["check"] = {
+        **metrics,
+        "positions": positions,
+        "passed": not failures,
+        "failures": failures,
+        "bounds": {k: v for k, v in vars(cfg.quant.check).items() if v is not None},
+    }
     if failures:
         raise CheckFailed(f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures))
     return metrics
@@ -185,8 +203,13 @@ def bench(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
     from zoo.bench import run_bench, target_records
 
     with report.stage("bench"):
-        section = run_bench(cfg, loaded.model, lambda: golden.reference_model(cfg.model.reference, loaded.checkpoint),
-                            path, report["export"]["size_bytes"])
+        section = run_bench(
+            cfg,
+            loaded.model,
+            lambda: golden.reference_model(cfg.model.reference, loaded.checkpoint),
+            path,
+            report["export"]["size_bytes"],
+        )
     report["bench"] = section
     target = next((t for t in cfg.bench.targets if (t.model, t.quant) == (cfg.model.name, cfg.quant.name)), None)
     if target is not None and cfg.variant is Variant.full:  # the targets are the real model's

@@ -3,6 +3,7 @@
 TensorFlow, absl, XNNPACK and LiteRT log from C++ straight to file descriptor 2 (INFO lines on every import, conversion
 and interpreter), and from Python through absl's logger.
 """
+
 from __future__ import annotations
 
 import contextlib

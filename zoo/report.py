@@ -3,6 +3,7 @@
 Every report also states the library versions and the machine (cores, CPU, memory), so a figure can be reproduced
 together with the resolved config the pipeline adds.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,12 @@ def versions() -> dict[str, str]:
 
 def machine() -> dict[str, Any]:
     """Cores (all and usable by this process), CPU model and total memory, from /proc where Linux has it."""
-    info: dict[str, Any] = {"system": platform.system(), "arch": platform.machine(), "cpu_count": os.cpu_count(),
-                            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    info: dict[str, Any] = {
+        "system": platform.system(),
+        "arch": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    }
     for path, key, field_name in (("/proc/cpuinfo", "cpu", "model name"), ("/proc/meminfo", "mem", "MemTotal")):
         try:
             line = next(ln for ln in Path(path).read_text().splitlines() if ln.startswith(field_name))
@@ -57,7 +62,7 @@ def machine() -> dict[str, Any]:
 
 def interrupt_if_asked(stage: str) -> None:
     spec = os.environ.get(FAULT_AT, "").split(":")
-    name, signame, nth = spec + ["INT", "1"][len(spec) - 1:]
+    name, signame, nth = spec + ["INT", "1"][len(spec) - 1 :]
     if name == stage:
         _started[stage] += 1
         if _started[stage] == int(nth):
@@ -70,8 +75,12 @@ class Report:
     def __init__(self, path: Path, bar=None):
         self.path = path
         self.bar = bar
-        self.data: dict[str, Any] = {"versions": versions(), "cpu_count": os.cpu_count(), "machine": machine(),
-                                     "timings": {}}
+        self.data: dict[str, Any] = {
+            "versions": versions(),
+            "cpu_count": os.cpu_count(),
+            "machine": machine(),
+            "timings": {},
+        }
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
@@ -98,8 +107,11 @@ class Report:
         finally:
             if self.bar is not None:
                 self.bar.update()
-            self.data["timings"][name] = {"seconds": round(time.perf_counter() - start, 3),
-                                          "peak_rss_bytes": peak_rss_bytes(), "peak_rss_scope": scope}
+            self.data["timings"][name] = {
+                "seconds": round(time.perf_counter() - start, 3),
+                "peak_rss_bytes": peak_rss_bytes(),
+                "peak_rss_scope": scope,
+            }
 
     def close(self) -> None:
         if self.bar is not None:
@@ -127,4 +139,3 @@ def unfinished(run_dir: Path, config: dict | None = None) -> str | None:
         return f"{path} is of another config"
     records = [report["export"], *report.get("bundles", {}).values()] if "export" in report else []
     return next(filter(None, (changed(run_dir / Path(r["path"]).name, r) for r in records)), None)
-

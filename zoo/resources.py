@@ -1,7 +1,9 @@
 """This process's memory: its peak RSS, a new peak window, and freed memory handed back to the kernel. Leaf
 modules (the exporter, the bench's child process) use these without the report, which records the stages."""
+
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import resource
@@ -21,10 +23,8 @@ def release_memory() -> None:
     """Collect garbage and hand the allocator's free pages back to the kernel (glibc's malloc_trim), so memory a
     finished step freed no longer counts as resident when the next one starts."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: freed memory stays with the allocator
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: freed memory stays with the allocator
-        pass
 
 
 def reset_peak_rss() -> bool:

@@ -9,6 +9,7 @@ A job is a folder with Hydra's `.hydra/overrides.yaml`; its figures come from it
 report.json (killed, or crashed before writing one) is listed with status `no report`, one stopped by Ctrl-C with
 `interrupted`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,9 +26,28 @@ from zoo.errors import InputError, guarded
 from zoo.eval.scoreboard import EVAL_KEYS, eval_columns, write_scoreboard
 from zoo.files import write_atomic
 
-COLUMNS = ["job", "status", "model", "quant", "kv_cache_max", "prefill_lens", "size_mb", "golden_max_abs_diff",
-           "check_top1", "check_kl", "prefill_tok_s", "decode_tok_s", "decode_loop_tok_s", "ttft_ms",
-           "runtime_peak_rss_mib", "convert_peak_rss_gib", "convert_s", "bits_per_weight", *EVAL_KEYS, "error"]
+COLUMNS = [
+    "job",
+    "status",
+    "model",
+    "quant",
+    "kv_cache_max",
+    "prefill_lens",
+    "size_mb",
+    "golden_max_abs_diff",
+    "check_top1",
+    "check_kl",
+    "prefill_tok_s",
+    "decode_tok_s",
+    "decode_loop_tok_s",
+    "ttft_ms",
+    "runtime_peak_rss_mib",
+    "convert_peak_rss_gib",
+    "convert_s",
+    "bits_per_weight",
+    *EVAL_KEYS,
+    "error",
+]
 PLOTS = {"decode_tok_s": "decode tok/s (runtime, invoke only)", "size_mb": "file size (MB)"}
 
 
@@ -92,28 +112,70 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict], sweep_dir: Path) -> str:
-    head = ["overrides", "status", "size MB", "golden diff", "top-1", "KL", "eval PPL ratio", "eval KLD",
-            "eval same top", "prefill tok/s", "decode tok/s", "decode tok/s (loop)", "TTFT ms", "runtime RSS MiB",
-            "convert RSS GiB", "convert s"]
-    keys = ["overrides", "status", "size_mb", "golden_max_abs_diff", "check_top1", "check_kl", "eval_ppl_ratio",
-            "eval_kld_mean", "eval_same_top", "prefill_tok_s", "decode_tok_s", "decode_loop_tok_s", "ttft_ms",
-            "runtime_peak_rss_mib", "convert_peak_rss_gib", "convert_s"]
+    head = [
+        "overrides",
+        "status",
+        "size MB",
+        "golden diff",
+        "top-1",
+        "KL",
+        "eval PPL ratio",
+        "eval KLD",
+        "eval same top",
+        "prefill tok/s",
+        "decode tok/s",
+        "decode tok/s (loop)",
+        "TTFT ms",
+        "runtime RSS MiB",
+        "convert RSS GiB",
+        "convert s",
+    ]
+    keys = [
+        "overrides",
+        "status",
+        "size_mb",
+        "golden_max_abs_diff",
+        "check_top1",
+        "check_kl",
+        "eval_ppl_ratio",
+        "eval_kld_mean",
+        "eval_same_top",
+        "prefill_tok_s",
+        "decode_tok_s",
+        "decode_loop_tok_s",
+        "ttft_ms",
+        "runtime_peak_rss_mib",
+        "convert_peak_rss_gib",
+        "convert_s",
+    ]
     failed = [r for r in rows if r["status"] != "ok"]
     common, own = varying(rows)
     statuses = ("ok", "failed", "interrupted", "no report")
     counts = {status: sum(r["status"] == status for r in rows) for status in statuses}
     tally = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "failed"))
-    lines = [f"# Sweep {sweep_dir.name}: {len(rows)} jobs, {tally}", "",
-             f"Every job: `{' '.join(common) or '(no common overrides)'}`", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"# Sweep {sweep_dir.name}: {len(rows)} jobs, {tally}",
+        "",
+        f"Every job: `{' '.join(common) or '(no common overrides)'}`",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r, mine in zip(rows, own):
         cells = [" ".join(mine)] + [fmt(r[k]) for k in keys[1:]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if failed:
-        lines += ["", "## Failed jobs", ""] + [f"- `{r['overrides'] or r['job']}`: {r['error'] or r['status']}"
-                                                 for r in failed]
-    lines += ["", ("Speeds are medians (zoo/runtime/speed.py): prefill and decode tok/s are invoke-only runs; the "
-                  "loop column is a full step of zoo's generate loop."), ""]
+        lines += ["", "## Failed jobs", ""] + [
+            f"- `{r['overrides'] or r['job']}`: {r['error'] or r['status']}" for r in failed
+        ]
+    lines += [
+        "",
+        (
+            "Speeds are medians (zoo/runtime/speed.py): prefill and decode tok/s are invoke-only runs; the "
+            "loop column is a full step of zoo's generate loop."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -152,10 +214,14 @@ def plot(rows: list[dict], key: str, label: str, path: Path) -> bool:
 
 def write_summary(sweep_dir: Path) -> dict[str, Path]:
     """summary.csv, summary.md and the plots with data, written into `sweep_dir`; returns what was written."""
-    rows = sorted((job_row(sweep_dir, job) for job in job_dirs(sweep_dir)),
-                  key=lambda r: (str(r["model"]), str(r["quant"]), r["prefill_lens"], r["kv_cache_max"] or 0, r["job"]))
+    rows = sorted(
+        (job_row(sweep_dir, job) for job in job_dirs(sweep_dir)),
+        key=lambda r: (str(r["model"]), str(r["quant"]), r["prefill_lens"], r["kv_cache_max"] or 0, r["job"]),
+    )
     if not rows:
-        raise InputError(f"{sweep_dir}: no sweep jobs here (no */.hydra/overrides.yaml): give the folder of a `-m` sweep")
+        raise InputError(
+            f"{sweep_dir}: no sweep jobs here (no */.hydra/overrides.yaml): give the folder of a `-m` sweep"
+        )
     written = {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
     write_atomic(written["csv"], to_csv(rows))
     write_atomic(written["md"], to_markdown(rows, sweep_dir))

@@ -3,6 +3,7 @@
 Sizes are derived from the entry (MQA stays MQA, MHA stays MHA, the layer pattern fits), so a test of the small
 variant exercises the same code paths as the real model; `reference.hf_config` follows by interpolation.
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig

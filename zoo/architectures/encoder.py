@@ -5,6 +5,7 @@ BERT layout (module names are HF BertModel's, so the checkpoint maps by identity
 bidirectional attention with a padding mask, and pooling of the last hidden states into one sentence embedding
 (`arch.pooling`: mean over real tokens or the first token, optionally L2-normalised).
 """
+
 from __future__ import annotations
 
 import torch

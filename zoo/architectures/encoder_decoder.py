@@ -7,6 +7,7 @@ gated-gelu (v1.1 / flan) or relu FFN, one `shared` embedding, and a decoder outp
 lm_head. The decoder reads a fixed-size self-attention KV cache (functional, like the decoder-only builder) and
 cross-attention K/V that `cross_kv` projects once per input, so a decode step never re-projects encoder states.
 """
+
 from __future__ import annotations
 
 import math
@@ -118,7 +119,7 @@ class Block(nn.Module):
         super().__init__()
         parts = [SelfAttentionLayer(arch, index == 0, not decoder)]
         parts += [CrossAttentionLayer(arch)] if decoder else []
-        self.layer = nn.ModuleList(parts + [FFLayer(arch)])
+        self.layer = nn.ModuleList([*parts, FFLayer(arch)])
 
 
 class Stack(nn.Module):

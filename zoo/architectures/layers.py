@@ -1,9 +1,11 @@
 """Building blocks of the generic builders: norms, RoPE, attention over an explicit KV cache, MLPs.
 
 Everything is written for `torch.export`: shapes are static, positions and masks are tensors, and no Python
-branch depends on a tensor's value. The one data-dependent size is `filled_slots`: attention reads only the cache slots
-written so far (rounded up), not all kv_cache_max of them. Module names follow HF's where that keeps the checkpoint mapping short.
+branch depends on a tensor's value. The one data-dependent size is `filled_slots`: attention reads only the cache
+slots written so far (rounded up), not all kv_cache_max of them. Module names follow HF's where that keeps the
+checkpoint mapping short.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,9 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.config import Activation, ArchConfig, KVLayout, LayerType, MLPType, NormConfig, NormType, RopeScaling
+from zoo.config import (
+    Activation,
+    ArchConfig,
+    KVLayout,
+    LayerType,
+    MLPType,
+    NormConfig,
+    NormType,
+    RopeScaling,
+    layer_type,
+    rotary_dim,
+)
 from zoo.config import head_dim as arch_head_dim
-from zoo.config import layer_type, rotary_dim
 
 # Large finite negative for masked scores: -inf tables crash the TFLite converter under int8 quantization.
 MASK_VALUE = -1e9
@@ -81,7 +93,9 @@ class Rope(nn.Module):
         self.original_max = rope.original_max_positions
         factor = arch.max_positions / rope.original_max_positions
         grown = longrope and factor > 1
-        self.attention_factor = math.sqrt(1 + math.log(factor) / math.log(rope.original_max_positions)) if grown else None
+        self.attention_factor = (
+            math.sqrt(1 + math.log(factor) / math.log(rope.original_max_positions)) if grown else None
+        )
 
     def forward(self, input_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [1, T, 1, rotary_dim] for positions [T] (increasing)."""
@@ -171,7 +185,8 @@ class Attention(nn.Module):
         slots: torch.Tensor,
         mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`slots` [S] (from `cache_slots`) are the cache slots read; `mask` [1, 1, T, kv_max] overrides the causal one."""
+        """`slots` [S] (from `cache_slots`) are the cache slots read; `mask` [1, 1, T, kv_max] overrides the causal
+        one."""
         b, t, _ = x.shape
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(b, t, self.num_heads, self.head_dim)
@@ -206,7 +221,9 @@ class Attention(nn.Module):
             if self.window is not None:  # a sum: masked twice is -2e9, still exactly 0 after softmax
                 mask = mask + attention_mask(input_pos, slots, self.window)
         # [B, G, groups, T, S] + [1, 1, 1, T, S]: the mask broadcasts over the query groups instead of being tiled
-        scores = (scores.view(b, self.num_kv_heads, groups, t, n) + mask[:, :, None]).view(b, self.num_kv_heads, groups * t, n)
+        scores = (scores.view(b, self.num_kv_heads, groups, t, n) + mask[:, :, None]).view(
+            b, self.num_kv_heads, groups * t, n
+        )
         out = torch.matmul(torch.softmax(scores, dim=-1), values)  # [B, G, groups*T, H]
         out = out.reshape(b, self.num_heads, t, self.head_dim).transpose(1, 2).reshape(b, t, self.q_size)
         return self.o_proj(out), k_cache, v_cache

@@ -1,5 +1,6 @@
 """Plain multi-head attention math shared by the encoder kinds (T5, BERT): heads in and out, scores plus an
 additive bias (relative positions, padding, causality), softmax. No cache logic: callers pass full K and V."""
+
 from __future__ import annotations
 
 import torch

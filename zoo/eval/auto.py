@@ -6,6 +6,7 @@ then the candidates are tried smallest file first (ties by name) on a short eval
 the first within `quant.max_kld` and the `quant.eval` bounds wins. Deterministic: same config, same files, same
 choice. The winner then runs as the job's recipe (export, check, full eval) and is written out as a recipe file.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -19,7 +20,6 @@ from zoo.files import write_atomic
 from zoo.report import Report, unfinished
 
 
-
 def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
     """The candidates as full recipes, each gated by the search's bounds (max_kld and `quant.eval`)."""
     bounds = replace(quant.eval, max_kld=quant.max_kld)
@@ -29,8 +29,9 @@ def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
         if not path.is_file():
             raise ConfigError(f"quant.candidates: no recipe conf/quant/{c.recipe}.yaml")
         try:
-            node = OmegaConf.merge(OmegaConf.structured(QuantConfig), OmegaConf.load(path), c.set,
-                                   {"name": c.name or c.recipe})
+            node = OmegaConf.merge(
+                OmegaConf.structured(QuantConfig), OmegaConf.load(path), c.set, {"name": c.name or c.recipe}
+            )
             recipe: QuantConfig = OmegaConf.to_object(node)
         except OmegaConfBaseException as err:
             raise ConfigError(f"quant.candidates: {c.name or c.recipe}: {str(err).splitlines()[0]}") from None
@@ -42,8 +43,8 @@ def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
 
 def cached_export(cfg: ZooConfig, loaded) -> Path:
     """The candidate's flatbuffer from the export cache, or exported into it now (report.json `ok` marks it)."""
-    from zoo.pipeline import artifact_path, export
     from zoo.cache import artifact_dir
+    from zoo.pipeline import artifact_path, export
 
     folder = artifact_dir(cfg)
     path = artifact_path(cfg, folder)
@@ -68,24 +69,43 @@ def choose(cfg: ZooConfig, loaded, run_dir: Path, report: Report) -> ZooConfig:
         for recipe, path in candidates:
             section = measure(replace(cfg, quant=recipe, eval=short), path, loaded.checkpoint, loaded.tokenizer)
             failures = eval_failures(section, recipe.eval)
-            tried.append({"name": recipe.name, "size_bytes": path.stat().st_size, "file": str(path),
-                          **{k: section.get(k) for k in ("kld_mean", "ppl_ratio", "same_top", "cosine_mean", "tokens")},
-                          "passed": not failures, "failures": failures})
+            tried.append(
+                {
+                    "name": recipe.name,
+                    "size_bytes": path.stat().st_size,
+                    "file": str(path),
+                    **{k: section.get(k) for k in ("kld_mean", "ppl_ratio", "same_top", "cosine_mean", "tokens")},
+                    "passed": not failures,
+                    "failures": failures,
+                }
+            )
             if not failures:
                 chosen = recipe
                 break
-    bound = ", ".join(f"{k} {v:g}" for k, v in vars(replace(cfg.quant.eval, max_kld=cfg.quant.max_kld)).items()
-                      if v is not None) or "no bound"
-    section = {"bounds": bound, "windows": short.max_windows, "candidates": tried,
-               "untried": [q.name for q, _ in candidates[len(tried):]]}
+    bound = (
+        ", ".join(
+            f"{k} {v:g}" for k, v in vars(replace(cfg.quant.eval, max_kld=cfg.quant.max_kld)).items() if v is not None
+        )
+        or "no bound"
+    )
+    section = {
+        "bounds": bound,
+        "windows": short.max_windows,
+        "candidates": tried,
+        "untried": [q.name for q, _ in candidates[len(tried) :]],
+    }
     report["auto"] = section
     if chosen is None:
-        raise ConfigError(f"quant=auto: no candidate meets {bound} on {short.max_windows} windows (largest tried: "
-                          f"{tried[-1]['name']}: {'; '.join(tried[-1]['failures'])})")
+        raise ConfigError(
+            f"quant=auto: no candidate meets {bound} on {short.max_windows} windows (largest tried: "
+            f"{tried[-1]['name']}: {'; '.join(tried[-1]['failures'])})"
+        )
     smaller = "; ".join(f"{t['name']} ({t['size_bytes'] / 1e6:.1f} MB): {', '.join(t['failures'])}" for t in tried[:-1])
     section["chosen"] = chosen.name
-    section["why"] = (f"{chosen.name} is the smallest file ({tried[-1]['size_bytes'] / 1e6:.1f} MB) whose short eval "
-                      f"meets {bound}" + (f"; smaller files miss it: {smaller}" if smaller else ""))
+    section["why"] = (
+        f"{chosen.name} is the smallest file ({tried[-1]['size_bytes'] / 1e6:.1f} MB) whose short eval "
+        f"meets {bound}" + (f"; smaller files miss it: {smaller}" if smaller else "")
+    )
     recipe_file = run_dir / "quant" / f"auto_{chosen.name}.yaml"  # not shadowed by conf/quant/<name>.yaml
     write_atomic(recipe_file, OmegaConf.to_yaml(OmegaConf.structured(chosen)))
     section["recipe_file"] = str(recipe_file)

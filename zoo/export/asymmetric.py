@@ -13,6 +13,7 @@ weight" (5.9, 30x the matrix's RMS) that also stretches its 128-block's range. S
 a weight above that many times the RMS) are zeroed in the int4 matrix and carried exactly by the float matrix,
 which reads them next to the block sums: W x = [int4] x + Z (block sums of x) + R x_J, R = W_J - dequantized W_J.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,7 +54,7 @@ class AsymmetricLinear(nn.Module):
         self.zero_point.weight = nn.Parameter(side, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        side = [x.reshape(*x.shape[:-1], -1, self.block).sum(-1)] + [x[..., c:c + 1] for c in self.columns]
+        side = [x.reshape(*x.shape[:-1], -1, self.block).sum(-1)] + [x[..., c : c + 1] for c in self.columns]
         return self.symmetric(x) + self.zero_point(torch.cat(side, -1) if self.columns else side[0])
 
 

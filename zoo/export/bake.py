@@ -6,6 +6,7 @@ name, the converter sees only the graph, and `bake` then turns each weight input
 one buffer that every signature shares, holding a view of the torch tensor's memory. `write` streams the result
 with the weights after the flatbuffer table, addressed by offset, so files may pass 2 GB.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,12 @@ import numpy as np
 from zoo.export.private import flatbuffer_utils, schema
 from zoo.files import atomic_path
 
-_NUMPY = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32,
-          schema.TensorType.BOOL: np.bool_, schema.TensorType.INT64: np.int64}
+_NUMPY = {
+    schema.TensorType.FLOAT32: np.float32,
+    schema.TensorType.INT32: np.int32,
+    schema.TensorType.BOOL: np.bool_,
+    schema.TensorType.INT64: np.int64,
+}
 _ALIGN = 64
 
 
@@ -39,8 +44,10 @@ def bake(flatbuffer: bytes | bytearray, weights: Mapping[str, np.ndarray]) -> sc
             tensor = graph.tensors[item.tensorIndex]
             data = np.ascontiguousarray(weights[name], _NUMPY[tensor.type])
             if list(tensor.shape) != list(data.shape):
-                raise ValueError(f"weight {name}: signature {signature.signatureKey.decode()} expects shape "
-                                 f"{list(tensor.shape)}, got {list(data.shape)}")
+                raise ValueError(
+                    f"weight {name}: signature {signature.signatureKey.decode()} expects shape "
+                    f"{list(tensor.shape)}, got {list(data.shape)}"
+                )
             if name not in buffer_of:
                 buffer = schema.BufferT()
                 buffer.data = data.reshape(-1).view(np.uint8)
@@ -113,8 +120,10 @@ def _shared_quantization() -> Iterator[None]:
     def shared(self: schema.QuantizationParametersT, builder) -> int:
         if self.details is not None:
             return pack(self, builder)
-        key = (self.quantizedDimension,  # one builder per write: offsets from it are valid throughout
-               *(None if v is None else np.asarray(v).tobytes() for v in (self.min, self.max, self.scale, self.zeroPoint)))
+        key = (
+            self.quantizedDimension,  # one builder per write: offsets from it are valid throughout
+            *(None if v is None else np.asarray(v).tobytes() for v in (self.min, self.max, self.scale, self.zeroPoint)),
+        )
         if key not in memo:
             memo[key] = pack(self, builder)
         return memo[key]

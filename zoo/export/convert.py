@@ -4,6 +4,7 @@ The converter converts the graph only: weights are signature inputs until zoo/ex
 one buffer each shared by every signature, so N prefill lengths cost no extra weight bytes. Only TFLite builtin
 ops are allowed. The quant recipe is applied once, by ai-edge-quantizer on the baked model (zoo/export/quantize.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,9 @@ def converter_for(saved_model: str, names: Sequence[str]) -> tf.lite.TFLiteConve
 Lowerable = tuple[str, ExportedProgram, Sequence[str], Sequence[str]]  # name, program, input names, output names
 
 
-def export_signatures(step: nn.Module, programs: Iterable[Lowerable], path: Path, recipe: QuantConfig,
-                      components: Mapping[str, str]) -> list[str]:
+def export_signatures(
+    step: nn.Module, programs: Iterable[Lowerable], path: Path, recipe: QuantConfig, components: Mapping[str, str]
+) -> list[str]:
     """Exported programs, all over `step`'s weights, as one multi-signature flatbuffer at `path`, quantized by
     `recipe` over the kind's `components` (zoo/export/recipe.py), written atomically; returns the signature names.
 
@@ -115,7 +117,13 @@ def export_tflite(
     recipe = recipe or QuantConfig()
     model = with_zero_points(model, zero_point_blocks(model, recipe, components))
     steps = [(signature, Step(model, signature.logits)) for signature in plan(prefill_lens, prefill_logits)]
-    programs = ((signature.name, export_step(step, signature, kv_cache_max, mask_as_input),
-                 *io_names(model.arch.num_layers, signature.logits, mask_as_input)) for signature, step in steps)
+    programs = (
+        (
+            signature.name,
+            export_step(step, signature, kv_cache_max, mask_as_input),
+            *io_names(model.arch.num_layers, signature.logits, mask_as_input),
+        )
+        for signature, step in steps
+    )
     export_signatures(steps[-1][1], programs, Path(path), recipe, components)
     return Path(path)

@@ -4,12 +4,15 @@ An FX-graph interpreter: `OPS` maps each ATen overload to one small function of 
 Parameters and buffers are read from a dict of `tf.Variable`s keyed by their torch state name, so every signature
 traced from the same dict shares one copy of the weights in the flatbuffer. torch int64 becomes TF int32.
 """
+
 from __future__ import annotations
 
 import contextlib
 import itertools
 import operator
-from typing import Any, Callable, ContextManager, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 import tensorflow as tf
 import torch
@@ -100,7 +103,7 @@ def linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None) -> tf
     y = tf.linalg.matmul(tf.reshape(x, [-1, in_dim]), weight, transpose_b=True)
     if bias is not None:
         y = y + bias
-    return tf.reshape(y, x.shape[:-1] + [out_dim])
+    return tf.reshape(y, [*x.shape[:-1], out_dim])
 
 
 def index_copy(x: tf.Tensor, dim: int, index: tf.Tensor, source: tf.Tensor) -> tf.Tensor:
@@ -130,8 +133,9 @@ def _clamp(i: int, size: int) -> int:
     return max(0, min(i + size if i < 0 else i, size))
 
 
-def slice_(x: tf.Tensor, dim: int = 0, start: int | None = None, end: int | tf.Tensor | None = None,
-           step: int = 1) -> tf.Tensor:
+def slice_(
+    x: tf.Tensor, dim: int = 0, start: int | None = None, end: int | tf.Tensor | None = None, step: int = 1
+) -> tf.Tensor:
     """A STRIDED_SLICE; an `end` known only at run time (a cache cut to its filled slots) makes a SLICE of that size."""
     dim = _axis(dim, x.shape.rank)
     size = x.shape[dim]
@@ -221,8 +225,12 @@ def power(x: tf.Tensor, exponent: float) -> tf.Tensor:
 
 
 def layer_norm(
-    x: tf.Tensor, shape: Sequence[int], weight: tf.Tensor | None = None, bias: tf.Tensor | None = None,
-    eps: float = 1e-5, cudnn_enable: bool = True,
+    x: tf.Tensor,
+    shape: Sequence[int],
+    weight: tf.Tensor | None = None,
+    bias: tf.Tensor | None = None,
+    eps: float = 1e-5,
+    cudnn_enable: bool = True,
 ) -> tf.Tensor:
     axes = list(range(-len(shape), 0))
     centred = x - tf.reduce_mean(x, axis=axes, keepdims=True)
@@ -367,7 +375,7 @@ def _module_path(node: torch.fx.Node) -> str:
     return (next(reversed(stack.values()))[0] or "<root>") if stack else "<unknown module>"
 
 
-def _scope(node: torch.fx.Node) -> ContextManager:
+def _scope(node: torch.fx.Node) -> AbstractContextManager:
     """TF name scope of the node's module path (e.g. `decoder.model.layers.3.mlp.down_proj`): op names then say
     which component a weight belongs to, which scoped quantization recipes rely on."""
     stack = node.meta.get("nn_module_stack") or {}
@@ -411,8 +419,11 @@ def used_placeholders(program: ExportedProgram) -> set[str]:
 def used_weights(program: ExportedProgram) -> set[str]:
     """Torch state names of the parameters and buffers the program reads."""
     used = used_placeholders(program)
-    return {spec.target for spec in program.graph_signature.input_specs
-            if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in used}
+    return {
+        spec.target
+        for spec in program.graph_signature.input_specs
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in used
+    }
 
 
 def lower(program: ExportedProgram, state: Mapping[str, tf.Variable | tf.Tensor]) -> Callable[..., list[tf.Tensor]]:
@@ -429,10 +440,16 @@ def lower(program: ExportedProgram, state: Mapping[str, tf.Variable | tf.Tensor]
     if other := [spec.arg.name for spec in signature.input_specs if spec.kind not in known]:
         raise LoweringError(f"exported program has inputs of unsupported kinds: {other}")
     user_inputs = [spec.arg.name for spec in signature.input_specs if spec.kind in (InputKind.USER_INPUT,)]
-    lifted = {spec.arg.name: spec.target for spec in signature.input_specs
-              if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in used_placeholders(program)}
-    constants = {spec.arg.name: program.constants[spec.target] for spec in signature.input_specs
-                 if spec.kind in (InputKind.CONSTANT_TENSOR,)}
+    lifted = {
+        spec.arg.name: spec.target
+        for spec in signature.input_specs
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in used_placeholders(program)
+    }
+    constants = {
+        spec.arg.name: program.constants[spec.target]
+        for spec in signature.input_specs
+        if spec.kind in (InputKind.CONSTANT_TENSOR,)
+    }
 
     def lowered(*inputs: tf.Tensor) -> list[tf.Tensor]:
         env: dict[str, Any] = dict(zip(user_inputs, inputs, strict=True))

@@ -28,6 +28,7 @@ compiled_model, hardware_accelerator and options; litert_lm; litert_lm_builder's
 LlmMetadata proto its add_llm_metadata reads; MediaPipe's genai bundler. zoo/runtime uses only those public names,
 so it needs no adapter of its own (and must not import this build-side one).
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -36,9 +37,19 @@ import numpy as np
 
 from zoo.errors import VersionError
 
-__all__ = ["PINS", "check_versions", "schema", "flatbuffer_utils", "tfl_utils", "transformation_utils",
-           "hadamard_matrix", "InMemoryQuantizer", "SavedModelConverter", "keep_mul_and_fc_apart",
-           "dynamic_update_slice"]
+__all__ = [
+    "PINS",
+    "InMemoryQuantizer",
+    "SavedModelConverter",
+    "check_versions",
+    "dynamic_update_slice",
+    "flatbuffer_utils",
+    "hadamard_matrix",
+    "keep_mul_and_fc_apart",
+    "schema",
+    "tfl_utils",
+    "transformation_utils",
+]
 PINS = {"tensorflow-cpu": "2.21.0", "ai-edge-litert": "2.3.0", "ai-edge-quantizer": "0.10.0"}
 
 
@@ -50,8 +61,10 @@ def check_versions() -> None:
         except importlib.metadata.PackageNotFoundError:
             installed = "not installed"
         if installed != pin:
-            raise VersionError(f"{package} is {installed}, zoo's calls into its private API are written for {pin}: "
-                               f"pip install {package}=={pin} (or ./setup.sh)")
+            raise VersionError(
+                f"{package} is {installed}, zoo's calls into its private API are written for {pin}: "
+                f"pip install {package}=={pin} (or ./setup.sh)"
+            )
 
 
 check_versions()  # before the imports below, which a moved private module would fail with a less useful error

@@ -15,6 +15,7 @@ name. TF name scopes give both, e.g. `model.layers.3.mlp/down_proj/MatMul`. An o
 output is renamed `StatefulPartitionedCall:N`, so the lm_head of a tied model (weight named `arith.constantN`)
 must not be the last op, or its pattern is lost and it takes the recipe's `mode`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,9 @@ _BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block128: 128}
 _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
 
 
-def zero_point_blocks(model: nn.Module, recipe: QuantConfig,
-                      components: Mapping[str, str]) -> dict[str, tuple[int, float]]:
+def zero_point_blocks(
+    model: nn.Module, recipe: QuantConfig, components: Mapping[str, str]
+) -> dict[str, tuple[int, float]]:
     """Linear modules that `recipe` makes asymmetric int4 (zoo/export/asymmetric.py): their block size and the
     recipe's outlier threshold."""
     if not recipe.zero_point:
@@ -62,8 +64,12 @@ def zero_point_blocks(model: nn.Module, recipe: QuantConfig,
     return blocks
 
 
-def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfig, components: Mapping[str, str],
-             spill: Path | None = None) -> qtyping.ModelT:
+def quantize(
+    float_model: qtyping.ModelT | bytes | bytearray,
+    recipe: QuantConfig,
+    components: Mapping[str, str],
+    spill: Path | None = None,
+) -> qtyping.ModelT:
     """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe over the kind's
     `components`, its Hadamard rotations factored (zoo/export/rotation.py). With `spill`, the quantizer packs its
     output into that file as it goes and the buffers view it (bake.write drops their pages once written): never
@@ -77,8 +83,7 @@ def quantize(float_model: qtyping.ModelT | bytes | bytearray, recipe: QuantConfi
     for (mode, op_name, rotate), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, rotate, recipe)
-    data = qz.quantize(serialize_to_path=spill, enable_progress_bar=False,
-                       enable_progress_report=False).quantized_model
+    data = qz.quantize(serialize_to_path=spill, enable_progress_bar=False, enable_progress_report=False).quantized_model
     _unzero_scales(data)
     quantized = unpack(data)
     factor_rotations(quantized)
@@ -107,8 +112,9 @@ def _unzero_scales(data: bytearray) -> None:
             scale[scale == 0] = 1.0
 
 
-def _add_config(qz: InMemoryQuantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool,
-                recipe: QuantConfig) -> None:
+def _add_config(
+    qz: InMemoryQuantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool, recipe: QuantConfig
+) -> None:
     if mode is QuantMode.fp16:
         qz.add_weight_only_config(regex, op_name, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
         return
@@ -120,22 +126,29 @@ def _add_config(qz: InMemoryQuantizer, regex: str, op_name: _OpName, mode: Quant
         bits, granularity = 4, qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
     if not rotate:
         # zero points: weights already on their blocks' int4 grid, whose exact scales the recovery takes
-        algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY if recipe.zero_point and mode in _BLOCK else \
-            AlgorithmName.MIN_MAX_UNIFORM_QUANT
+        algorithm = (
+            AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
+            if recipe.zero_point and mode in _BLOCK
+            else AlgorithmName.MIN_MAX_UNIFORM_QUANT
+        )
         qz.add_dynamic_config(regex, op_name, num_bits=bits, granularity=granularity, algorithm_key=algorithm)
         return
     # add_dynamic_config's settings plus the Hadamard block cap, which only the general call takes
     params = {"max_hadamard_size": recipe.hadamard_max} if recipe.hadamard_max else {}
-    weights = qtyping.TensorQuantizationConfig(num_bits=bits, symmetric=True, granularity=granularity,
-                                               algorithm_params=params)
-    op_config = qtyping.OpQuantizationConfig(weight_tensor_config=weights, explicit_dequantize=False,
-                                             compute_precision=qtyping.ComputePrecision.INTEGER)
-    qz.update_quantization_recipe(regex, op_name, op_config=op_config,
-                                  algorithm_key=AlgorithmName.DECOMPOSED_HADAMARD_ROTATION)
+    weights = qtyping.TensorQuantizationConfig(
+        num_bits=bits, symmetric=True, granularity=granularity, algorithm_params=params
+    )
+    op_config = qtyping.OpQuantizationConfig(
+        weight_tensor_config=weights, explicit_dequantize=False, compute_precision=qtyping.ComputePrecision.INTEGER
+    )
+    qz.update_quantization_recipe(
+        regex, op_name, op_config=op_config, algorithm_key=AlgorithmName.DECOMPOSED_HADAMARD_ROTATION
+    )
 
 
-def _plan(model: qtyping.ModelT, recipe: QuantConfig,
-          components: Mapping[str, str]) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
+def _plan(
+    model: qtyping.ModelT, recipe: QuantConfig, components: Mapping[str, str]
+) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
     """Op scopes per (mode, op type, Hadamard-rotated); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     plan: dict[tuple[QuantMode, _OpName, bool], list[str]] = {}
@@ -157,16 +170,28 @@ def _plan(model: qtyping.ModelT, recipe: QuantConfig,
             if op_name is _OpName.EMBEDDING_LOOKUP:
                 _to_embedding_lookup(model, codes, sg, op)
             plan.setdefault((mode, op_name, rotate), []).append(scope)
-    if any(len({rotate for m, rotate in modes if m is mode}) > 1 for modes in modes_per_buffer.values()
-           for mode, _ in modes):
-        raise ValueError(f"quant {recipe.name}: hadamard rotates some uses of a shared weight (tied embedding?) but "
-                         "not others, which then read it rotated; match the weight's name (e.g. embed_tokens)")
+    if any(
+        len({rotate for m, rotate in modes if m is mode}) > 1
+        for modes in modes_per_buffer.values()
+        for mode, _ in modes
+    ):
+        raise ValueError(
+            f"quant {recipe.name}: hadamard rotates some uses of a shared weight (tied embedding?) but "
+            "not others, which then read it rotated; match the weight's name (e.g. embed_tokens)"
+        )
     if any(len(modes) > 1 for modes in modes_per_buffer.values()):
-        log.warning("quant %s: a shared weight (tied embedding?) takes several modes: ai-edge-quantizer then stores "
-                    "one copy per mode per signature", recipe.name)
+        log.warning(
+            "quant %s: a shared weight (tied embedding?) takes several modes: ai-edge-quantizer then stores "
+            "one copy per mode per signature",
+            recipe.name,
+        )
     if fallbacks:
-        log.warning("quant %s: %d weights not divisible by the block size take %s", recipe.name, fallbacks,
-                    recipe.fallback.value)
+        log.warning(
+            "quant %s: %d weights not divisible by the block size take %s",
+            recipe.name,
+            fallbacks,
+            recipe.fallback.value,
+        )
     return plan
 
 
@@ -181,15 +206,23 @@ def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
     if not any(re.search(pattern, names) for pattern in recipe.hadamard):
         return False
     if recipe.zero_point and mode in _BLOCK:
-        log.info("quant %s: %s not rotated: int4 with zero points (a rotation would move weights off their 4-bit "
-                 "grid)", recipe.name, names.split(";")[0])
+        log.info(
+            "quant %s: %s not rotated: int4 with zero points (a rotation would move weights off their 4-bit grid)",
+            recipe.name,
+            names.split(";")[0],
+        )
         return False
     return True
 
 
-def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.OperatorT, code: int,
-               recipe: QuantConfig, components: Mapping[str, str],
-               ) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
+def _weight_op(
+    model: qtyping.ModelT,
+    sg: qtyping.SubGraphT,
+    op: qtyping.OperatorT,
+    code: int,
+    recipe: QuantConfig,
+    components: Mapping[str, str],
+) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
     """The op's constant weight (None if it has none), the quantizer's op type for it, and the recipe's mode."""
     if code == _Op.GATHER:
         component = _component_in(_names(sg, op), components)
@@ -203,8 +236,10 @@ def _weight_op(model: qtyping.ModelT, sg: qtyping.SubGraphT, op: qtyping.Operato
 
 def _names(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> str:
     """The op's scope and its inputs' names, where component and hadamard patterns are searched."""
-    return ";".join([tfl_utils.get_op_scope(op, sg.tensors)] +
-                    [tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0])
+    return ";".join(
+        [tfl_utils.get_op_scope(op, sg.tensors)]
+        + [tfl_utils.get_tensor_name(sg.tensors[i]) for i in op.inputs if i >= 0]
+    )
 
 
 def _component_in(names: str, components: Mapping[str, str]) -> Optional[str]:

@@ -5,6 +5,7 @@ Weight ops keep our module paths as TF name scopes and our parameter names as co
 (zoo/export/lower.py), so the module paths of the model built on the meta device are the names the quantizer
 will search (zoo/export/quantize.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -39,8 +40,9 @@ def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.M
     if recipe.fallback in BLOCKWISE:
         raise ConfigError(f"{where}: quant.fallback must not be blockwise, got {recipe.fallback.value}")
     if recipe.hadamard_max < 0 or recipe.hadamard_max & (recipe.hadamard_max - 1):
-        raise ConfigError(f"{where}: quant.hadamard_max must be a power of two (or 0: no cap), got "
-                          f"{recipe.hadamard_max}")
+        raise ConfigError(
+            f"{where}: quant.hadamard_max must be a power of two (or 0: no cap), got {recipe.hadamard_max}"
+        )
     names = weight_names(model)
     example = f"its weights are named like {', '.join(names[:4])}"
     for pattern in recipe.hadamard:
@@ -51,12 +53,16 @@ def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.M
     # A recipe names the matrices of several families (gate_up_proj, up_proj ...): each pattern need not match every
     # model, but a list that rotates nothing of this one is a mistake (a typo, or another kind's names).
     if recipe.hadamard and not any(re.search(p, n) for p in recipe.hadamard for n in names):
-        raise ConfigError(f"{where}: quant.hadamard patterns {recipe.hadamard} match no weight of {model_name} "
-                          f"({example}): fix the patterns or drop them (quant.hadamard=[] rotates nothing)")
+        raise ConfigError(
+            f"{where}: quant.hadamard patterns {recipe.hadamard} match no weight of {model_name} "
+            f"({example}): fix the patterns or drop them (quant.hadamard=[] rotates nothing)"
+        )
     for component in (f.name for f in fields(ComponentModes)):
         if getattr(recipe.components, component) is None:
             continue
         if not any(component_of(n, components) == component for n in names):
             pattern = f"pattern {components[component]!r}" if component in components else "its kind names none"
-            raise ConfigError(f"{where}: quant.components.{component} selects no weight of {model_name} ({pattern}; "
-                              f"{example}): remove it from the recipe")
+            raise ConfigError(
+                f"{where}: quant.components.{component} selects no weight of {model_name} ({pattern}; "
+                f"{example}): remove it from the recipe"
+            )

@@ -5,10 +5,12 @@ step with flat, conventionally named inputs and outputs, then lowered to a TF co
 Names follow what MediaPipe / LiteRT-LM look for: inputs `tokens` [1,T] int32, `input_pos` [T] int32,
 `kv_cache_k_{i}` / `kv_cache_v_{i}`, optional `mask` [1,1,T,kv_max]; outputs `logits` and the updated caches.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Literal
 
 import tensorflow as tf
 import torch
@@ -30,7 +32,7 @@ class Signature:
 def plan(prefill_lens: Sequence[int], prefill_logits: Logits) -> list[Signature]:
     """Prefill signatures in the given order, then decode (which always returns the logits of its one token)."""
     prefills = [Signature(f"prefill_{t}", t, prefill_logits) for t in prefill_lens]
-    return prefills + [Signature("decode", 1, "all")]
+    return [*prefills, Signature("decode", 1, "all")]
 
 
 class Step(nn.Module):
@@ -48,7 +50,7 @@ class Step(nn.Module):
             return flat
         if self.logits == "last":
             hidden = hidden[:, -1:]  # only the last position is projected to the vocabulary
-        return (self.decoder.logits(hidden),) + flat
+        return (self.decoder.logits(hidden), *flat)
 
 
 def io_names(num_layers: int, logits: Logits, mask_as_input: bool) -> tuple[list[str], list[str]]:
@@ -83,8 +85,8 @@ def tf_signature(
 ) -> Callable[..., dict[str, tf.Tensor]]:
     """The lowered program as a concrete function with named inputs and a dict of named outputs.
 
-    Every parameter and buffer it reads is an input too, named by torch state name: the converter then never holds weight
-    values, which zoo/export/bake.py puts in as shared constants afterwards.
+    Every parameter and buffer it reads is an input too, named by torch state name: the converter then never holds
+    weight values, which zoo/export/bake.py puts in as shared constants afterwards.
     """
     used = used_weights(program)
     weights = {name: t for name, t in weights.items() if name in used}
@@ -94,13 +96,14 @@ def tf_signature(
 
     @tf.function(input_signature=specs, autograph=False)
     def fn(*args: tf.Tensor) -> dict[str, tf.Tensor]:
-        state = dict(zip(weights, args[len(inputs):], strict=True))
+        state = dict(zip(weights, args[len(inputs) :], strict=True))
         return dict(zip(outputs, lower(program, state)(*args[: len(inputs)]), strict=True))
 
     return fn.get_concrete_function()
 
 
 # --- encoder kinds: fixed-length `encode` / `embed` with an attention-mask input, and the T5 `decode` step ----------
+
 
 @dataclass(frozen=True)
 class Program:
@@ -167,10 +170,16 @@ def seq2seq_programs(model: nn.Module, encoder_len: int, kv_cache_max: int) -> l
         cross = list(Encode(model)(tokens, mask)[1:])
     cache, cross_names = _names("kv_cache", layers), _names("cross", layers)
     return [
-        Program("encode", Encode(model), (tokens, mask), ["tokens", "attention_mask"], ["encoder_states", *cross_names]),
-        Program("decode", Seq2SeqDecode(model),
-                (torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), caches, cross, mask),
-                ["tokens", "input_pos", *cache, *cross_names, "attention_mask"], ["logits", *cache]),
+        Program(
+            "encode", Encode(model), (tokens, mask), ["tokens", "attention_mask"], ["encoder_states", *cross_names]
+        ),
+        Program(
+            "decode",
+            Seq2SeqDecode(model),
+            (torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), caches, cross, mask),
+            ["tokens", "input_pos", *cache, *cross_names, "attention_mask"],
+            ["logits", *cache],
+        ),
     ]
 
 

@@ -6,6 +6,7 @@ Enum is closed when the schema is imported, so a kind defined elsewhere (a plug-
 config without editing zoo/config.py or patching the Enum. The price is that Hydra no longer rejects an unknown
 kind while composing; `kind_of` does, right after, naming the registered kinds.
 """
+
 from __future__ import annotations
 
 from zoo.config import ZooConfig
@@ -27,8 +28,9 @@ def register(kind: ModelKind) -> ModelKind:
 def kind_of(cfg: ZooConfig) -> ModelKind:
     """The kind of the entry; ConfigError for a name no module registered."""
     if cfg.model.kind not in KINDS:
-        raise ConfigError(f"model.kind: {cfg.model.kind!r} is not a registered model kind ({', '.join(KINDS)}; "
-                          "zoo/kinds/)")
+        raise ConfigError(
+            f"model.kind: {cfg.model.kind!r} is not a registered model kind ({', '.join(KINDS)}; zoo/kinds/)"
+        )
     return KINDS[cfg.model.kind]
 
 

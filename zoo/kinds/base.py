@@ -4,6 +4,7 @@
 The heavy code stays where its job is (architectures/ the modules, golden.py the reference comparisons,
 export/signatures.py the export programs, check.py the flatbuffer checks, eval/ the figures); a kind wires it.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -33,7 +34,7 @@ class ModelKind(ABC):
     # Whether zoo's prefill/decode runtime (zoo/runtime: generate, bench, the web bundle) can run its flatbuffer.
     generates: ClassVar[bool] = False
 
-    def validate(self, cfg: ZooConfig) -> None:
+    def validate(self, cfg: ZooConfig) -> None:  # noqa: B027 - an optional hook: most kinds add no checks
         """Config checks only this kind needs; raises ConfigError."""
 
     @abstractmethod
@@ -87,12 +88,16 @@ def check_fixed_length(cfg: ZooConfig) -> None:
     if cfg.export.kv_layout is not KVLayout.btnh:
         raise ConfigError(f"export.kv_layout={cfg.export.kv_layout.value} is for decoder entries; use btnh")
     if not 0 < cfg.export.encoder_len <= cfg.model.arch.max_positions:
-        raise ConfigError(f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
-                          f"{cfg.model.arch.max_positions}")
+        raise ConfigError(
+            f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
+            f"{cfg.model.arch.max_positions}"
+        )
 
 
 def check_kv_cache(cfg: ZooConfig) -> None:
     """Kinds with a KV cache: every slot must be a position the model has."""
     if cfg.export.kv_cache_max > cfg.model.arch.max_positions:
-        raise ConfigError(f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions="
-                          f"{cfg.model.arch.max_positions}")
+        raise ConfigError(
+            f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions="
+            f"{cfg.model.arch.max_positions}"
+        )

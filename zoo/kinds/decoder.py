@@ -1,5 +1,6 @@
 """The decoder kind: a causal LM (zoo/architectures/decoder.py) exported as `prefill_{T}` + `decode` over a KV
 cache, the signatures zoo's runtime, LiteRT-LM and the web bundle run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,16 +22,18 @@ class DecoderKind(ModelKind):
     def validate(self, cfg: ZooConfig) -> None:
         for prefill in cfg.export.prefill_lens:
             if not 0 < prefill <= cfg.export.kv_cache_max:
-                raise ConfigError(f"export: prefill length {prefill} must be in 1..kv_cache_max="
-                                  f"{cfg.export.kv_cache_max}")
+                raise ConfigError(
+                    f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}"
+                )
         check_kv_cache(cfg)
 
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
         return Decoder(arch, export.kv_layout, export.kv_read_multiple).eval()
 
     def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
-        return golden.prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed,
-                                 cfg.model.tokenizer.chat_template)
+        return golden.prompt_ids(
+            cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, cfg.model.tokenizer.chat_template
+        )
 
     def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> golden.GateResult:
         kv_max = cfg.export.kv_cache_max
@@ -48,8 +51,16 @@ class DecoderKind(ModelKind):
     def export(self, model: nn.Module, path: Path, cfg: ZooConfig) -> list[str]:
         from zoo.export.convert import export_tflite
 
-        export_tflite(model, path, cfg.export.kv_cache_max, list(cfg.export.prefill_lens),
-                      cfg.export.prefill_logits.value, cfg.export.mask_as_input, cfg.quant, self.components)
+        export_tflite(
+            model,
+            path,
+            cfg.export.kv_cache_max,
+            list(cfg.export.prefill_lens),
+            cfg.export.prefill_logits.value,
+            cfg.export.mask_as_input,
+            cfg.quant,
+            self.components,
+        )
         return [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
 
     def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:

@@ -1,5 +1,6 @@
 """The encoder kind (BERT, zoo/architectures/encoder.py): `embed` of a fixed-length masked input into one pooled
 sentence embedding; no cache, no vocabulary."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """The encoder-decoder kind (T5, zoo/architectures/encoder_decoder.py): `encode` of a fixed-length masked input
 into encoder states and every layer's cross-attention K/V, then `decode` steps over a self-attention cache."""
+
 from __future__ import annotations
 
 from pathlib import Path

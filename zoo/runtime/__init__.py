@@ -6,9 +6,10 @@ an object it is given, loaded by zoo/checkpoint/tokenizer.py or zoo/cache.py.
     gen = Generator(LiteModel("model.tflite", "btnh"), tokenizer, stop_ids=[2])
     gen.generate("What is the capital of France?", 32, SamplingConfig(), on_text=print)
 """
+
 from zoo.config import SamplingConfig
-from zoo.runtime.generate import Generator, Result, Stats, stream
 from zoo.errors import InputError
+from zoo.runtime.generate import Generator, Result, Stats, stream
 from zoo.runtime.model import LiteModel
 
-__all__ = ["InputError", "Generator", "LiteModel", "Result", "SamplingConfig", "Stats", "stream"]
+__all__ = ["Generator", "InputError", "LiteModel", "Result", "SamplingConfig", "Stats", "stream"]

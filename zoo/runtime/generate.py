@@ -3,6 +3,7 @@
 Prefill writes all prompt tokens but the last (in chunks of the prefill signatures); decode of the last prompt token
 gives the first logits, so prefill never needs its own logits and padding in its last chunk is harmless.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,10 @@ class Stats:
         return self.decode_steps / self.decode_seconds if self.decode_seconds else 0.0
 
     def line(self) -> str:
-        return (f"prefill {self.prompt_tokens} tokens at {self.prefill_tps:.0f} tok/s, decode {self.new_tokens} "
-                f"tokens at {self.decode_tps:.1f} tok/s (stop: {self.stop})")
+        return (
+            f"prefill {self.prompt_tokens} tokens at {self.prefill_tps:.0f} tok/s, decode {self.new_tokens} "
+            f"tokens at {self.decode_tps:.1f} tok/s (stop: {self.stop})"
+        )
 
 
 @dataclass
@@ -52,17 +55,26 @@ def check_prompt(ids: Sequence[int], max_new_tokens: int, model: LiteModel) -> N
         raise InputError(f"generate.max_new_tokens must be >= 1, got {max_new_tokens}")
     bad = next(((i, t) for i, t in enumerate(ids) if not 0 <= t < model.vocab_size), None)
     if bad:
-        raise InputError(f"token id {bad[1]} at prompt position {bad[0]} is outside the vocabulary "
-                            f"[0, {model.vocab_size}) of {model.path.name}")
+        raise InputError(
+            f"token id {bad[1]} at prompt position {bad[0]} is outside the vocabulary "
+            f"[0, {model.vocab_size}) of {model.path.name}"
+        )
     if len(ids) + max_new_tokens > model.kv_max:
         raise InputError(
             f"prompt of {len(ids)} tokens + max_new_tokens={max_new_tokens} = {len(ids) + max_new_tokens} exceeds "
             f"kv_cache_max={model.kv_max} of {model.path.name}: shorten the prompt, lower generate.max_new_tokens or "
-            f"export with a larger export.kv_cache_max")
+            f"export with a larger export.kv_cache_max"
+        )
 
 
-def stream(model: LiteModel, ids: Sequence[int], max_new_tokens: int, sampling: SamplingConfig,
-           stop_ids: Sequence[int] = (), stats: Stats | None = None) -> Iterator[int]:
+def stream(
+    model: LiteModel,
+    ids: Sequence[int],
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    stop_ids: Sequence[int] = (),
+    stats: Stats | None = None,
+) -> Iterator[int]:
     """New token ids as they are chosen, up to a stop token (not yielded) or max_new_tokens; `stats` is filled in."""
     check_prompt(ids, max_new_tokens, model)
     stats = stats if stats is not None else Stats()
@@ -71,7 +83,7 @@ def stream(model: LiteModel, ids: Sequence[int], max_new_tokens: int, sampling: 
     start = clock()
     pos = 0
     for signature, n in model.prefill_plan(0, len(ids) - 1):
-        model.step(signature, ids[pos: pos + n], pos, logits=False)
+        model.step(signature, ids[pos : pos + n], pos, logits=False)
         pos += n
     token = sample(model.step("decode", [ids[-1]], pos)[0, -1])
     stats.prefill_seconds = clock() - start
@@ -113,8 +125,13 @@ class Generator:
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         return prompt_ids(self.tokenizer, prompt, self.chat)
 
-    def generate(self, prompt: str | Sequence[int], max_new_tokens: int, sampling: SamplingConfig | None = None,
-                 on_text: Callable[[str], None] | None = None) -> Result:
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_new_tokens: int,
+        sampling: SamplingConfig | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Result:
         stats = Stats()
         out: list[int] = []
         printed = ""
@@ -124,9 +141,9 @@ class Generator:
             if self.tokenizer is not None and on_text is not None:
                 text = self.tokenizer.decode(out, skip_special_tokens=True)
                 if not text.endswith("\ufffd"):  # an incomplete UTF-8 sequence waits for its next byte
-                    on_text(text[len(printed):])
+                    on_text(text[len(printed) :])
                     printed = text
         text = self.tokenizer.decode(out, skip_special_tokens=True) if self.tokenizer is not None else None
         if on_text is not None and text is not None and len(text) > len(printed):
-            on_text(text[len(printed):])
+            on_text(text[len(printed) :])
         return Result(out, text, stats)

@@ -14,6 +14,7 @@ packed copy, mapped from that file (SmolLM2 int8: runtime peak RSS 634 -> 341 Mi
 temporary directory that is removed as soon as the model is loaded (the mapping stays): no cache outlives the
 process or is ever read for another file's weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.config import KVLayout
 from zoo.errors import InputError
 from zoo.quiet import native_logs_captured
-from zoo.config import KVLayout
 
 MASK_VALUE = -1e9  # zoo.architectures.layers.MASK_VALUE, without importing torch into the runtime
 
@@ -46,6 +47,7 @@ class _Signature:
 @dataclass
 class _Held:
     """What LiteRT owns for one model, released in one place (`LiteModel.close`, or at exit)."""
+
     model: object = None  # CompiledModel
     cache: dict = field(default_factory=dict)  # kv_cache_* name -> the one TensorBuffer every signature uses
     sigs: dict = field(default_factory=dict)  # signature name -> _Signature
@@ -79,8 +81,9 @@ class LiteModel:
     `prefill_lens` restricts which prefill signatures are used (default: all the file has).
     """
 
-    def __init__(self, path: Path | str, kv_layout: KVLayout | str, threads: int = 2,
-                 prefill_lens: list[int] | None = None):
+    def __init__(
+        self, path: Path | str, kv_layout: KVLayout | str, threads: int = 2, prefill_lens: list[int] | None = None
+    ):
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.options import CpuOptions, Options
@@ -91,17 +94,24 @@ class LiteModel:
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such file: give the path of a .tflite written by zoo")
         if self.path.read_bytes()[4:8] != b"TFL3":  # the flatbuffer file identifier of every LiteRT model
-            raise InputError(f"{self.path}: not a LiteRT flatbuffer (no TFL3 identifier): give a .tflite written by zoo")
+            raise InputError(
+                f"{self.path}: not a LiteRT flatbuffer (no TFL3 identifier): give a .tflite written by zoo"
+            )
         with native_logs_captured():
             with tempfile.TemporaryDirectory(prefix="zoo-xnnpack-") as tmp:
-                cpu = CpuOptions(num_threads=threads,  # 0 (LiteRT's default, "decide") is slower here
-                                 xnnpack_weight_cache_path=str(Path(tmp) / "weights.xnn"))
+                cpu = CpuOptions(
+                    num_threads=threads,  # 0 (LiteRT's default, "decide") is slower here
+                    xnnpack_weight_cache_path=str(Path(tmp) / "weights.xnn"),
+                )
                 try:
                     held.model = CompiledModel.from_file(
-                        str(self.path), options=Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu))
+                        str(self.path), options=Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu)
+                    )
                 except RuntimeError as err:
-                    raise InputError(f"{self.path}: LiteRT cannot load it ({str(err).strip().splitlines()[0]}): the "
-                                     "file is truncated or corrupt; export it again") from None
+                    raise InputError(
+                        f"{self.path}: LiteRT cannot load it ({str(err).strip().splitlines()[0]}): the "
+                        "file is truncated or corrupt; export it again"
+                    ) from None
             self._load(KVLayout(kv_layout), prefill_lens)
 
     def _load(self, layout: KVLayout, prefill_lens: list[int] | None) -> None:
@@ -119,12 +129,15 @@ class LiteModel:
         self.cache_names = [f"kv_cache_{kind}_{i}" for i in range(self.num_layers) for kind in ("k", "v")]
         self._cache_shapes = {n: tuple(decode_inputs[n]["shape"]) for n in self.cache_names}
         if self.num_layers == 0:
-            raise InputError(f"{self.path.name}: its decode signature has no kv_cache_k_* inputs: not a decoder "
-                             "flatbuffer of zoo")
+            raise InputError(
+                f"{self.path.name}: its decode signature has no kv_cache_k_* inputs: not a decoder flatbuffer of zoo"
+            )
         found = cache_layout(self._cache_shapes["kv_cache_k_0"], self._cache_shapes["kv_cache_v_0"])
         if found not in (None, layout):
-            raise InputError(f"{self.path.name}: its KV caches are laid out {found.value}, not {layout.value}: "
-                             f"open it with kv_layout={found.value}")
+            raise InputError(
+                f"{self.path.name}: its KV caches are laid out {found.value}, not {layout.value}: "
+                f"open it with kv_layout={found.value}"
+            )
         self._held.cache = {n: self._held.model.create_input_buffer_by_name("decode", n) for n in self.cache_names}
         self.reset()
         # sequence axis of the cache: btnh K [1, S, G, H]; transposed K [1, G, S, H]
@@ -138,20 +151,28 @@ class LiteModel:
         for n in self.cache_names:
             for side, details in (("input", ins), ("output", outs)):
                 if n not in details or tuple(details[n]["shape"]) != self._cache_shapes[n]:
-                    raise InputError(f"{self.path.name}: {name}'s {side} {n} is not decode's "
-                                        f"{list(self._cache_shapes[n])}: the signatures cannot share one cache")
+                    raise InputError(
+                        f"{self.path.name}: {name}'s {side} {n} is not decode's "
+                        f"{list(self._cache_shapes[n])}: the signatures cannot share one cache"
+                    )
         known = {"tokens", "input_pos", "mask", *self.cache_names}
         if unknown := sorted(set(ins) - known):
             raise InputError(f"{self.path.name}: {name} has inputs this runtime does not feed: {unknown}")
         mask_shape = tuple(ins["mask"]["shape"]) if "mask" in ins else None
-        offsets = None if mask_shape is None else \
-            np.arange(mask_shape[-1])[None, :] - np.arange(mask_shape[-2])[:, None]
+        offsets = (
+            None if mask_shape is None else np.arange(mask_shape[-1])[None, :] - np.arange(mask_shape[-2])[:, None]
+        )
         return _Signature(
-            name=name, length=ins["tokens"]["shape"][1],
+            name=name,
+            length=ins["tokens"]["shape"][1],
             inputs={n: self._held.cache.get(n) or self._held.model.create_input_buffer_by_name(name, n) for n in ins},
-            outputs={n: self._held.cache.get(n) or self._held.model.create_output_buffer_by_name(name, n) for n in outs},
-            mask_shape=mask_shape, offsets=offsets,
-            logits_shape=tuple(outs["logits"]["shape"]) if "logits" in outs else None)
+            outputs={
+                n: self._held.cache.get(n) or self._held.model.create_output_buffer_by_name(name, n) for n in outs
+            },
+            mask_shape=mask_shape,
+            offsets=offsets,
+            logits_shape=tuple(outs["logits"]["shape"]) if "logits" in outs else None,
+        )
 
     def logits_positions(self, signature: str) -> int:
         """How many positions of a call `signature` returns logits for (T with prefill_logits all, 1, or 0)."""
@@ -194,8 +215,9 @@ class LiteModel:
         sig = self._held.sigs[signature]
         n, t = len(tokens), sig.length
         if not 0 < n <= t or start + t > self.kv_max:
-            raise InputError(f"{signature}: {n} tokens at position {start} do not fit (T={t}, "
-                                f"kv_cache_max={self.kv_max})")
+            raise InputError(
+                f"{signature}: {n} tokens at position {start} do not fit (T={t}, kv_cache_max={self.kv_max})"
+            )
         padded = np.zeros((1, t), np.int32)
         padded[0, :n] = tokens
         sig.inputs["tokens"].write(padded)
@@ -212,4 +234,3 @@ class LiteModel:
         """One run on whatever the inputs hold (caches aliased in place): the kernels' own time, and `step`'s core."""
         sig = self._held.sigs[signature]
         self._held.model.run_by_name(signature, sig.inputs, sig.outputs)
-

@@ -1,4 +1,6 @@
-"""Next-token choice from one logits row: greedy, or temperature / top-k / top-p sampling from a seeded numpy Generator."""
+"""Next-token choice from one logits row: greedy, or temperature / top-k / top-p sampling from a seeded numpy
+Generator."""
+
 from __future__ import annotations
 
 import numpy as np

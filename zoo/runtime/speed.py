@@ -8,6 +8,7 @@ The bare run is timed right after each loop step on the inputs that step wrote: 
 position, as positions advance as in generation, so both read the same number of cache slots), and machine noise
 hits both alike. Figures are medians after a warm-up.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from zoo.config import KVLayout
-from zoo.progress import progress
 from zoo.errors import InputError
+from zoo.progress import progress
 from zoo.runtime.model import LiteModel
 
 
@@ -50,40 +51,66 @@ def decode_speed(model: LiteModel, tokens: list[int], start: int, warmup: int) -
 
     The first `warmup` tokens are run untimed. `ratio` is loop over invoke: the loop's own overhead.
     """
-    steps = [lambda i=i, token=token: int(np.argmax(model.step("decode", [token], start + i)[0, -1]))
-             for i, token in enumerate(tokens)]
+    steps = [
+        lambda i=i, token=token: int(np.argmax(model.step("decode", [token], start + i)[0, -1]))
+        for i, token in enumerate(tokens)
+    ]
     loop_s, invoke_s, n = _paired(model, "decode", steps, warmup, "bench decode")
-    return {"start_position": start, "steps": n, "invoke_s": invoke_s, "loop_s": loop_s,
-            "invoke_tok_s": 1 / invoke_s, "loop_tok_s": 1 / loop_s, "ratio": loop_s / invoke_s}
+    return {
+        "start_position": start,
+        "steps": n,
+        "invoke_s": invoke_s,
+        "loop_s": loop_s,
+        "invoke_tok_s": 1 / invoke_s,
+        "loop_tok_s": 1 / loop_s,
+        "ratio": loop_s / invoke_s,
+    }
 
 
 def litert_lm_speed(bundle: str, prefill_tokens: int, decode_tokens: int, threads: int = 2) -> dict[str, float]:
     """LiteRT-LM's own benchmark of a .litertlm bundle (prefill and decode tokens/s) on the CPU backend."""
     import litert_lm
 
-    info = litert_lm.Benchmark(model_path=bundle, backend=litert_lm.Backend.CPU(thread_count=threads),
-                               prefill_tokens=prefill_tokens, decode_tokens=decode_tokens).run()
+    info = litert_lm.Benchmark(
+        model_path=bundle,
+        backend=litert_lm.Backend.CPU(thread_count=threads),
+        prefill_tokens=prefill_tokens,
+        decode_tokens=decode_tokens,
+    ).run()
     return {"prefill_tps": info.last_prefill_tokens_per_second, "decode_tps": info.last_decode_tokens_per_second}
 
 
-def litert_lm_compare(bundles: list[str], rounds: int, prefill_tokens: int = 128,
-                      decode_tokens: int = 128) -> dict[str, dict]:
+def litert_lm_compare(
+    bundles: list[str], rounds: int, prefill_tokens: int = 128, decode_tokens: int = 128
+) -> dict[str, dict]:
     """LiteRT-LM's benchmark of several bundles in alternating rounds (noise hits each alike): medians and ranges."""
     runs: dict[str, list[dict]] = {b: [] for b in bundles}
     for _ in progress(range(rounds), "litert-lm rounds"):
         for b in bundles:
             runs[b].append(litert_lm_speed(b, prefill_tokens, decode_tokens))
-    return {b: {key: {"median": statistics.median(r[key] for r in rs), "min": min(r[key] for r in rs),
-                      "max": max(r[key] for r in rs)} for key in ("prefill_tps", "decode_tps")}
-            for b, rs in runs.items()}
+    return {
+        b: {
+            key: {
+                "median": statistics.median(r[key] for r in rs),
+                "min": min(r[key] for r in rs),
+                "max": max(r[key] for r in rs),
+            }
+            for key in ("prefill_tps", "decode_tps")
+        }
+        for b, rs in runs.items()
+    }
 
 
 def main(argv: list[str]) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m zoo.runtime.speed", description=(
-        "FILE.tflite LAYOUT: our loop against the bare runs (prefill and decode). "
-        "A.litertlm [B.litertlm ...]: LiteRT-LM's own benchmark of each bundle, in alternating rounds."))
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo.runtime.speed",
+        description=(
+            "FILE.tflite LAYOUT: our loop against the bare runs (prefill and decode). "
+            "A.litertlm [B.litertlm ...]: LiteRT-LM's own benchmark of each bundle, in alternating rounds."
+        ),
+    )
     parser.add_argument("files", nargs="+", help="FILE.tflite btnh|transposed, or .litertlm bundles")
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds of the LiteRT-LM benchmark")
     parser.add_argument("--decode-tokens", type=int, default=128)

@@ -1,5 +1,6 @@
 """A prompt's token ids through the entry's chat template, and its start / stop tokens. Duck-typed on the tokenizer
 object it is given (transformers' API), so the runtime imports no transformers itself."""
+
 from __future__ import annotations
 
 from zoo.config import ConfigError, TokenizerConfig
@@ -9,7 +10,9 @@ def encode_prompt(tokenizer, text: str, chat: bool) -> list[int]:
     """Token ids of one user turn, through the chat template when the entry uses one and the tokenizer has it."""
     if chat and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": text}]
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+        return list(
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        )
     return tokenizer(text)["input_ids"]
 
 

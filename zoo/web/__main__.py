@@ -1,4 +1,5 @@
 """`python -m zoo.web DIR [--port N]`: serve a web bundle on 127.0.0.1 and print its URL (Ctrl-C stops)."""
+
 from __future__ import annotations
 
 import argparse

@@ -9,6 +9,7 @@ from anywhere else.
 LiteRT.js runs in a 32-bit WASM heap (at most 2 GiB) that holds the model bytes and XNNPACK's packed weights, one
 packed copy per signature it delegates; a bundle whose estimate passes the heap is refused in one line.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ import shutil
 from pathlib import Path
 
 from zoo.bundle import prompt_affixes, save_tokenizer
-from zoo.errors import BundleError
 from zoo.config import ZooConfig
+from zoo.errors import BundleError
 from zoo.files import temp_path
 from zoo.runtime.tokenizer import special_ids
 from zoo.web.files import MANIFEST, NODE_MODULES, PAGE, TOKENIZER, VENDOR
@@ -49,7 +50,8 @@ def check_heap(cfg: ZooConfig, tflite: Path) -> int:
         raise BundleError(
             f"{tflite.name}: a web bundle would need ~{estimate / 2**30:.2f} GiB of WASM heap (the {size / 1e6:.0f} MB "
             f"file + {signatures} packed copies of its weights + KV caches), over LiteRT.js' 2 GiB: use a smaller "
-            f"recipe (quant=int8_dynamic), fewer prefill signatures or a smaller export.kv_cache_max")
+            f"recipe (quant=int8_dynamic), fewer prefill signatures or a smaller export.kv_cache_max"
+        )
     return estimate
 
 
@@ -63,11 +65,21 @@ def manifest(cfg: ZooConfig, tflite: Path, tokenizer, heap: int) -> dict:
     if cfg.model.tokenizer.chat_template and getattr(tokenizer, "chat_template", None):
         user, model = prompt_affixes(tokenizer, "").values()
         chat = {"prefix": user[0], "suffix": user[1] + model[0]}
-    return {"model": cfg.model.name, "quant": cfg.quant.name, "file": tflite.name,
-            "size_bytes": tflite.stat().st_size, "kv_cache_max": cfg.export.kv_cache_max,
-            "kv_layout": cfg.export.kv_layout.value, "prefill_lens": list(cfg.export.prefill_lens),
-            "vocab_size": cfg.model.arch.vocab_size, "start_id": start, "stop_ids": stops, "chat": chat,
-            "max_new_tokens": 64, "heap_estimate_bytes": heap}
+    return {
+        "model": cfg.model.name,
+        "quant": cfg.quant.name,
+        "file": tflite.name,
+        "size_bytes": tflite.stat().st_size,
+        "kv_cache_max": cfg.export.kv_cache_max,
+        "kv_layout": cfg.export.kv_layout.value,
+        "prefill_lens": list(cfg.export.prefill_lens),
+        "vocab_size": cfg.model.arch.vocab_size,
+        "start_id": start,
+        "stop_ids": stops,
+        "chat": chat,
+        "max_new_tokens": 64,
+        "heap_estimate_bytes": heap,
+    }
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -84,8 +96,10 @@ def web(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
         raise BundleError(f"{cfg.model.name}: a web bundle needs a tokenizer (model.tokenizer.source)")
     heap = check_heap(cfg, tflite)
     if missing := missing_vendor():
-        raise BundleError(f"LiteRT.js is not installed ({NODE_MODULES / missing[0]} is missing): run "
-                             f"`npm ci --prefix {NODE_MODULES.parent}` (setup.sh does)")
+        raise BundleError(
+            f"LiteRT.js is not installed ({NODE_MODULES / missing[0]} is missing): run "
+            f"`npm ci --prefix {NODE_MODULES.parent}` (setup.sh does)"
+        )
     tmp = temp_path(out)  # zoo/files.py's temp name: removed on failure, recognised as stale after a SIGKILL
     try:
         shutil.copytree(PAGE, tmp)

@@ -1,4 +1,5 @@
 """A web bundle served on 127.0.0.1: static files with the MIME types the page needs (wasm, JS modules), quiet."""
+
 from __future__ import annotations
 
 import json
@@ -16,23 +17,36 @@ HOST = "127.0.0.1"
 def check_bundle(folder: Path) -> dict:
     """The bundle's manifest, once every file the page loads is there."""
     if not folder.is_dir():
-        raise BundleError(f"{folder}: no such folder (a web bundle is written by "
-                                "`python -m zoo export.bundles=[web]` next to the flatbuffer, as web/)")
+        raise BundleError(
+            f"{folder}: no such folder (a web bundle is written by "
+            "`python -m zoo export.bundles=[web]` next to the flatbuffer, as web/)"
+        )
     if not (folder / MANIFEST).is_file():
         raise BundleError(f"{folder}: not a web bundle (no {MANIFEST})")
     manifest = json.loads((folder / MANIFEST).read_text())
-    needed = [manifest["file"], f"{TOKENIZER}/tokenizer.json", f"{TOKENIZER}/tokenizer_config.json", "index.html", *VENDOR]
+    needed = [
+        manifest["file"],
+        f"{TOKENIZER}/tokenizer.json",
+        f"{TOKENIZER}/tokenizer_config.json",
+        "index.html",
+        *VENDOR,
+    ]
     if missing := [name for name in needed if not (folder / name).is_file()]:
         raise BundleError(f"{folder}: incomplete web bundle, missing {', '.join(missing)}")
     return manifest
 
 
 class Handler(SimpleHTTPRequestHandler):
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
-                      ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json",
-                      ".tflite": "application/octet-stream"}
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".wasm": "application/wasm",
+        ".js": "text/javascript",
+        ".mjs": "text/javascript",
+        ".json": "application/json",
+        ".tflite": "application/octet-stream",
+    }
 
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+    def log_message(self, format, *args):
         pass
 
 
