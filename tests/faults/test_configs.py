@@ -54,7 +54,7 @@ CASES = user_error_cases(
         "component_matches_nothing",
         ["model=minilm_l6", "variant=small", "quant=int4_block32", "quant.hadamard=[]"],
         "config",
-        ["components.lm_head", "selects no weight of minilm_l6"],
+        ["components.attention", "selects no weight of minilm_l6"],
     ),
     (
         "hadamard_matches_nothing",
