@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
 from test_export import SMALL_EXPORT
@@ -14,6 +15,8 @@ from zoo.kinds import kind_of
 from zoo.report import Report
 
 from conftest import compose_cfg
+
+pytestmark = pytest.mark.slow  # int4 exports
 
 BLOCK = 32
 

@@ -12,6 +12,8 @@ from zoo.config import BenchTarget, head_dim
 
 from conftest import compose_cfg
 
+pytestmark = pytest.mark.slow  # the bench stage's child runs
+
 BENCH = [
     "model=smollm2_135m",
     "variant=small",

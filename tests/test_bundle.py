@@ -15,6 +15,8 @@ from zoo.config import ConfigError
 from conftest import compose_cfg
 from small_runtime import tiny_sentencepiece, tiny_tokenizer
 
+pytestmark = pytest.mark.slow  # bundles of real exports
+
 PROMPT = "What is the capital of France?"
 
 

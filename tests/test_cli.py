@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -25,6 +26,7 @@ def zoo(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
     run_dir = tmp_path / "run"
     work = tmp_path / "cwd"

@@ -20,6 +20,8 @@ from zoo.report import Report
 
 from conftest import GOLDEN, compose_cfg, entries_of
 
+pytestmark = pytest.mark.slow  # T5 and BERT exports
+
 ENCODER_EXPORT = ["export.encoder_len=40", "export.kv_cache_max=64", "export.check_steps=16"]
 SIGNATURES = {"encoder_decoder": ["encode", "decode"], "encoder": ["embed"]}
 

@@ -26,6 +26,8 @@ from zoo.eval.text import load_text, sentences, windows
 from conftest import ROOT, compose_cfg
 from small_runtime import tiny_tokenizer
 
+pytestmark = pytest.mark.slow  # exports and evals on text
+
 SMALL = [
     "export.prefill_lens=[8,32]",
     "export.kv_cache_max=128",

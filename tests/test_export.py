@@ -9,6 +9,8 @@ from zoo.report import Report
 
 from conftest import compose_cfg
 
+pytestmark = pytest.mark.slow  # every entry exported
+
 SMALL_EXPORT = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "export.check_steps=16"]
 
 

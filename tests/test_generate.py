@@ -162,6 +162,7 @@ def generate_cli(*args, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_cli_streams_text_and_prints_speed(small, tmp_path):
     *_, overrides = small
     result = generate_cli(*overrides, f"prompt={PROMPT}", "max_new_tokens=8", tmp_path=tmp_path)
@@ -170,6 +171,7 @@ def test_cli_streams_text_and_prints_speed(small, tmp_path):
     assert last.startswith("[tinyllama_none_kv128.tflite] prefill 23 tokens at ") and " tok/s, decode " in last
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "line"),
     [
@@ -217,6 +219,7 @@ def test_cache_root_is_the_users(monkeypatch, tmp_path):
     assert cache_root("~/mine") == tmp_path / "mine"
 
 
+@pytest.mark.slow
 def test_generate_from_another_folder_reuses_the_export(small, tmp_path):
     """The cache does not depend on the working folder: a second folder generates without exporting again, and
     `python -m zoo.cache` lists the entry with its size; `--clear` empties the cache."""

@@ -26,7 +26,9 @@ from zoo.report import Report
 from conftest import ENTRIES, GOLDEN, compose_cfg
 
 # (entry, variant): every entry as its small random variant; entries with real weights offline also at full size.
-CASES = [(e, "small") for e in ENTRIES] + [("smollm2_135m", "full"), ("minilm_l6", "full")]
+CASES = [(e, "small") for e in ENTRIES] + [
+    pytest.param(case, marks=pytest.mark.slow) for case in [("smollm2_135m", "full"), ("minilm_l6", "full")]
+]
 
 
 def case_id(case) -> str:

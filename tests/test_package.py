@@ -8,7 +8,11 @@ import sys
 import sysconfig
 import zipfile
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # a wheel into a fresh venv
 
 
 def test_wheel_runs_from_an_empty_folder(tmp_path):

@@ -27,6 +27,8 @@ from zoo.kinds import KINDS, kind_of
 
 from conftest import compose_cfg
 
+pytestmark = pytest.mark.slow  # every recipe on an export
+
 RECIPES = sorted((CONF_DIR / "quant").glob("*.yaml"))
 VOCAB, DIM, HIDDEN, LAYERS, HEADS, KV_MAX, PREFILL = 1024, 128, 256, 2, 4, 32, 16
 HEAD_DIM = DIM // HEADS

@@ -17,6 +17,8 @@ from zoo.jobcache import CacheError, JobCache, checkpoint_key, gate_key
 
 from conftest import ROOT, compose_cfg
 
+pytestmark = pytest.mark.slow  # multirun sweeps
+
 SMALL = [
     "model=smollm2_135m",
     "variant=small",

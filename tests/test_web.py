@@ -27,6 +27,8 @@ from zoo.web.files import MANIFEST, VENDOR
 
 from conftest import ROOT, compose_cfg
 
+pytestmark = pytest.mark.slow  # a browser and exports
+
 PROMPT = "What is the capital of France?"
 E2E_PROMPT = (
     "Name the capital of France."  # greedy answer with no near tie (test_smollm2_int8_answers_paris_in_the_page)

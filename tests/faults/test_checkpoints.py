@@ -14,6 +14,8 @@ import torch
 
 from faults.harness import assert_user_error, run
 
+pytestmark = pytest.mark.slow  # each case a real command in a subprocess
+
 # The full tinyllama entry shrunk by overrides (not variant=small, which forces random weights) to match TINY.
 ENTRY = [
     "model=tinyllama",

@@ -7,6 +7,8 @@ import pytest
 
 from faults.harness import SMALL, assert_user_error, run, user_error_cases
 
+pytestmark = pytest.mark.slow  # each case a real command in a subprocess
+
 CASES = user_error_cases(
     ("wrong_type", ["model.arch.dim=abc"], "config", ["model.arch.dim"]),
     ("unknown_field", ["model.arch.dimm=3"], "config", ["dimm", "ArchConfig"]),

