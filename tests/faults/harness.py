@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,12 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def default_sigint() -> None:
+    """The child handles Ctrl-C as in a terminal even when pytest itself was started in the background, where the
+    shell ignores SIGINT and that disposition is inherited (Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(module: str, *args: str, cwd: Path, **env: str) -> subprocess.Popen:
     """`python -m <module> <args>` started in the background with stdout and stderr in files (`output` reads
     them), for cases that signal the process while it runs or run two at once."""
@@ -49,6 +56,7 @@ def start(module: str, *args: str, cwd: Path, **env: str) -> subprocess.Popen:
             stderr=err,
             text=True,
             env=env_for(cwd.parent / "home", **env),
+            preexec_fn=default_sigint,
         )
     proc.logs = paths
     return proc
@@ -103,6 +111,7 @@ def run(module: str, *args: str, cwd: Path, timeout: float = 900, **env: str) ->
         text=True,
         timeout=timeout,
         env=env_for(cwd.parent / "home", **env),
+        preexec_fn=default_sigint,
         check=False,
     )
 
