@@ -161,10 +161,12 @@ def _plan(
                 continue
             if mode in _BLOCK and weight.shape[-1] % _BLOCK[mode]:
                 mode, fallbacks = recipe.fallback, fallbacks + 1
+            scope = tfl_utils.get_op_scope(op, sg.tensors)
+            if any(re.search(pattern, scope) for pattern in recipe.keep_float):
+                mode = QuantMode.none
             if mode is QuantMode.none:
                 modes_per_buffer.setdefault(weight.buffer, set()).add((mode, False))
                 continue
-            scope = tfl_utils.get_op_scope(op, sg.tensors)
             rotate = _rotated(recipe, _names(sg, op), mode)
             modes_per_buffer.setdefault(weight.buffer, set()).add((mode, rotate))
             if op_name is _OpName.EMBEDDING_LOOKUP:
