@@ -280,7 +280,8 @@ class QuantConfig:
     # Largest Hadamard block (a power of two); 0: the largest power of two dividing the input size (SmolLM2's
     # down_proj: 512, TinyLlama's q/k/v: 2048).
     hadamard_max: int = 0
-    # Weight ops whose scope (e.g. `decoder.model.layers.11.mlp.down_proj/`) matches one of these regexes stay
+    # Weight ops whose scope (e.g. `decoder.model.layers.11.mlp.down_proj/MatMul`) or module path (without the
+    # export step's prefix: `model.layers.11.mlp.down_proj`, for zero points) matches one of these regexes stay
     # float: what the finder's per-op blame (zoo/debug/blame.py) sets, one op at a time. Empty: none.
     keep_float: list[str] = field(default_factory=list)
     # int4 modes: each block gets a zero point (asymmetric, 16 levels between the block's min and max) instead of

@@ -40,7 +40,6 @@ def blame(cfg: ZooConfig, model: nn.Module, programs: Sequence, path: Path, find
     if not names or (cfg.quant.mode.value == "none" and not _any_component(cfg.quant)):
         return []
     last = programs[-1]
-    prefix = next(iter(dict(last.step.named_children()))) + "."
     _, ref_outputs = module_outputs(last.step, last.args)
     feed = dict(zip(last.inputs, flat_args(last.args), strict=True))
 
@@ -54,8 +53,9 @@ def blame(cfg: ZooConfig, model: nn.Module, programs: Sequence, path: Path, find
     with scratch(path) as tmp:
         variant = tmp / "variant.tflite"
         for name in names:
-            scope = re.escape(prefix + name) + r"(?:_\d+)?/"
-            kind.export(model, variant, replace(cfg, quant=replace(cfg.quant, keep_float=[scope])))
+            scope = r"(?:^|\.)" + re.escape(name) + r"(?:_\d+)?(?:/|$)"  # its ops' scope, its module path
+            recipe = replace(cfg.quant, keep_float=[*cfg.quant.keep_float, scope])
+            kind.export(model, variant, replace(cfg, quant=recipe))
             error = output_error(variant)
             share = (base - error) / base if base > 0 else 0.0
             rows.append(
