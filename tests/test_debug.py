@@ -10,8 +10,9 @@ import torch
 
 from zoo.debug.finder import find
 from zoo.debug.run import run_finder
+from zoo.errors import CheckFailed
 from zoo.kinds import kind_of
-from zoo.pipeline import load_model, resolve_checkpoint
+from zoo.pipeline import load_model, resolve_checkpoint, run
 from zoo.report import Report
 
 from conftest import compose_cfg
@@ -85,3 +86,17 @@ def test_encoder_kinds_run_through_the_finder(entry, tmp_path):
     assert len(inner) >= 10 and any(".layer" in n.node for n in inner), [n.node for n in inner]
     assert finding.first_failing is None, finding.first_failing
     assert max(n.rel_rms for n in finding.nodes) < 1e-4
+
+
+def test_a_failing_check_runs_the_finder_with_on_fail(tmp_path):
+    """`debug.on_fail=true`: the run still fails on its check, after the finder wrote debug.json and report.json's
+    `debug` section (first node past the bounds, worst node)."""
+    cfg = compose_cfg(["model=smollm2_135m", *SMALL, "quant.check.max_abs_diff=1e-12", "debug.on_fail=true"])
+    with pytest.raises(CheckFailed):
+        run(cfg, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "failed" and report["debug"]["first_failing"] is not None
+    assert report["debug"]["worst"]["layer"].startswith("model.layers.")
+    nodes = json.loads((tmp_path / "debug.json").read_text())["nodes"]
+    assert {n["signature"] for n in nodes} == {"prefill_16", "decode"}
+    assert any(n["node"] == "output:logits" for n in nodes)

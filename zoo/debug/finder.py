@@ -34,7 +34,7 @@ class Node:
     max_abs_diff: float
     rel_rms: float
     cosine: float
-    growth: float  # rel_rms over the previous node's
+    growth: float | None  # rel_rms over the previous node's (None: the first node, or a previous one exact)
     added: float  # rel_rms minus the previous node's
     past_bounds: bool = False
 
@@ -83,7 +83,7 @@ def compare_signature(path: Path, program, graph, bounds: QuantCheck, threads: i
     for node, tensor, op, ref, got in pairs:
         m = metrics(ref, got.reshape(ref.shape) if got.size == ref.size else got)
         prev = previous if previous is not None else 0.0
-        growth = m["rel_rms"] / prev if prev > 0 else float("inf") if m["rel_rms"] > 0 else 1.0
+        growth = m["rel_rms"] / prev if prev > 0 else None
         past = _past(m, float(np.abs(ref).max()), out_scale, bounds)
         nodes.append(
             Node(program.name, node, tensor, op, **m, growth=growth, added=m["rel_rms"] - prev, past_bounds=past)
@@ -139,7 +139,7 @@ def table(finding: Finding, top: int) -> str:
     lines = [f"{'signature':<12} {'node':<{width}} {'max|diff|':>10} {'rel RMS':>9} {'cosine':>9} {'growth':>8}"]
     for n in shown:
         mark = "  <- first past bounds" if n is finding.first_failing else ""
-        growth = f"{n.growth:8.2f}" if np.isfinite(n.growth) else f"{'new':>8}"
+        growth = f"{n.growth:8.2f}" if n.growth is not None else f"{'new':>8}"
         figures = f"{n.max_abs_diff:10.3g} {n.rel_rms:9.2e} {n.cosine:9.5f} {growth}"
         lines.append(f"{n.signature:<12} {n.node:<{width}} {figures}{mark}")
     first = finding.first_failing
