@@ -434,6 +434,8 @@ class DebugConfig:
     top: int = 8  # nodes in the printed table: the ones adding the most error
     blame: int = 3  # suspects (weight ops adding the most error) re-quantized with their weights float; 0: none
     dir: Optional[str] = None  # `python -m zoo.debug`'s run folder; None: runs/<model>/debug-<time>
+    serve: bool = False  # `python -m zoo.debug`: start Model Explorer on both graphs and overlays (else print how)
+    port: int = 8080  # Model Explorer's port on 127.0.0.1
 
 
 @dataclass

@@ -3,11 +3,13 @@
 The main command's config and overrides (docs/debug.md). Loads and gates the model, exports the flatbuffer into
 the run folder (`debug.dir`, default runs/<model>/debug-<time>), runs the post-export check (reported, not
 fatal), then the divergence finder: a table of the nodes adding the most error and the first node past the
-recipe's bounds, per-op blame for `debug.blame` suspects, debug.json and report.json in the run folder.
+recipe's bounds, per-op blame for `debug.blame` suspects, debug.json and report.json in the run folder, Model
+Explorer overlays of the flatbuffer and of the torch.export programs; `debug.serve=true` serves them.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -68,7 +70,25 @@ def main(argv: list[str]) -> int:
         report.close()
         report.write()
     print(f"debug: {run_dir / 'debug.json'} in {report['timings']['debug']['seconds']:.0f} s; report: {report.path}")
+    show(report["debug"]["explorer"]["url"], cfg.debug.serve, cfg.debug.port)
     return 0
+
+
+def show(url: str, serve: bool, port: int) -> None:
+    """Model Explorer on both graphs and overlays: started here until Ctrl-C (`debug.serve=true`), or the command
+    line and page that would show them."""
+    from zoo.debug.explorer import server_command, start_server
+
+    if not serve:
+        print(f"Model Explorer (or debug.serve=true): {shlex.join(server_command(port))}\nthen open: {url}")
+        return
+    server = start_server(port)
+    print(f"Model Explorer: {url}\n(Ctrl-C stops it)", flush=True)
+    try:
+        server.wait()
+    finally:
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":
