@@ -80,7 +80,8 @@ def show(url: str, serve: bool, port: int) -> None:
     from zoo.debug.explorer import server_command, start_server
 
     if not serve:
-        print(f"Model Explorer (or debug.serve=true): {shlex.join(server_command(port))}\nthen open: {url}")
+        command = shlex.join(["python", *server_command(port)[1:]])
+        print(f"Model Explorer (or debug.serve=true): {command}\nthen open: {url}")
         return
     server = start_server(port)
     print(f"Model Explorer: {url}\n(Ctrl-C stops it)", flush=True)

@@ -9,12 +9,13 @@ same divergence shows in the same colour side by side.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -82,6 +83,21 @@ def fx_node_of(program: torch.export.ExportedProgram, module: str) -> str | None
     return last
 
 
+@contextlib.contextmanager
+def static_cache_reads(step: torch.nn.Module) -> Iterator[None]:
+    """Models that read only the filled cache slots (`read_multiple`, a run-time size) read all of them meanwhile:
+    Model Explorer's PyTorch adapter takes no symbolic sizes. Same modules and ops, static shapes."""
+    models = [m for m in step.modules() if getattr(m, "read_multiple", 0)]
+    saved = [m.read_multiple for m in models]
+    for m in models:
+        m.read_multiple = 0
+    try:
+        yield
+    finally:
+        for m, value in zip(models, saved, strict=True):
+            m.read_multiple = value
+
+
 def write_overlays(finding: Finding, programs: Sequence, path: Path, out: Path) -> Overlays:
     """The flatbuffer's overlay, and per signature its torch.export program (.pt2) and that program's overlay."""
     overlays = Overlays(models=[path])
@@ -93,7 +109,7 @@ def write_overlays(finding: Finding, programs: Sequence, path: Path, out: Path) 
     for program in programs:
         children = [name for name, _ in program.step.named_children()]
         prefix = children[0] + "." if len(children) == 1 else ""
-        with torch.no_grad():
+        with torch.no_grad(), static_cache_reads(program.step):
             exported = torch.export.export(program.step, tuple(program.args), strict=False)
         pt2 = out / f"{program.name}.pt2"
         torch.export.save(exported, pt2)
@@ -108,11 +124,8 @@ def write_overlays(finding: Finding, programs: Sequence, path: Path, out: Path) 
 
 
 def server_command(port: int) -> list[str]:
-    """Model Explorer's own command line: its server on 127.0.0.1, no browser opened."""
-    exe = Path(sys.executable).with_name("model-explorer")
-    if not exe.exists():
-        raise InputError("model-explorer is not installed: pip install ai-edge-model-explorer (see pyproject.toml)")
-    return [str(exe), "--no_open_in_browser", "--host", HOST, "--port", str(port)]
+    """The server's command line (zoo/debug/serve.py: Model Explorer's, with zoo's custom op registered)."""
+    return [sys.executable, "-m", "zoo.debug.serve", "--port", str(port)]
 
 
 def start_server(port: int, timeout_s: float = 120) -> subprocess.Popen:
