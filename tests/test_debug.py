@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from zoo.architectures.layers import rope_inv_freq
 from zoo.debug.finder import find
 from zoo.debug.run import run_finder
 from zoo.errors import CheckFailed
@@ -51,6 +52,20 @@ def test_a_weight_broken_in_the_export_names_its_layer(tmp_path):
         assert nodes[first].node == "model.layers.1.mlp.gate_up_proj"
         assert all(n.rel_rms < 1e-5 for n in nodes[:first]), nodes[:first]
         assert nodes[-1].node.startswith("output:")
+
+
+def test_a_wrong_rope_base_in_the_export_names_the_first_attention(tmp_path):
+    """RoPE frequencies of another base in the exported copy only: the embeddings, norms and q/k/v projections agree,
+    the first node past the bounds is layer 0's attention."""
+    cfg, model = loaded_model(["model=smollm2_135m", *SMALL], tmp_path)
+    broken = copy.deepcopy(model)
+    arch = cfg.model.arch
+    broken.model.rotary_emb.inv_freq = rope_inv_freq(arch, 10 * arch.rope.theta, arch.rope.short_factor)
+    finding = finding_of(cfg, model, broken, tmp_path)
+    assert finding.first_failing.node.startswith("model.layers.0.self_attn"), finding.first_failing
+    before = finding.nodes[: finding.nodes.index(finding.first_failing)]
+    assert "model.layers.0.self_attn.qkv_proj" in [n.node for n in before]
+    assert all(n.rel_rms < 1e-5 for n in before)
 
 
 def test_an_outlier_under_int4_names_its_matrix_and_blame_finds_it(tmp_path):
