@@ -26,19 +26,21 @@ def _mask(positions: torch.Tensor, export: ExportConfig) -> torch.Tensor | None:
 
 @torch.no_grad()
 def decoder_debug_programs(model: nn.Module, prompt: list[int], export: ExportConfig) -> list[Program]:
-    """The prefill of the check prompt (all but its last token, padded as the check pads it) from an empty cache,
-    then one decode step of its last token over the cache PyTorch's prefill wrote: both sides read the same cache,
-    so the decode figures are the decode step's own."""
+    """The prefill signature over the check prompt (all but its last token) repeated to the signature's length,
+    from an empty cache, then one decode step of its last token after it over the cache PyTorch's prefill wrote.
+    Every prefill position holds a real token (the check pads with id 0, whose positions no output uses but whose
+    hidden states would weigh in every figure here); both sides read the same cache, so the decode figures are the
+    decode step's own."""
     t = prefill_length(len(prompt), list(export.prefill_lens))
     body = prompt[:-1]
-    tokens = torch.tensor([body + [0] * (t - len(body))])
+    tokens = torch.tensor([(body * (t // len(body) + 1))[:t]])
     caches = [c for pair in model.empty_cache(export.kv_cache_max) for c in pair]
     mask = _mask(torch.arange(t), export)
     layers, logits = model.arch.num_layers, export.prefill_logits.value
     prefill = Step(model, logits)
     args = (tokens, torch.arange(t), caches, mask)
     filled = list(prefill(*args)[0 if logits == "none" else 1 :])
-    pos = len(prompt) - 1
+    pos = min(t, export.kv_cache_max - 1)
     return [
         Program(f"prefill_{t}", prefill, args, *io_names(layers, logits, export.mask_as_input)),
         Program(
