@@ -1,10 +1,10 @@
 """The finder: per node (a module's output, then the signature's outputs) max |diff|, relative RMS error and cosine
-of the flatbuffer against PyTorch, the growth over the node before it, and the first node past the recipe's bounds.
+of the flatbuffer against PyTorch, the growth over the module before it, and the first node past the recipe's bounds.
 
 Growth tells a layer that amplifies an error from one that only passes it on: `added` (relative RMS error minus
-the previous node's) ranks the suspects, `growth` (their ratio) is shown. The recipe's bounds are on the final
-output; a node's max |diff| is held to the same bound relative to its own scale (max |diff| / max |value| against
-the bound / max |output|), its cosine to the same minimum.
+the previous module's) ranks the suspects, `growth` (their ratio) is shown; outputs are measured against the last
+module. The recipe's bounds are on the final output; a node's max |diff| is held to the same bound relative to its
+own scale (max |diff| / max |value| against the bound / max |output|), its cosine to the same minimum.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def compare_signature(path: Path, program, graph, bounds: QuantCheck, threads: i
         nodes.append(
             Node(program.name, node, tensor, op, **m, growth=growth, added=m["rel_rms"] - prev, past_bounds=past)
         )
-        previous = m["rel_rms"]
+        if not node.startswith("output:"):  # every output is measured against the last module, not each other
+            previous = m["rel_rms"]
     return nodes
 
 
@@ -131,9 +132,15 @@ def write_json(finding: Finding, path: Path, extra: dict | None = None) -> None:
 
 
 def table(finding: Finding, top: int) -> str:
-    """The worst `top` nodes by added error, in execution order, and the first node past the bounds."""
-    ranked = sorted(finding.nodes, key=lambda n: n.added, reverse=True)[:top]
-    picked = {id(n) for n in ranked} | {id(finding.first_failing)}
+    """The worst `top` modules by added error and each signature's first output, in execution order, and the first
+    node past the bounds."""
+    inner = [n for n in finding.nodes if not n.node.startswith("output:")]
+    ranked = sorted(inner, key=lambda n: n.added, reverse=True)[:top]
+    finals: dict[str, Node] = {}  # each signature's first output: logits, embedding, encoder states
+    for n in finding.nodes:
+        if n.node.startswith("output:"):
+            finals.setdefault(n.signature, n)
+    picked = {id(n) for n in ranked} | {id(finding.first_failing)} | {id(n) for n in finals.values()}
     shown = [n for n in finding.nodes if id(n) in picked]
     width = max((len(n.node) for n in shown), default=4)
     lines = [f"{'signature':<12} {'node':<{width}} {'max|diff|':>10} {'rel RMS':>9} {'cosine':>9} {'growth':>8}"]
