@@ -1,9 +1,11 @@
 """Per-op blame: how much of the final output's error each suspect weight op accounts for.
 
-The suspects are the weight ops (linear and embedding modules) adding the most error in the finder's table. For
+The suspects are the weight ops (linear and embedding modules): the first past the bounds, then those adding the
+most error. For
 each, the model is exported again by the same recipe with only that op's weight kept float (`quant.keep_float`, a
-regex on its scope) and the last signature call runs again: the share of the output's relative RMS error that goes
-away is the op's.
+regex on its scope) and the signature call whose first output is furthest off runs again: the share of that
+output's relative RMS error that goes away is the op's (negative: keeping it float made the output worse, errors
+of several ops can cancel).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from zoo.files import scratch
 
 
 def suspects(finding: Finding, model: nn.Module, n: int) -> list[str]:
-    """The `n` weight-op module paths adding the most error (first occurrence of each across signatures)."""
+    """The `n` weight-op module paths to blame: the first past the bounds, then those adding the most error (each
+    once across signatures)."""
     weights = {path for path, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    ranked, seen = [], set()
+    first = next((x for x in finding.nodes if x.past_bounds and x.node in weights), None)
+    ranked = [first.node] if first else []
     for node in sorted(finding.nodes, key=lambda x: x.added, reverse=True):
-        if node.node in weights and node.node not in seen and node.added > 0:
-            seen.add(node.node)
+        if node.node in weights and node.node not in ranked and node.added > 0:
             ranked.append(node.node)
     return ranked[:n]
 
@@ -39,7 +42,7 @@ def blame(cfg: ZooConfig, model: nn.Module, programs: Sequence, path: Path, find
     names = suspects(finding, model, cfg.debug.blame)
     if not names or (cfg.quant.mode.value == "none" and not _any_component(cfg.quant)):
         return []
-    last = programs[-1]
+    last = max(programs, key=lambda p: _output_error(finding, p))  # where the output is furthest off
     _, ref_outputs = module_outputs(last.step, last.args)
     feed = dict(zip(last.inputs, flat_args(last.args), strict=True))
 
@@ -62,6 +65,10 @@ def blame(cfg: ZooConfig, model: nn.Module, programs: Sequence, path: Path, find
                 {"op": name, "signature": last.name, "error_with_op_float": error, "error": base, "share": share}
             )
     return rows
+
+
+def _output_error(finding: Finding, program) -> float:
+    return next((n.rel_rms for n in finding.nodes if n.signature == program.name and n.node.startswith("output:")), 0)
 
 
 def _any_component(recipe: QuantConfig) -> bool:
