@@ -1,11 +1,10 @@
 """Per-op blame: how much of the final output's error each suspect weight op accounts for.
 
 The suspects are the weight ops (linear and embedding modules): the first past the bounds, then those adding the
-most error. For
-each, the model is exported again by the same recipe with only that op's weight kept float (`quant.keep_float`, a
-regex on its scope) and the signature call whose first output is furthest off runs again: the share of that
-output's relative RMS error that goes away is the op's (negative: keeping it float made the output worse, errors
-of several ops can cancel).
+most error. For each, the model is exported again by the same recipe with only that op's weight kept float
+(`quant.keep_float`, a regex on its scope) and the signature call whose first output is furthest off runs again:
+the share of that output's relative RMS error that goes away is the op's (negative: keeping it float made the
+output worse; errors of several ops can cancel).
 """
 
 from __future__ import annotations
