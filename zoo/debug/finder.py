@@ -3,8 +3,10 @@ of the flatbuffer against PyTorch, the growth over the module before it, and the
 
 Growth tells a layer that amplifies an error from one that only passes it on: `added` (relative RMS error minus
 the previous module's) ranks the suspects, `growth` (their ratio) is shown; outputs are measured against the last
-module. The recipe's bounds are on the final output; a node's max |diff| is held to the same bound relative to its
-own scale (max |diff| / max |value| against the bound / max |output|), its cosine to the same minimum.
+module. `peak` (max |diff| / max |value|) catches what relative RMS averages away: an error on the few massive
+channels of the residual stream (SmolLM2's ~3000). The recipe's bounds are on the final output; a node's max |diff|
+is held to the same bound relative to its own scale (max |diff| / max |value| against the bound / max |output|),
+its cosine to the same minimum.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Node:
     tensor: str  # the flatbuffer tensor compared
     op: int  # its op's index in the signature's subgraph (-1: a signature output)
     max_abs_diff: float
+    peak: float  # max |diff| over max |value|: an error on a few massive channels, which relative RMS averages away
     rel_rms: float
     cosine: float
     growth: float | None  # rel_rms over the previous node's (None: the first node, or a previous one exact)
@@ -51,7 +54,9 @@ def metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     norm_ref, norm_got = np.linalg.norm(ref), np.linalg.norm(got)
     rel = float(np.linalg.norm(diff) / norm_ref) if norm_ref else float(np.linalg.norm(diff) > 0)
     cosine = float(ref @ got / (norm_ref * norm_got)) if norm_ref and norm_got else float(norm_ref == norm_got)
-    return {"max_abs_diff": float(np.abs(diff).max(initial=0.0)), "rel_rms": rel, "cosine": cosine}
+    max_abs, scale = float(np.abs(diff).max(initial=0.0)), float(np.abs(ref).max(initial=0.0))
+    peak = max_abs / scale if scale else float(max_abs > 0)
+    return {"max_abs_diff": max_abs, "peak": peak, "rel_rms": rel, "cosine": cosine}
 
 
 def _past(m: dict[str, float], scale: float, out_scale: float, bounds: QuantCheck) -> bool:
@@ -97,7 +102,8 @@ def compare_signature(path: Path, program, graph, bounds: QuantCheck, threads: i
 class Finding:
     nodes: list[Node]
     first_failing: Node | None
-    worst: Node | None
+    worst: Node | None  # adding the most relative RMS error
+    worst_peak: Node | None  # the largest peak error
 
     def section(self) -> dict:
         """report.json's `debug`: the first node past the bounds and the node (and layer) adding most error."""
@@ -105,10 +111,15 @@ class Finding:
         def brief(n: Node | None) -> dict | None:
             if n is None:
                 return None
-            keys = ("signature", "node", "tensor", "max_abs_diff", "rel_rms", "cosine", "growth")
+            keys = ("signature", "node", "tensor", "max_abs_diff", "peak", "rel_rms", "cosine", "growth")
             return {**{k: getattr(n, k) for k in keys}, "layer": n.layer}
 
-        return {"nodes": len(self.nodes), "first_failing": brief(self.first_failing), "worst": brief(self.worst)}
+        return {
+            "nodes": len(self.nodes),
+            "first_failing": brief(self.first_failing),
+            "worst": brief(self.worst),
+            "worst_peak": brief(self.worst_peak),
+        }
 
 
 def find(path: Path, programs: Sequence, bounds: QuantCheck, threads: int) -> Finding:
@@ -122,7 +133,7 @@ def find(path: Path, programs: Sequence, bounds: QuantCheck, threads: int) -> Fi
     first = next((n for n in nodes if n.past_bounds), None)
     inner = [n for n in nodes if not n.node.startswith("output:")] or nodes
     worst = max(inner, key=lambda n: n.added, default=None)
-    return Finding(nodes, first, worst)
+    return Finding(nodes, first, worst, max(inner, key=lambda n: n.peak, default=None))
 
 
 def write_json(finding: Finding, path: Path, extra: dict | None = None) -> None:
@@ -140,19 +151,24 @@ def table(finding: Finding, top: int) -> str:
     for n in finding.nodes:
         if n.node.startswith("output:"):
             finals.setdefault(n.signature, n)
-    picked = {id(n) for n in ranked} | {id(finding.first_failing)} | {id(n) for n in finals.values()}
+    picked = {id(n) for n in ranked} | {id(finding.first_failing), id(finding.worst_peak)}
+    picked |= {id(n) for n in finals.values()}
     shown = [n for n in finding.nodes if id(n) in picked]
     width = max((len(n.node) for n in shown), default=4)
-    lines = [f"{'signature':<12} {'node':<{width}} {'max|diff|':>10} {'rel RMS':>9} {'cosine':>9} {'growth':>8}"]
+    lines = [
+        f"{'signature':<12} {'node':<{width}} {'max|diff|':>10} {'peak':>8} {'rel RMS':>9} {'cosine':>9} {'growth':>8}"
+    ]
     for n in shown:
         mark = "  <- first past bounds" if n is finding.first_failing else ""
         growth = f"{n.growth:8.2f}" if n.growth is not None else f"{'new':>8}"
-        figures = f"{n.max_abs_diff:10.3g} {n.rel_rms:9.2e} {n.cosine:9.5f} {growth}"
+        figures = f"{n.max_abs_diff:10.3g} {n.peak:8.3f} {n.rel_rms:9.2e} {n.cosine:9.5f} {growth}"
         lines.append(f"{n.signature:<12} {n.node:<{width}} {figures}{mark}")
     first = finding.first_failing
     verdict = f"first node past the bounds: {first.signature} {first.node}" if first else "no node past the bounds"
     worst = finding.worst
-    lines.append(
-        verdict + (f"; most added error: {worst.signature} {worst.node} (layer {worst.layer})" if worst else "")
-    )
+    if worst:
+        verdict += f"; most added error: {worst.signature} {worst.node} (layer {worst.layer})"
+    if finding.worst_peak:
+        verdict += f"; largest peak error: {finding.worst_peak.signature} {finding.worst_peak.node}"
+    lines.append(verdict)
     return "\n".join(lines)
