@@ -7,8 +7,8 @@ Each module is exercised for real, but without loading a model:
 - `python -m zoo ARGS`: run with `--cfg job` appended (Hydra composes and type-checks the config against the schema
   and prints it; no model runs). A `-m` sweep cannot take `--cfg` (Hydra refuses both at once), so its sweep is
   expanded by Hydra's own override parser and every value of every swept override is composed once this way.
-- `python -m zoo.generate ARGS`: it has no usable `--help` (its arguments are all config overrides), so its config
-  is composed and validated by its own `compose_config`, the first thing the command does.
+- `python -m zoo.generate ARGS`, `python -m zoo.debug ARGS`: their arguments are all config overrides, so the
+  config is composed and validated by the command's own `compose_config`, the first thing the command does.
 - `python -m zoo.eval FILE ARGS`: FILE is made (empty) with a report.json of the default config next to it, and the
   command's own `run_config` merges and validates ARGS over it, the first thing the command does.
 - `python -m zoo.summary DIR`: DIR is made as a one-job sweep folder and the command runs for real.
@@ -240,6 +240,12 @@ def test_documented_command(doc, line, command, tmp_root):
 
     elif module == "zoo.generate":
         code, out = forked(lambda: compose_config(argv), cwd)
+        assert code == 0, out
+
+    elif module == "zoo.debug":  # its config composed and validated by its own compose_config, as the command does
+        from zoo.debug.__main__ import compose_config as debug_config
+
+        code, out = forked(lambda: debug_config(argv), cwd)
         assert code == 0, out
 
     elif module == "zoo.eval":

@@ -4,9 +4,9 @@
 
 The root is `cache_dir=` when given, else `$ZOO_CACHE`, else `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`, so
 `zoo.generate` and `quant=auto` reuse an export from whatever folder they are run. The hash covers everything that
-shapes the flatbuffer (model, quant, export, variant, seed, golden), not the generate or eval sections, a recipe's
-eval bounds, threads nor the cache's own place, so any prompt or sampling setting reuses the same export. A folder
-counts only once its report.json says `ok` and the flatbuffer still has the size and sha256 recorded there (the
+shapes the flatbuffer (model, quant, export, variant, seed, golden), not the generate, debug or eval sections, a
+recipe's eval bounds, threads nor the cache's own place, so any prompt or sampling setting reuses the same export. A
+folder counts only once its report.json says `ok` and the flatbuffer still has the size and sha256 recorded there (the
 pipeline writes the flatbuffer atomically and the report last); a truncated or edited one is exported again. A
 complete folder is read without writing anything, so a read-only cache works; filling one holds its lock
 (zoo/files.py), so a second process asking for the same export waits and then uses it. The tokenizer is saved next to
@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
-from zoo.config import EvalBounds, EvalConfig, GenerateConfig, ZooConfig
+from zoo.config import DebugConfig, EvalBounds, EvalConfig, GenerateConfig, ZooConfig
 from zoo.errors import InputError, guarded
 from zoo.files import atomic_path, locked, remove, remove_stale, write_atomic
 from zoo.report import unfinished
@@ -46,6 +46,7 @@ def config_hash(cfg: ZooConfig) -> str:
     shaping = replace(
         cfg,
         generate=GenerateConfig(),
+        debug=DebugConfig(),
         eval=EvalConfig(),
         quant=replace(cfg.quant, eval=EvalBounds()),
         threads=0,

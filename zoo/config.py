@@ -280,6 +280,10 @@ class QuantConfig:
     # Largest Hadamard block (a power of two); 0: the largest power of two dividing the input size (SmolLM2's
     # down_proj: 512, TinyLlama's q/k/v: 2048).
     hadamard_max: int = 0
+    # Weight ops whose scope (e.g. `decoder.model.layers.11.mlp.down_proj/MatMul`) or module path (without the
+    # export step's prefix: `model.layers.11.mlp.down_proj`, for zero points) matches one of these regexes stay
+    # float: what the finder's per-op blame (zoo/debug/blame.py) sets, one op at a time. Empty: none.
+    keep_float: list[str] = field(default_factory=list)
     # int4 modes: each block gets a zero point (asymmetric, 16 levels between the block's min and max) instead of
     # symmetric levels around 0. Carried by symmetric int4 kernels as int4 weights plus a small float matrix over
     # block sums of the input (zoo/export/asymmetric.py). Exact for weights that were 4-bit asymmetric blocks
@@ -422,12 +426,26 @@ class EvalConfig:
 
 
 @dataclass
+class DebugConfig:
+    """The divergence finder (zoo/debug/, `python -m zoo.debug`): every module output of the flatbuffer against
+    PyTorch on the check prompt, the first node past the recipe's bounds, per-op blame for quantization."""
+
+    on_fail: bool = False  # `python -m zoo`: a failing post-export check runs the finder before the run stops
+    top: int = 8  # nodes in the printed table: the ones adding the most error
+    blame: int = 3  # suspects (weight ops adding the most error) re-quantized with their weights float; 0: none
+    dir: Optional[str] = None  # `python -m zoo.debug`'s run folder; None: runs/<model>/debug-<time>
+    serve: bool = False  # `python -m zoo.debug`: start Model Explorer on both graphs and overlays (else print how)
+    port: int = 8080  # Model Explorer's port on 127.0.0.1
+
+
+@dataclass
 class ZooConfig:
     model: ModelConfig = MISSING
     quant: QuantConfig = MISSING
     export: ExportConfig = MISSING
     golden: GoldenConfig = field(default_factory=GoldenConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     bench: BenchConfig = MISSING
     eval: EvalConfig = MISSING
     variant: Variant = Variant.full
@@ -644,6 +662,8 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
         raise ConfigError(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.name}")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":
         raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
+    if cfg.debug.top < 1 or cfg.debug.blame < 0:
+        raise ConfigError(f"debug: top must be >= 1 and blame >= 0, got {cfg.debug.top} and {cfg.debug.blame}")
     problem = sampling_problem(cfg.generate.sampling)
     if problem:
         raise ConfigError(f"generate.{problem}")

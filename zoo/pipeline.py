@@ -198,6 +198,17 @@ def check(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, repo
     return metrics
 
 
+def debug(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, report: Report) -> dict:
+    """The divergence finder (zoo/debug/) on the flatbuffer at `path`: its table printed, debug.json written next
+    to report.json, and report.json's `debug` section (first node past the bounds, the node adding most error)."""
+    from zoo.debug.run import run_finder
+
+    with report.stage("debug"):
+        section = run_finder(cfg, model, gate_section["prompts"], path, report.path.parent)
+    report["debug"] = section
+    return section
+
+
 def bench(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
     """Speeds, runtime memory and the bandwidth bound of the flatbuffer (zoo/bench.py); figures vs the targets."""
     from zoo.bench import run_bench, target_records
@@ -254,7 +265,12 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
         if cfg.export.enabled:
             with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
                 path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
-                check(cfg, loaded.model, report["golden"], path, report)
+                try:
+                    check(cfg, loaded.model, report["golden"], path, report)
+                except CheckFailed:
+                    if cfg.debug.on_fail:
+                        debug(cfg, loaded.model, report["golden"], path, report)
+                    raise
                 if cfg.eval.enabled:
                     evaluate(cfg, loaded, path, report)
                 if cfg.export.bundles:

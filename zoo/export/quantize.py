@@ -58,6 +58,8 @@ def zero_point_blocks(
         return {}
     blocks = {}
     for name, module in model.named_modules():
+        if any(re.search(pattern, name) for pattern in recipe.keep_float):
+            continue  # stays float: no zero-point blocks either
         mode = _component_mode(recipe, _component_in(name, components))
         if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
             blocks[name] = (_BLOCK[mode], recipe.outliers)
@@ -78,6 +80,8 @@ def quantize(
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
     plan = _plan(float_model, recipe, components)
     if not plan:
+        if recipe.keep_float:  # every weight op kept float on purpose (the finder's blame): a float file
+            return float_model
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
     qz = InMemoryQuantizer(float_model)
     for (mode, op_name, rotate), scopes in plan.items():
@@ -161,10 +165,12 @@ def _plan(
                 continue
             if mode in _BLOCK and weight.shape[-1] % _BLOCK[mode]:
                 mode, fallbacks = recipe.fallback, fallbacks + 1
+            scope = tfl_utils.get_op_scope(op, sg.tensors)
+            if any(re.search(pattern, scope) for pattern in recipe.keep_float):
+                mode = QuantMode.none
             if mode is QuantMode.none:
                 modes_per_buffer.setdefault(weight.buffer, set()).add((mode, False))
                 continue
-            scope = tfl_utils.get_op_scope(op, sg.tensors)
             rotate = _rotated(recipe, _names(sg, op), mode)
             modes_per_buffer.setdefault(weight.buffer, set()).add((mode, rotate))
             if op_name is _OpName.EMBEDDING_LOOKUP:

@@ -74,6 +74,11 @@ class ModelKind(ABC):
         """The flatbuffer against our model on the same inputs (`gate_section`: the gate's report section): metrics
         named as zoo/check.py's check_failures bounds them, and how many steps or inputs were compared."""
 
+    def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list[Program]:
+        """The signature calls the divergence finder (zoo/debug/) compares, each a Program whose `args` are the real
+        inputs of one call on the first of `inputs` (the golden inputs)."""
+        raise NotImplementedError(f"kind {self.name}: give the signature calls the finder compares (debug_programs)")
+
     # --- the eval on real text (zoo/eval/) ---
     def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
         """The eval section's figures (with `text_tokens` and `ctx`), flatbuffer against transformers."""

@@ -69,6 +69,11 @@ class DecoderKind(ModelKind):
         logits = run_check(path, model, gate_section["check_prompt"], cfg.export, cfg.threads)
         return logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])
 
+    def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
+        from zoo.debug.programs import decoder_debug_programs
+
+        return decoder_debug_programs(model, inputs[0], cfg.export)
+
     def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
         from zoo.eval.decoder import decoder_scores
         from zoo.eval.metrics import summarize

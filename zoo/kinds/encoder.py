@@ -45,6 +45,11 @@ class EncoderKind(ModelKind):
 
         return run_encoder_check(path, model, gate_section, cfg)
 
+    def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
+        from zoo.debug.programs import encoder_debug_programs
+
+        return encoder_debug_programs(model, inputs[0], cfg.export)
+
     def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
         from zoo.eval.encoders import encoder_figures
 

@@ -46,6 +46,11 @@ class EncoderDecoderKind(ModelKind):
 
         return run_seq2seq_check(path, model, gate_section, cfg)
 
+    def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
+        from zoo.debug.programs import seq2seq_debug_programs
+
+        return seq2seq_debug_programs(model, inputs[0], cfg.export)
+
     def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
         from zoo.eval.encoders import seq2seq_scores
         from zoo.eval.metrics import summarize

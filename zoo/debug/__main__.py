@@ -1,0 +1,96 @@
+"""`python -m zoo.debug [group=option ...] [key=value ...]`: where does the flatbuffer leave PyTorch?
+
+The main command's config and overrides (docs/debug.md). Loads and gates the model, exports the flatbuffer into
+the run folder (`debug.dir`, default runs/<model>/debug-<time>), runs the post-export check (reported, not
+fatal), then the divergence finder: a table of the nodes adding the most error and the first node past the
+recipe's bounds, per-op blame for `debug.blame` suspects, debug.json and report.json in the run folder, Model
+Explorer overlays of the flatbuffer and of the torch.export programs; `debug.serve=true` serves them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from zoo.config import CONF_DIR, GROUPS, ZooConfig, composition_error, load
+from zoo.errors import CheckFailed, guarded
+from zoo.runtime.model import exit_quietly
+
+
+def compose_config(argv: list[str]) -> ZooConfig:
+    """The config `python -m zoo argv` would run, validated."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
+            raw = compose("config", overrides=argv)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise composition_error(err, argv) from None
+    choices = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in GROUPS)
+    choices.setdefault("model", "smollm2_135m")
+    return load(raw, choices)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    from zoo import pipeline
+    from zoo.quiet import native_logs_captured
+    from zoo.report import Report
+
+    cfg = compose_config(argv)
+    pipeline.preflight(cfg)
+    run_dir = Path(cfg.debug.dir or f"runs/{cfg.model.name}/debug-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    pipeline.seed_everything(cfg.seed)
+    report = Report(run_dir / "report.json")
+    report["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    try:
+        loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+        pipeline.verify(cfg, loaded, report)
+        with native_logs_captured():
+            path = pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, run_dir), report)
+            try:
+                pipeline.check(cfg, loaded.model, report["golden"], path, report)
+                print(pipeline.check_line(report["check"]))
+            except CheckFailed as err:
+                print(f"check FAIL: {err}")
+            pipeline.debug(cfg, loaded.model, report["golden"], path, report)
+    except BaseException as err:
+        report["status"], report["error"] = "failed", f"{type(err).__name__}: {err}"
+        raise
+    else:
+        report["status"] = "ok"
+    finally:
+        report.close()
+        report.write()
+    print(f"debug: {run_dir / 'debug.json'} in {report['timings']['debug']['seconds']:.0f} s; report: {report.path}")
+    show(report["debug"]["explorer"]["url"], cfg.debug.serve, cfg.debug.port)
+    return 0
+
+
+def show(url: str, serve: bool, port: int) -> None:
+    """Model Explorer on both graphs and overlays: started here until Ctrl-C (`debug.serve=true`), or the command
+    line and page that would show them."""
+    from zoo.debug.explorer import server_command, start_server
+
+    if not serve:
+        command = shlex.join(["python", *server_command(port)[1:]])
+        print(f"Model Explorer (or debug.serve=true): {command}\nthen open: {url}")
+        return
+    server = start_server(port)
+    print(f"Model Explorer: {url}\n(Ctrl-C stops it)", flush=True)
+    try:
+        server.wait()
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    exit_quietly(guarded("zoo.debug", lambda: main(sys.argv[1:]), sys.argv[1:]))

@@ -1,0 +1,85 @@
+"""Per-op blame: how much of the final output's error each suspect weight op accounts for.
+
+The suspects are the weight ops (linear and embedding modules): the first past the bounds, then those adding the
+most error. For each, the model is exported again by the same recipe with only that op's weight kept float
+(`quant.keep_float`, a regex on its scope) and the signature call whose first output is furthest off runs again:
+the share of that output's relative RMS error that goes away is the op's (negative: keeping it float made the
+output worse; errors of several ops can cancel).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from zoo.config import QuantConfig, ZooConfig
+from zoo.debug.finder import Finding, metrics
+from zoo.debug.taps import flat_args, module_outputs
+from zoo.debug.tflite import op_outputs, run_signature
+from zoo.files import scratch
+
+
+def suspects(finding: Finding, model: nn.Module, n: int) -> list[str]:
+    """The `n` weight-op module paths to blame: the first past the bounds, then those adding the most error (each
+    once across signatures)."""
+    weights = {path for path, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    first = next((x for x in finding.nodes if x.past_bounds and x.node in weights), None)
+    ranked = [first.node] if first else []
+    for node in sorted(finding.nodes, key=lambda x: x.added, reverse=True):
+        if node.node in weights and node.node not in ranked and node.added > 0:
+            ranked.append(node.node)
+    return ranked[:n]
+
+
+def blame(cfg: ZooConfig, model: nn.Module, programs: Sequence, path: Path, finding: Finding, kind) -> list[dict]:
+    """One row per suspect: its output error with that op float, and the share of the quantized file's error it
+    accounts for."""
+    names = suspects(finding, model, cfg.debug.blame)
+    if not names or (cfg.quant.mode.value == "none" and not _any_component(cfg.quant)):
+        return []
+    last = max(programs, key=lambda p: _output_error(finding, p))  # where the output is furthest off
+    _, ref_outputs = module_outputs(last.step, last.args)
+    feed = dict(zip(last.inputs, flat_args(last.args), strict=True))
+
+    def output_error(file: Path) -> float:
+        graph = op_outputs(file)[last.name]
+        _, outputs = run_signature(file, last.name, graph.subgraph, feed, [], cfg.threads)
+        return metrics(ref_outputs[0], outputs[last.outputs[0]].reshape(ref_outputs[0].shape))["rel_rms"]
+
+    rows = []
+    base = output_error(path)
+    with scratch(path) as tmp:
+        variant = tmp / "variant.tflite"
+        for name in names:
+            scope = r"(?:^|\.)" + re.escape(name) + r"(?:_\d+)?(?:/|$)"  # its ops' scope, its module path
+            recipe = replace(cfg.quant, keep_float=[*cfg.quant.keep_float, scope])
+            kind.export(model, variant, replace(cfg, quant=recipe))
+            error = output_error(variant)
+            share = (base - error) / base if base > 0 else 0.0
+            rows.append(
+                {"op": name, "signature": last.name, "error_with_op_float": error, "error": base, "share": share}
+            )
+    return rows
+
+
+def _output_error(finding: Finding, program) -> float:
+    return next((n.rel_rms for n in finding.nodes if n.signature == program.name and n.node.startswith("output:")), 0)
+
+
+def _any_component(recipe: QuantConfig) -> bool:
+    return any(v is not None and v.value != "none" for v in vars(recipe.components).values())
+
+
+def blame_table(rows: list[dict]) -> str:
+    if not rows:
+        return "blame: no quantized weight op among the suspects"
+    width = max(len(r["op"]) for r in rows)
+    lines = [
+        f"blame ({rows[0]['signature']} output, rel RMS error {rows[0]['error']:.3e}): op kept float -> error, share"
+    ]
+    lines += [f"  {r['op']:<{width}} {r['error_with_op_float']:.3e} {r['share']:7.1%}" for r in rows]
+    return "\n".join(lines)

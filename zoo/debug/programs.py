@@ -1,0 +1,78 @@
+"""The signature calls the finder compares, per kind (wired in zoo/kinds/): each a `Program` whose `args` are the
+real inputs of one call, so the step module (whose module paths are the flatbuffer's name scopes) and the
+signature get exactly the same values."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.architectures.layers import attention_mask
+from zoo.check import padded, prefill_length
+from zoo.config import ExportConfig
+from zoo.export.signatures import Program, Step, encoder_programs, io_names, seq2seq_programs
+
+
+def _long(a) -> torch.Tensor:
+    return torch.from_numpy(a).long()
+
+
+def _mask(positions: torch.Tensor, export: ExportConfig) -> torch.Tensor | None:
+    """The `mask` input of an export with `export.mask_as_input`, as the check makes it."""
+    if not export.mask_as_input:
+        return None
+    return attention_mask(positions, torch.arange(export.kv_cache_max), None).float()
+
+
+@torch.no_grad()
+def decoder_debug_programs(model: nn.Module, prompt: list[int], export: ExportConfig) -> list[Program]:
+    """The prefill signature over the check prompt (all but its last token) repeated to the signature's length,
+    from an empty cache, then one decode step of its last token after it over the cache PyTorch's prefill wrote.
+    Every prefill position holds a real token (the check pads with id 0, whose positions no output uses but whose
+    hidden states would weigh in every figure here); both sides read the same cache, so the decode figures are the
+    decode step's own."""
+    t = prefill_length(len(prompt), list(export.prefill_lens))
+    body = prompt[:-1]
+    tokens = torch.tensor([(body * (t // len(body) + 1))[:t]])
+    caches = [c for pair in model.empty_cache(export.kv_cache_max) for c in pair]
+    mask = _mask(torch.arange(t), export)
+    layers, logits = model.arch.num_layers, export.prefill_logits.value
+    prefill = Step(model, logits)
+    args = (tokens, torch.arange(t), caches, mask)
+    filled = list(prefill(*args)[0 if logits == "none" else 1 :])
+    pos = min(t, export.kv_cache_max - 1)
+    return [
+        Program(f"prefill_{t}", prefill, args, *io_names(layers, logits, export.mask_as_input)),
+        Program(
+            "decode",
+            Step(model, "all"),
+            (torch.tensor([[prompt[-1]]]), torch.tensor([pos]), filled, _mask(torch.tensor([pos]), export)),
+            *io_names(layers, "all", export.mask_as_input),
+        ),
+    ]
+
+
+@torch.no_grad()
+def seq2seq_debug_programs(model: nn.Module, prompt: list[int], export: ExportConfig) -> list[Program]:
+    """`encode` of the check prompt (padded, masked), then the first `decode` step over the cross K/V that
+    PyTorch's encode computed."""
+    feed = padded(prompt, export.encoder_len)
+    tokens, mask = _long(feed["tokens"]), _long(feed["attention_mask"])
+    encode, decode = seq2seq_programs(model, export.encoder_len, export.kv_cache_max)
+    cross = list(encode.step(tokens, mask)[1:])
+    caches = [c for pair in model.empty_cache(export.kv_cache_max) for c in pair]
+    start = torch.tensor([[model.arch.decoder_start_token]])
+    return [
+        Program(encode.name, encode.step, (tokens, mask), encode.inputs, encode.outputs),
+        Program(
+            decode.name, decode.step, (start, torch.tensor([0]), caches, cross, mask), decode.inputs, decode.outputs
+        ),
+    ]
+
+
+def encoder_debug_programs(model: nn.Module, prompt: list[int], export: ExportConfig) -> list[Program]:
+    """`embed` of the first golden input (padded, masked)."""
+    feed = padded(prompt, export.encoder_len)
+    (embed,) = encoder_programs(model, export.encoder_len)
+    args = (_long(feed["tokens"]), _long(feed["attention_mask"]))
+    return [Program(embed.name, embed.step, args, embed.inputs, embed.outputs)]
