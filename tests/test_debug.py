@@ -18,6 +18,8 @@ from zoo.report import Report
 
 from conftest import compose_cfg
 
+pytestmark = pytest.mark.slow  # every case exports a model
+
 SMALL = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "debug.blame=0"]
 
 

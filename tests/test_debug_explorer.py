@@ -10,6 +10,7 @@ import json
 import re
 import socket
 
+import pytest
 import torch
 from web_browser import browser
 
@@ -20,6 +21,8 @@ from zoo.pipeline import load_model, resolve_checkpoint
 from zoo.report import Report
 
 from conftest import compose_cfg
+
+pytestmark = pytest.mark.slow  # every case exports a model
 
 SMALL = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "debug.blame=0"]
 LOAD_TIMEOUT_MS = 240_000
