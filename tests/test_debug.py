@@ -87,6 +87,7 @@ def test_an_outlier_under_int4_names_its_matrix_and_blame_finds_it(tmp_path):
     assert section["worst"]["node"] == "model.layers.1.mlp.down_proj"
     assert section["blame"][0]["op"] == "model.layers.1.mlp.down_proj"
     assert section["blame"][0]["share"] > 0.9, section["blame"]
+    assert section["culprit"] == "model.layers.1.mlp.down_proj"
     written = json.loads((tmp_path / "debug.json").read_text())
     assert written["worst"] == section["worst"] and len(written["nodes"]) == section["nodes"]
 

@@ -10,9 +10,11 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from torch import nn
 
+from zoo.debug.blame import suspects
 from zoo.debug.explorer import Overlays
-from zoo.debug.finder import metrics
+from zoo.debug.finder import Finding, Node, metrics
 from zoo.debug.match import match
 from zoo.debug.tflite import OpOutput
 
@@ -77,3 +79,22 @@ def test_the_page_opens_the_two_graphs_side_by_side(tmp_path: Path):
         ("m.tflite", "decode", 0.5),
         ("decode.pt2", "graph", 0.5),
     ]
+
+
+def node(name: str, max_abs: float, added: float, past: bool = False) -> Node:
+    return Node("prefill_8", name, name, 0, max_abs, 0.1, 0.1, 0.99, None, added, past)
+
+
+def test_suspects_first_past_bounds_then_largest_absolute_error_then_added_error():
+    """The ranking that finds SmolLM2's layer-11 down_proj: its relative error is small, its absolute one is not."""
+    model = nn.ModuleDict({f"l{i}": nn.Linear(2, 2) for i in range(4)} | {"norm": nn.LayerNorm(2)})
+    nodes = [
+        node("l0", 1.0, 0.05),
+        node("norm", 900.0, 0.30),  # not a weight op: never a suspect
+        node("l1", 2.0, 0.01, past=True),
+        node("l2", 2e3, -0.01),  # creates a massive activation: small relative error, large absolute one
+        node("l3", 3.0, 0.20),
+    ]
+    finding = Finding(nodes, nodes[2], nodes[1], nodes[1])
+    assert suspects(finding, model, 4) == ["l1", "l2", "l3", "l0"]
+    assert suspects(finding, model, 2) == ["l1", "l2"]
