@@ -51,7 +51,7 @@ SHELL = {"bash", "sh", "shell"}
 COMMAND = re.compile(r"^(?:\.venv/bin/)?python -m (zoo[\w.]*)(?:\s|$)")
 # HF configs for the `python -m zoo.new <folder>/config.json` examples, by the documented folder name.
 HF_CONFIGS = {"Qwen3-0.6B": "Qwen3Config"}
-TIMEOUT_S = 60
+TIMEOUT_S = 300  # composition takes seconds; this only bounds a hang, on a machine however busy
 importlib.import_module("zoo.__main__")  # zoo's imports (torch, TF) paid once here: each forked command starts warm
 Plugins.instance()  # Hydra's plugin discovery (the launchers) done once, before the forks
 
