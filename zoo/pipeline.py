@@ -1,4 +1,5 @@
-"""The stages of a run as plain functions of plain values, and `run`, which calls them in order.
+"""The stages of a run as plain functions of plain values, each returning its result (zoo/results.py), and `run`,
+which calls them in order and writes report.json from what they return.
 
 Nothing here reads Hydra's global state: tests compose a config and call the same functions.
 """
