@@ -17,6 +17,8 @@ from zoo.pipeline import load_model, resolve_checkpoint, run
 
 from conftest import compose_cfg
 
+pytestmark = pytest.mark.slow  # every case exports a model
+
 SMALL = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "debug.blame=0"]
 
 
@@ -83,6 +85,7 @@ def test_an_outlier_under_int4_names_its_matrix_and_blame_finds_it(tmp_path):
     assert section["worst"]["node"] == "model.layers.1.mlp.down_proj"
     assert section["blame"][0]["op"] == "model.layers.1.mlp.down_proj"
     assert section["blame"][0]["share"] > 0.9, section["blame"]
+    assert section["culprit"] == "model.layers.1.mlp.down_proj"
     written = json.loads((tmp_path / "debug.json").read_text())
     assert written["worst"] == section["worst"] and len(written["nodes"]) == section["nodes"]
 

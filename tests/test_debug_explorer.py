@@ -1,6 +1,7 @@
 """Model Explorer on the finder's overlays, in Debian's Chromium driven by Playwright (tests/web_browser.py): the
-flatbuffer's graph and a torch.export program's graph each load with their node data. A screenshot of each is saved
-in the test's temp folder. A missing browser fails the test, it never skips."""
+flatbuffer's graph and a torch.export program's graph each load with their node data, and the page `zoo.debug`
+prints opens both side by side. A screenshot of each is saved in the test's temp folder. A missing browser fails the
+test, it never skips."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 import socket
 
+import pytest
 import torch
 from web_browser import browser
 
@@ -18,6 +20,8 @@ from zoo.kinds import kind_of
 from zoo.pipeline import load_model, resolve_checkpoint
 
 from conftest import compose_cfg
+
+pytestmark = pytest.mark.slow  # every case exports a model
 
 SMALL = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "debug.blame=0"]
 LOAD_TIMEOUT_MS = 240_000
@@ -30,7 +34,8 @@ def free_port() -> int:
 
 
 def test_model_explorer_shows_both_graphs_with_their_overlays(tmp_path):
-    cfg = compose_cfg(["model=smollm2_135m", *SMALL])
+    port = free_port()
+    cfg = compose_cfg(["model=smollm2_135m", *SMALL, f"debug.port={port}"])
     model = load_model(cfg, resolve_checkpoint(cfg).checkpoint).model
     broken = copy.deepcopy(model)  # a fault in layer 1, so the overlay has colours to show
     with torch.no_grad():
@@ -46,7 +51,6 @@ def test_model_explorer_shows_both_graphs_with_their_overlays(tmp_path):
         (explorer / "model.overlay.json", path),
         (explorer / "prefill_16.overlay.json", explorer / "prefill_16.pt2"),
     ]
-    port = free_port()
     server = start_server(port)
     try:
         with browser() as context:
@@ -64,6 +68,16 @@ def test_model_explorer_shows_both_graphs_with_their_overlays(tmp_path):
                 page.screenshot(path=str(shot))
                 assert shot.stat().st_size > 10_000
                 page.close()
+            page = context.new_page()  # the split view of the printed URL: the fault's signature in both graphs
+            page.goto(section["explorer"]["url"])
+            assert section["first_failing"]["signature"] == "prefill_16"
+            stats = page.get_by_text("op node count")
+            stats.nth(1).wait_for(timeout=LOAD_TIMEOUT_MS)  # one graph info panel per pane
+            body = page.inner_text("body")
+            assert "prefill_16" in body and "graph" in body, body[:2000]
+            shot = tmp_path / "model_explorer_split.png"
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
     finally:
         server.terminate()
         server.wait()

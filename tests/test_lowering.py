@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -159,10 +160,16 @@ def test_prefill_without_logits(tmp_path: Path) -> None:
     assert "logits" not in outputs and len(outputs) == 4
 
 
-@pytest.mark.parametrize("read_multiple", [0, 12])
-@pytest.mark.parametrize("mask_as_input", [False, True])
-@pytest.mark.parametrize("layout", list(KVLayout))
-@pytest.mark.parametrize("arch", [llama, gpt2, gemma, phi])
+def lowering_cases() -> list:
+    """Every arch x layout x mask x read_multiple; four of them, which take each value at least once, in the fast
+    tier, the rest slow."""
+    fast = {(llama, KVLayout.btnh, False, 0), (gpt2, KVLayout.transposed, True, 12)}
+    fast |= {(gemma, KVLayout.btnh, True, 12), (phi, KVLayout.transposed, False, 0)}
+    combos = itertools.product([llama, gpt2, gemma, phi], list(KVLayout), [False, True], [0, 12])
+    return [c if c in fast else pytest.param(*c, marks=pytest.mark.slow) for c in combos]
+
+
+@pytest.mark.parametrize("arch,layout,mask_as_input,read_multiple", lowering_cases())
 def test_fp32_matches_torch(tmp_path: Path, arch, layout: KVLayout, mask_as_input: bool, read_multiple: int) -> None:
     m = model(arch(), layout, read_multiple)
     path = export_tflite(m, tmp_path / "m.tflite", KV, [PREFILL], prefill_logits="all", mask_as_input=mask_as_input)

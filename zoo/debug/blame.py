@@ -1,10 +1,13 @@
 """Per-op blame: how much of the final output's error each suspect weight op accounts for.
 
-The suspects are the weight ops (linear and embedding modules): the first past the bounds, then those adding the
-most error. For each, the model is exported again by the same recipe with only that op's weight kept float
-(`quant.keep_float`, a regex on its scope) and the signature call whose first output is furthest off runs again:
-the share of that output's relative RMS error that goes away is the op's (negative: keeping it float made the
-output worse; errors of several ops can cancel).
+The suspects are the weight ops (linear and embedding modules): the first past the bounds, the one writing the
+largest absolute error, then those adding the most relative error. The second is the one relative figures miss: a
+matrix that creates a massive activation (SmolLM2's layer-11 down_proj makes its ~25000 channel) errs by 2e3 while
+its error relative to its own output stays small; what it writes joins the residual stream all later layers read.
+For each, the model is exported again by the same recipe with only that op's weight kept float (`quant.keep_float`,
+a regex on its scope) and the signature call whose first output is furthest off runs again: the share of that
+output's relative RMS error that goes away is the op's (negative: keeping it float made the output worse; errors
+of several ops can cancel). The op with the largest share is the culprit.
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from zoo.files import scratch
 
 
 def suspects(finding: Finding, model: nn.Module, n: int) -> list[str]:
-    """The `n` weight-op module paths to blame: the first past the bounds, then those adding the most error (each
-    once across signatures)."""
+    """The `n` weight-op module paths to blame: the first past the bounds, the one with the largest max |diff|, then
+    those adding the most relative error (each once across signatures)."""
     weights = {path for path, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-    first = next((x for x in finding.nodes if x.past_bounds and x.node in weights), None)
-    ranked = [first.node] if first else []
-    for node in sorted(finding.nodes, key=lambda x: x.added, reverse=True):
-        if node.node in weights and node.node not in ranked and node.added > 0:
-            ranked.append(node.node)
-    return ranked[:n]
+    ops = [x for x in finding.nodes if x.node in weights]
+    first = next((x for x in ops if x.past_bounds), None)
+    largest = max(ops, key=lambda x: x.max_abs_diff, default=None)
+    ranked = [x.node for x in (first, largest) if x is not None]
+    ranked += [x.node for x in sorted(ops, key=lambda x: x.added, reverse=True) if x.added > 0]
+    return list(dict.fromkeys(ranked))[:n]
 
 
 def blame(cfg: ZooConfig, model: nn.Module, programs: Sequence, path: Path, finding: Finding, kind) -> list[dict]:
@@ -63,7 +66,7 @@ def blame(cfg: ZooConfig, model: nn.Module, programs: Sequence, path: Path, find
             rows.append(
                 {"op": name, "signature": last.name, "error_with_op_float": error, "error": base, "share": share}
             )
-    return rows
+    return sorted(rows, key=lambda r: r["share"], reverse=True)  # the culprit first
 
 
 def _output_error(finding: Finding, program) -> float:
@@ -82,4 +85,7 @@ def blame_table(rows: list[dict]) -> str:
         f"blame ({rows[0]['signature']} output, rel RMS error {rows[0]['error']:.3e}): op kept float -> error, share"
     ]
     lines += [f"  {r['op']:<{width}} {r['error_with_op_float']:.3e} {r['share']:7.1%}" for r in rows]
+    top = rows[0]
+    if top["share"] > 0:
+        lines.append(f"culprit: {top['op']} (kept float, {top['share']:.0%} of the output's error goes away)")
     return "\n".join(lines)

@@ -4,7 +4,9 @@ Node data via its public `model_explorer.node_data_builder`: for the flatbuffer,
 and the node key the op's index in its subgraph; for each signature's `torch.export` program (saved as
 `<signature>.pt2`, which Model Explorer's PyTorch adapter loads), the graph id is `graph` and the node key the fx
 node that ends the module. The value is the node's relative RMS error, on one colour scale for both graphs, so the
-same divergence shows in the same colour side by side.
+same divergence shows in the same colour side by side: the page opens split, the flatbuffer's graph of the signature
+where the finder points (first node past the bounds, else most added error) on the left, its PyTorch program on the
+right.
 """
 
 from __future__ import annotations
@@ -31,18 +33,36 @@ HOST = "127.0.0.1"
 
 @dataclass
 class Overlays:
-    """Model files and node-data files, each node-data file for the model named next to it."""
+    """Model files and node-data files, each node-data file for the model named next to it, and the graphs the page
+    opens side by side."""
 
     models: list[Path] = field(default_factory=list)
     node_data: list[tuple[Path, Path]] = field(default_factory=list)  # (node data, its model)
+    panes: list[tuple[Path, str]] = field(default_factory=list)  # (model, graph id): left and right
 
     def url(self, port: int) -> str:
-        """The page with every model and its overlay (Model Explorer's `data` URL parameter)."""
+        """The page with every model and its overlay (Model Explorer's `data` URL parameter); with two panes, its
+        `uiState` opens them split (the model's file name is its collection label)."""
         data = {
             "models": [{"url": str(m.resolve())} for m in self.models],
             "nodeData": [str(d.resolve()) for d, _ in self.node_data],
             "nodeDataTargets": [m.name for _, m in self.node_data],
         }
+        if self.panes:
+            width = 1 / len(self.panes)
+            data["uiState"] = {
+                "paneStates": [
+                    {
+                        "deepestExpandedGroupNodeIds": [],
+                        "selectedNodeId": "",
+                        "selectedGraphId": graph,
+                        "selectedCollectionLabel": model.name,
+                        "widthFraction": width,
+                        "selected": i == 0,
+                    }
+                    for i, (model, graph) in enumerate(self.panes)
+                ]
+            }
         return f"http://{HOST}:{port}/?data={quote(json.dumps(data))}"
 
 
@@ -99,8 +119,10 @@ def static_cache_reads(step: torch.nn.Module) -> Iterator[None]:
 
 
 def write_overlays(finding: Finding, programs: Sequence, path: Path, out: Path) -> Overlays:
-    """The flatbuffer's overlay, and per signature its torch.export program (.pt2) and that program's overlay."""
+    """The flatbuffer's overlay, and per signature its torch.export program (.pt2) and that program's overlay; the
+    panes show the signature the finder points at in both."""
     overlays = Overlays(models=[path])
+    focus = finding.first_failing or finding.worst or finding.nodes[0]
     by_signature: dict[str, list[Node]] = {}
     for node in finding.nodes:
         by_signature.setdefault(node.signature, []).append(node)
@@ -120,6 +142,8 @@ def write_overlays(finding: Finding, programs: Sequence, path: Path, out: Path) 
                 results[key] = node.rel_rms
         overlays.models.append(pt2)
         overlays.node_data.append((_write(out / f"{program.name}.overlay.json", {"graph": results}), pt2))
+        if program.name == focus.signature:
+            overlays.panes = [(path, program.name), (pt2, "graph")]
     return overlays
 
 

@@ -30,4 +30,11 @@ def run_finder(cfg: ZooConfig, model: nn.Module, inputs: list[list[int]], path: 
         "url": overlays.url(cfg.debug.port),
     }
     write_json(finding, run_dir / "debug.json", {"blame": rows, "explorer": explorer})
-    return {**finding.section(), "blame": rows, "path": str(run_dir / "debug.json"), "explorer": explorer}
+    culprit = rows[0]["op"] if rows and rows[0]["share"] > 0 else None  # blame's rows come largest share first
+    return {
+        **finding.section(),
+        "blame": rows,
+        "culprit": culprit,
+        "path": str(run_dir / "debug.json"),
+        "explorer": explorer,
+    }
