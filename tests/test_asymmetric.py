@@ -12,7 +12,6 @@ from zoo import pipeline
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
 from zoo.export.quantize import zero_point_blocks
 from zoo.kinds import kind_of
-from zoo.report import Report
 
 from conftest import compose_cfg
 
@@ -73,10 +72,9 @@ def test_outlier_columns_are_exact():
     assert (coarse(massive) - linear(massive)).abs().max() > 10 * (coarse(x) - linear(x)).abs().max()
 
 
-def test_zero_points_only_where_the_recipe_puts_int4(tmp_path):
+def test_zero_points_only_where_the_recipe_puts_int4():
     cfg = compose_cfg(["variant=small", "quant=int4_block32", "quant.components.attention=int8_dynamic"])
-    report = Report(tmp_path / "report.json")
-    model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report).model
+    model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint).model
     blocks = zero_point_blocks(model, cfg.quant, kind_of(cfg).components)
     assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {(BLOCK, 0.0)}
     clone = with_zero_points(model, blocks)

@@ -12,7 +12,6 @@ from zoo import golden, pipeline
 from zoo.checkpoint import CheckpointError, MappingError, check_config, load, resolve
 from zoo.checkpoint.mapping import map_tensors
 from zoo.config import MappingConfig, MappingRule
-from zoo.report import Report
 
 from conftest import compose_cfg
 
@@ -123,9 +122,8 @@ def test_hf_folder_safetensors_passes_gate(small, tmp_path, kwargs):
     cfg = save_hf(small, tmp_path, **kwargs)
     assert (tmp_path / ("model.safetensors.index.json" if kwargs else "model.safetensors")).exists()
     cfg.model.checkpoint = str(tmp_path)
-    report = Report(tmp_path / "report.json")
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
-    assert pipeline.verify(cfg, loaded, report)["passed"]
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    assert pipeline.verify(cfg, loaded).section["passed"]
 
 
 def test_pytorch_bin_loads_weights_only(small, tmp_path):

@@ -14,7 +14,6 @@ from zoo.debug.run import run_finder
 from zoo.errors import CheckFailed
 from zoo.kinds import kind_of
 from zoo.pipeline import load_model, resolve_checkpoint, run
-from zoo.report import Report
 
 from conftest import compose_cfg
 
@@ -23,10 +22,9 @@ pytestmark = pytest.mark.slow  # every case exports a model
 SMALL = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "debug.blame=0"]
 
 
-def loaded_model(overrides: list[str], tmp_path):
+def loaded_model(overrides: list[str]):
     cfg = compose_cfg(overrides)
-    report = Report(tmp_path / "report.json")
-    return cfg, load_model(cfg, resolve_checkpoint(cfg, report), report).model
+    return cfg, load_model(cfg, resolve_checkpoint(cfg).checkpoint).model
 
 
 def finding_of(cfg, model, exported, tmp_path):
@@ -41,7 +39,7 @@ def finding_of(cfg, model, exported, tmp_path):
 def test_a_weight_broken_in_the_export_names_its_layer(tmp_path):
     """PyTorch right, the export wrong in layer 1's gate/up matrix: every node before it is within the bounds, the
     first node past them is that matrix's output, in prefill and decode alike."""
-    cfg, model = loaded_model(["model=smollm2_135m", "model.arch.num_layers=3", *SMALL], tmp_path)
+    cfg, model = loaded_model(["model=smollm2_135m", "model.arch.num_layers=3", *SMALL])
     broken = copy.deepcopy(model)
     with torch.no_grad():
         broken.model.layers[1].mlp.gate_up_proj.weight[5, 7] += 3.0
@@ -59,7 +57,7 @@ def test_a_weight_broken_in_the_export_names_its_layer(tmp_path):
 def test_a_wrong_rope_base_in_the_export_names_the_first_attention(tmp_path):
     """RoPE frequencies of another base in the exported copy only: the embeddings, norms and q/k/v projections agree,
     the first node past the bounds is layer 0's attention."""
-    cfg, model = loaded_model(["model=smollm2_135m", *SMALL], tmp_path)
+    cfg, model = loaded_model(["model=smollm2_135m", *SMALL])
     broken = copy.deepcopy(model)
     arch = cfg.model.arch
     broken.model.rotary_emb.inv_freq = rope_inv_freq(arch, 10 * arch.rope.theta, arch.rope.short_factor)
@@ -75,7 +73,7 @@ def test_an_outlier_under_int4_names_its_matrix_and_blame_finds_it(tmp_path):
     huge weight in it, in PyTorch and the export alike: the finder names that matrix as the node adding the most
     error, and keeping it float takes away nearly all of the output's error."""
     overrides = ["model=smollm2_135m", "model.arch.num_layers=3", *SMALL, "quant=int4_block32", "debug.blame=2"]
-    cfg, model = loaded_model(overrides, tmp_path)
+    cfg, model = loaded_model(overrides)
     cfg.quant.keep_float = [r"^(?!.*layers\.1\.mlp\.down_proj)"]  # everything else stays float
     with torch.no_grad():
         weight = model.model.layers[1].mlp.down_proj.weight
@@ -96,7 +94,7 @@ def test_an_outlier_under_int4_names_its_matrix_and_blame_finds_it(tmp_path):
 def test_encoder_kinds_run_through_the_finder(entry, tmp_path):
     """A float export of a T5 and a MiniLM small variant: every signature compared, modules matched, all within
     fp32 bounds."""
-    cfg, model = loaded_model([f"model={entry}", "variant=small", "debug.blame=0"], tmp_path)
+    cfg, model = loaded_model([f"model={entry}", "variant=small", "debug.blame=0"])
     finding = finding_of(cfg, model, model, tmp_path)
     signatures = {n.signature for n in finding.nodes}
     assert signatures == {"encode", "decode"} if entry == "flan_t5_small" else {"embed"}

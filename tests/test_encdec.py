@@ -3,6 +3,8 @@ check, greedy seq2seq through the flatbuffer, and MiniLM's real cosine similarit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,7 +18,6 @@ from zoo.config import ConfigError
 from zoo.export.convert import op_counts
 from zoo.export.lower import lower
 from zoo.kinds import kind_of
-from zoo.report import Report
 
 from conftest import GOLDEN, compose_cfg, entries_of
 
@@ -120,16 +121,14 @@ def test_relative_buckets_match_transformers(bidirectional, buckets, distance):
     assert torch.equal(relative_bucket(relative, bidirectional, buckets, distance), ref)
 
 
-def test_gate_catches_a_wrong_max_distance(tmp_path):
+def test_gate_catches_a_wrong_max_distance():
     """A relative-position slip that keeps every shape is caught by the numbers."""
     cfg = compose_cfg(["model=t5_small", "variant=small"])
-    report = Report(tmp_path / "report.json")
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     cfg.model.arch.relative.max_distance = 64
     wrong = kind_of(cfg).build(cfg.model.arch, cfg.export)
     load(wrong, loaded.checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
-    with pytest.raises(pipeline.GateFailed, match="golden FAIL"):
-        pipeline.verify(cfg, pipeline.Loaded(wrong, loaded.checkpoint, None), report)
+    assert pipeline.verify(cfg, replace(loaded, model=wrong, tokenizer=None)).failure.startswith("golden FAIL")
 
 
 def test_untied_head_checkpoint_passes_gate(tmp_path):
@@ -138,16 +137,15 @@ def test_untied_head_checkpoint_passes_gate(tmp_path):
     from safetensors.torch import save_file
 
     cfg = compose_cfg(["model=flan_t5_small", "variant=small"])
-    report = Report(tmp_path / "report.json")
-    checkpoint = pipeline.resolve_checkpoint(cfg, report)
+    checkpoint = pipeline.resolve_checkpoint(cfg).checkpoint
     tensors = {k: v.clone() for k, v in checkpoint.tensors.items() if "embed_tokens" not in k}
     tensors["lm_head.weight"] = torch.randn_like(tensors["shared.weight"])
     save_file(tensors, tmp_path / "model.safetensors")
     checkpoint.config.save_pretrained(tmp_path)
     cfg.model.checkpoint = str(tmp_path)
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     assert torch.equal(loaded.model.lm_head.weight, tensors["lm_head.weight"])
-    assert pipeline.verify(cfg, loaded, report)["passed"]
+    assert pipeline.verify(cfg, loaded).section["passed"]
 
 
 def test_kind_config_errors():

@@ -137,13 +137,11 @@ def small(tmp_path_factory):
 def test_decoder_eval_matches_transformers_on_the_same_windows(small):
     """The stage's figures: the reference side recomputed here from transformers on the same windows (second halves
     scored), and the fp32 flatbuffer as close to it as float rounding."""
-    cfg, run, report = small
+    cfg, _run, report = small
     section = report["eval"]
     assert report["status"] == "ok" and section["passed"] and section["windows"] == 3
     assert section["tokens"] == 3 * (64 // 2 - 1) and section["peak_rss_bytes"] > 0
-    loaded = pipeline.load_model(
-        cfg, pipeline.resolve_checkpoint(cfg, pipeline.Report(run / "x.json")), pipeline.Report(run / "x.json")
-    )
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
     ids = loaded.tokenizer(load_text(cfg.eval), add_special_tokens=False)["input_ids"]
     nll = []

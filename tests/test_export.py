@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from zoo import golden, pipeline
-from zoo.report import Report
 
 from conftest import compose_cfg
 
@@ -40,11 +39,10 @@ SMALL_RANDOM_INT8 = ["quant=int8_dynamic", "quant.check.min_top1=0.93"]
 def test_every_entry_exports_int8_dynamic(decoder_entry, tmp_path):
     """Every entry's int8_dynamic flatbuffer passes the post-export check (the golden gate is test_golden's)."""
     cfg = compose_cfg([f"model={decoder_entry}", *SMALL_EXPORT, *SMALL_RANDOM_INT8])
-    report = Report(tmp_path / "report.json")
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     prompt = golden.prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, chat=False)[0]
-    path = pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, tmp_path), report)
-    metrics = pipeline.check(cfg, loaded.model, {"check_prompt": prompt}, path, report)
+    exported = pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, tmp_path))
+    metrics = pipeline.check(cfg, loaded.model, {"check_prompt": prompt}, exported.path).metrics
     assert metrics["cosine"] >= 0.998 and metrics["kl"] <= 0.01, metrics
 
 

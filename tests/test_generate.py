@@ -13,7 +13,6 @@ from zoo import golden, pipeline
 from zoo.cache import artifact_dir, cache_root, ensure_export, open_generator
 from zoo.config import SamplingConfig
 from zoo.errors import InputError
-from zoo.report import Report
 from zoo.runtime import LiteModel, stream
 
 from conftest import ROOT, compose_cfg
@@ -38,9 +37,7 @@ def small(tmp_path_factory):
     ]
     cfg = compose_cfg(overrides)
     path = ensure_export(cfg, log=lambda s: None)
-    loaded = pipeline.load_model(
-        cfg, pipeline.resolve_checkpoint(cfg, Report(root / "r.json")), Report(root / "r.json")
-    )
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     return cfg, path, loaded.model, overrides
 
 

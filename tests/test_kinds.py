@@ -17,7 +17,6 @@ from zoo.exact import float64
 from zoo.export.signatures import Program
 from zoo.kinds import KINDS, register
 from zoo.kinds.base import ModelKind, check_fixed_length
-from zoo.report import Report
 
 from conftest import compose_cfg
 
@@ -126,12 +125,11 @@ def test_a_registered_kind_runs_through_the_pipeline(token_states, tmp_path):
     assert pipeline.check_line(report["check"]).startswith("check PASS over 2 steps or inputs: max_abs_diff")
 
 
-def test_a_registered_kind_compares_to_its_golden_arrays(token_states, tmp_path):
+def test_a_registered_kind_compares_to_its_golden_arrays(token_states):
     """The golden-file functions of the kind: transformers' arrays, then ours against them."""
     cfg = compose_cfg(TOY)
-    report = Report(tmp_path / "report.json")
-    checkpoint = pipeline.resolve_checkpoint(cfg, report)
-    loaded = pipeline.load_model(cfg, checkpoint, report)
+    checkpoint = pipeline.resolve_checkpoint(cfg).checkpoint
+    loaded = pipeline.load_model(cfg, checkpoint)
     hf = golden.reference_model(cfg.model.reference, checkpoint)
     with float64(loaded.model, hf):
         arrays = token_states.reference_arrays(hf, token_states.golden_inputs(cfg, None), cfg)

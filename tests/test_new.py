@@ -11,7 +11,6 @@ import transformers
 from zoo import pipeline
 from zoo.errors import ConfigError
 from zoo.new import hf_type, main
-from zoo.report import Report
 
 from conftest import ROOT, compose_cfg
 
@@ -37,9 +36,8 @@ def drafts_and_passes(config, tmp_path, conf) -> None:
     assert (full.model.arch.dim, full.model.arch.num_layers) == (config.hidden_size, config.num_hidden_layers)
     assert full.model.reference.hf_class == hf_type(config.model_type, conf).hf_class
     cfg = compose_cfg(["model=drafted", "variant=small"], search_path=conf)
-    report = Report(tmp_path / "report.json")
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
-    result = pipeline.verify(cfg, loaded, report)
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    result = pipeline.verify(cfg, loaded).section
     assert result["passed"] and result["max_abs_diff"] <= cfg.golden.atol
 
 

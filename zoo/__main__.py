@@ -125,9 +125,7 @@ def job_failed(run_dir: Path, err: Exception) -> str:
     else:
         log.exception("job failed: %s: %s", type(err).__name__, err)
     if not (run_dir / "report.json").exists():
-        report = Report(run_dir / "report.json")
-        report["status"], report["error"] = "failed", f"{type(err).__name__}: {err}"
-        report.write()
+        Report(run_dir / "report.json").finish(err)
     return "failed"
 
 

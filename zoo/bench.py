@@ -184,9 +184,9 @@ def bandwidth_section(bandwidth: float, size_bytes: int, kv_bytes: int, decode_t
     }
 
 
-def target_records(report: dict, target) -> list[dict]:
-    """Figure, target and ratio (figure / target; >= 1 meets a higher-is-better target, <= 1 a lower-is-better one)."""
-    exp, bench = report.get("export", {}), report.get("bench", {})
+def target_records(exp: dict, bench: dict, target) -> list[dict]:
+    """Figure, target and ratio (figure / target; >= 1 meets a higher-is-better target, <= 1 a lower-is-better one)
+    of the report's `export` and `bench` sections."""
     prefill = bench.get("prefill_tok_s", {}).get(str(target.prefill_len))
     rows = [
         ("decode_tok_s", bench.get("decode_tok_s"), target.decode_tok_s, "higher"),

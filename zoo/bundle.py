@@ -18,7 +18,8 @@ from pathlib import Path
 from zoo.config import Bundle, ZooConfig
 from zoo.errors import BundleError
 from zoo.files import atomic_path, digest, scratch
-from zoo.report import Report
+from zoo.resources import timed
+from zoo.results import Bundled
 from zoo.runtime.tokenizer import special_ids
 
 
@@ -144,17 +145,17 @@ def size_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def bundle(cfg: ZooConfig, tflite: Path, tokenizer, report: Report) -> list[Path]:
-    """The pipeline's bundle stage: each of `export.bundles` next to the checked flatbuffer, listed in the report."""
+def bundle(cfg: ZooConfig, tflite: Path, tokenizer) -> Bundled:
+    """The pipeline's bundle stage: each of `export.bundles` next to the checked flatbuffer."""
     paths = {}
-    with report.stage("bundle"):
+    with timed("bundle") as clock:
         for kind in cfg.export.bundles:
             make, out = MAKERS[kind]
             paths[kind.value] = make(
                 cfg, tflite, tokenizer, tflite.with_suffix(out) if out.startswith(".") else tflite.parent / out
             )
     # a file's record carries its hash (zoo/files.py); the web bundle is a folder: its size
-    report["bundles"] = {
+    records = {
         k: {"path": str(p), **(digest(p) if p.is_file() else {"size_bytes": size_bytes(p)})} for k, p in paths.items()
     }
-    return list(paths.values())
+    return Bundled(records, clock.timing)

@@ -1,4 +1,5 @@
-"""The stages of a run as plain functions of plain values, and `run`, which calls them in order.
+"""The stages of a run as plain functions of plain values, each returning its result (zoo/results.py), and `run`,
+which calls them in order and writes report.json from what they return.
 
 Nothing here reads Hydra's global state: tests compose a config and call the same functions.
 """
@@ -6,35 +7,30 @@ Nothing here reads Hydra's global state: tests compose a config and call the sam
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from zoo import golden
+from zoo.bundle import bundle
 from zoo.checkpoint import Checkpoint, check_config, load, resolve
 from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.config import Variant, ZooConfig
-from zoo.errors import CheckFailed, ConfigError, GateFailed, ResourceError
+from zoo.errors import CheckFailed, ConfigError, EvalFailed, GateFailed, ResourceError
+from zoo.eval import run_eval
+from zoo.eval.auto import choose
 from zoo.exact import float64
 from zoo.files import digest
 from zoo.jobcache import JobCache
 from zoo.kinds import kind_of
-from zoo.progress import progress
+from zoo.progress import stage_bar
 from zoo.quiet import native_logs_captured
-from zoo.report import Report
-
-
-@dataclass
-class Loaded:
-    model: nn.Module
-    checkpoint: Checkpoint
-    tokenizer: object | None
-
+from zoo.report import Report, unfinished
+from zoo.resources import timed
+from zoo.results import Benched, Checked, Debugged, Exported, Gate, Loaded, Resolved
 
 # Peak memory of a run: the libraries (torch, TensorFlow, LiteRT) plus a multiple of the float32 weights (the
 # model, the converter's and the quantizer's working sets). Measured: SmolLM2 1.9-2.2 GiB for 0.54 GB of weights,
@@ -63,7 +59,7 @@ def preflight(cfg: ZooConfig) -> None:
         )
 
 
-def resolve_checkpoint(cfg: ZooConfig, report: Report, cache: JobCache | None = None) -> Checkpoint:
+def resolve_checkpoint(cfg: ZooConfig, cache: JobCache | None = None) -> Resolved:
     """The entry's checkpoint, checked against the architecture the entry states (reused from `cache` if there)."""
 
     def make() -> Checkpoint:
@@ -71,11 +67,12 @@ def resolve_checkpoint(cfg: ZooConfig, report: Report, cache: JobCache | None = 
         check_config(cfg.model.reference, checkpoint)
         return checkpoint
 
-    with report.stage("checkpoint"):
-        return cache.checkpoint(cfg, make) if cache else make()
+    with timed("checkpoint") as clock:
+        checkpoint = cache.checkpoint(cfg, make) if cache else make()
+    return Resolved(checkpoint, clock.timing)
 
 
-def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded:
+def load_model(cfg: ZooConfig, checkpoint: Checkpoint) -> Loaded:
     """Build our module from the entry and fill it strictly from the checkpoint."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
     if tokenizer is not None and len(tokenizer) > cfg.model.arch.vocab_size:
@@ -83,25 +80,20 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint, report: Report) -> Loaded
             f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
             f"{cfg.model.arch.vocab_size} (model.arch.vocab_size): give the entry's own tokenizer"
         )
-    with report.stage("build"), torch.device("meta"):  # no init of weights the checkpoint replaces
+    with timed("build") as building, torch.device("meta"):  # no init of weights the checkpoint replaces
         model = kind_of(cfg).build(cfg.model.arch, cfg.export)
-    with report.stage("load"):
+    with timed("load") as loading:
         load(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
-    report["model"] = cfg.model.name
-    report["checkpoint"] = checkpoint.description
-    report["num_params"] = sum(p.numel() for p in model.parameters())
-    return Loaded(model, checkpoint, tokenizer)
+    return Loaded(cfg.model.name, model, checkpoint, tokenizer, building.timing, loading.timing)
 
 
-def verify(cfg: ZooConfig, loaded: Loaded, report: Report, cache: JobCache | None = None) -> dict:
+def verify(cfg: ZooConfig, loaded: Loaded, cache: JobCache | None = None) -> Gate:
     """The golden gate against the entry's transformers class (its verdict reused from `cache` when the same
-    weights were gated with the same inputs); raises GateFailed on a miss."""
-    with report.stage("golden"):
+    weights were gated with the same inputs); a miss is the result's `failure`."""
+    with timed("golden") as clock:
         section = cache.gate(cfg, lambda: gate_section(cfg, loaded)) if cache else gate_section(cfg, loaded)
-        report["golden"] = section
-    if not section["passed"] or not section.get("answer_ok", True):
-        raise GateFailed(gate_line(section))
-    return section
+    passed = section["passed"] and section.get("answer_ok", True)
+    return Gate(section, None if passed else gate_line(section), clock.timing)
 
 
 def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
@@ -163,77 +155,69 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
     return run_dir / f"{cfg.model.name}_{cfg.quant.name}_kv{cfg.export.kv_cache_max}.tflite"
 
 
-def export(cfg: ZooConfig, model: nn.Module, path: Path, report: Report) -> Path:
+def export(cfg: ZooConfig, model: nn.Module, path: Path) -> Exported:
     """The multi-signature flatbuffer of the verified model (its kind's signatures), quantized by the recipe,
     written atomically."""
-    with report.stage("export"):
+    with timed("export") as clock:
         signatures = kind_of(cfg).export(model, path, cfg)
-    report["export"] = {
-        "path": str(path),
-        **digest(path),  # size and sha256: a later edit or truncation shows
-        "signatures": signatures,
-        "convert_seconds": report["timings"]["export"]["seconds"],
-        "convert_peak_rss_bytes": report["timings"]["export"]["peak_rss_bytes"],  # see Report.stage: scope
-    }
+    record = digest(path)
+    return Exported(path, record["size_bytes"], record["sha256"], signatures, clock.timing)
+
+
+def cached_export(cfg: ZooConfig, model: nn.Module) -> Path:
+    """The flatbuffer of `cfg` from the export cache (zoo/cache.py), or exported into it now, without gate or check
+    (quant=auto's candidates, all of the verified model); its report.json, written last, says `ok`."""
+    from zoo.cache import artifact_dir
+
+    folder = artifact_dir(cfg)
+    path = artifact_path(cfg, folder)
+    if unfinished(folder) is not None:
+        report = Report(folder / "report.json", cfg)
+        report.add(export(cfg, model, path))
+        report.finish(None)
     return path
 
 
-def check(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, report: Report) -> dict:
+def check(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path) -> Checked:
     """The flatbuffer against the PyTorch model on the same inputs (what its kind compares, from the gate's
-    section: the check prompt, reference values); raises CheckFailed past the recipe's bounds."""
+    section: the check prompt, reference values); past the recipe's bounds is the result's `failure`."""
     from zoo.check import check_failures
 
-    with report.stage("check"), float64(model):
+    with timed("check") as clock, float64(model):
         metrics, positions = kind_of(cfg).check(path, model, gate_section, cfg)
     failures = check_failures(metrics, cfg.quant.check)
-    report["check"] = {
-        **metrics,
-        "positions": positions,
-        "passed": not failures,
-        "failures": failures,
-        "bounds": {k: v for k, v in vars(cfg.quant.check).items() if v is not None},
-    }
-    if failures:
-        raise CheckFailed(f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures))
-    return metrics
+    bounds = {k: v for k, v in vars(cfg.quant.check).items() if v is not None}
+    failure = f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures)
+    return Checked(metrics, positions, bounds, failures, failure if failures else None, clock.timing)
 
 
-def debug(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, report: Report) -> dict:
-    """The divergence finder (zoo/debug/) on the flatbuffer at `path`: its table printed, debug.json written next
-    to report.json, and report.json's `debug` section (first node past the bounds, the node adding most error)."""
+def debug(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, run_dir: Path) -> Debugged:
+    """The divergence finder (zoo/debug/) on the flatbuffer at `path`: its table printed, debug.json written in
+    `run_dir`, and report.json's `debug` section (first node past the bounds, the node adding most error)."""
     from zoo.debug.run import run_finder
 
-    with report.stage("debug"):
-        section = run_finder(cfg, model, gate_section["prompts"], path, report.path.parent)
-    report["debug"] = section
-    return section
+    with timed("debug") as clock:
+        section = run_finder(cfg, model, gate_section["prompts"], path, run_dir)
+    return Debugged(section, clock.timing)
 
 
-def bench(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
+def bench(cfg: ZooConfig, loaded: Loaded, exported: Exported) -> Benched:
     """Speeds, runtime memory and the bandwidth bound of the flatbuffer (zoo/bench.py); figures vs the targets."""
     from zoo.bench import run_bench, target_records
 
-    with report.stage("bench"):
+    with timed("bench") as clock:
         section = run_bench(
             cfg,
             loaded.model,
             lambda: golden.reference_model(cfg.model.reference, loaded.checkpoint),
-            path,
-            report["export"]["size_bytes"],
+            exported.path,
+            exported.size_bytes,
         )
-    report["bench"] = section
     target = next((t for t in cfg.bench.targets if (t.model, t.quant) == (cfg.model.name, cfg.quant.name)), None)
+    targets = None
     if target is not None and cfg.variant is Variant.full:  # the targets are the real model's
-        report["targets"] = target_records(report.data, target)
-    return section
-
-
-def evaluate(cfg: ZooConfig, loaded: Loaded, path: Path, report: Report) -> dict:
-    """The flatbuffer on real text against transformers fp32 (zoo/eval/); raises EvalFailed past the recipe's
-    `quant.eval` bounds."""
-    from zoo.eval import run_eval
-
-    return run_eval(cfg, path, loaded.checkpoint, loaded.tokenizer, report)
+        targets = target_records(exported.sections()["export"], section, target)
+    return Benched(section, targets, clock.timing)
 
 
 def seed_everything(seed: int) -> None:
@@ -244,50 +228,48 @@ def seed_everything(seed: int) -> None:
 
 
 def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
-    """One job: load, verify, export, check, eval, bench; report.json is written even when a stage fails.
+    """One job: load, verify, export, check, eval, bench; report.json is written from the stages' results even
+    when a stage fails (with the sections of those before it, and the figures of a missed bound).
 
     `cache` (zoo/jobcache.py) lets jobs of a sweep in one process share the checkpoint and the gate's verdict.
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
     stages = 4 + 2 * cfg.export.enabled + cfg.export.enabled * (cfg.bench.enabled + cfg.eval.enabled)
-    report = Report(run_dir / "report.json", progress(total=stages, desc=f"zoo {cfg.model.name}", unit="stage"))
-    report["variant"] = cfg.variant.value
-    report["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    report = Report(run_dir / "report.json", cfg)
     hits = dict(cache.hits) if cache else {}
+    error = None
     try:
-        loaded = load_model(cfg, resolve_checkpoint(cfg, report, cache), report)
-        verify(cfg, loaded, report, cache)
-        if cfg.quant.candidates and cfg.export.enabled:  # quant=auto: the job goes on with the chosen recipe
-            from zoo.eval.auto import choose
-
-            cfg = choose(cfg, loaded, run_dir, report)
-        if cfg.export.enabled:
-            with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
-                path = export(cfg, loaded.model, artifact_path(cfg, run_dir), report)
-                try:
-                    check(cfg, loaded.model, report["golden"], path, report)
-                except CheckFailed:
-                    if cfg.debug.on_fail:
-                        debug(cfg, loaded.model, report["golden"], path, report)
-                    raise
-                if cfg.eval.enabled:
-                    evaluate(cfg, loaded, path, report)
-                if cfg.export.bundles:
-                    from zoo.bundle import bundle
-
-                    bundle(cfg, path, loaded.tokenizer, report)
-            if cfg.bench.enabled:
-                bench(cfg, loaded, path, report)
+        with stage_bar(stages, f"zoo {cfg.model.name}"):
+            loaded = report.add(load_model(cfg, report.add(resolve_checkpoint(cfg, cache)).checkpoint))
+            gate = report.add(verify(cfg, loaded, cache))
+            if gate.failure:
+                raise GateFailed(gate.failure)
+            if cfg.quant.candidates and cfg.export.enabled:  # quant=auto: the job goes on with the chosen recipe
+                chosen = report.add(choose(cfg, loaded, run_dir, lambda c: cached_export(c, loaded.model)))
+                if chosen.failure:
+                    raise ConfigError(chosen.failure)
+                cfg = chosen.cfg
+            if cfg.export.enabled:
+                with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
+                    exported = report.add(export(cfg, loaded.model, artifact_path(cfg, run_dir)))
+                    checked = report.add(check(cfg, loaded.model, gate.section, exported.path))
+                    if checked.failure:
+                        if cfg.debug.on_fail:
+                            report.add(debug(cfg, loaded.model, gate.section, exported.path, run_dir))
+                        raise CheckFailed(checked.failure)
+                    if cfg.eval.enabled:
+                        evaluated = report.add(run_eval(cfg, exported.path, loaded.checkpoint, loaded.tokenizer))
+                        if evaluated.failure:
+                            raise EvalFailed(evaluated.failure)
+                    if cfg.export.bundles:
+                        report.add(bundle(cfg, exported.path, loaded.tokenizer))
+                if cfg.bench.enabled:
+                    report.add(bench(cfg, loaded, exported))
     except BaseException as err:
-        report["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        report["error"] = f"{type(err).__name__}: {err}"
+        error = err
         raise
-    else:
-        report["status"] = "ok"
     finally:
-        if cache:
-            report["reused"] = [kind for kind, n in cache.hits.items() if n > hits[kind]]
-        report.close()
-        report.write()
+        reused = [kind for kind, n in cache.hits.items() if n > hits[kind]] if cache else None
+        report.finish(error, reused)
     return report

@@ -1,4 +1,4 @@
-"""report.json of a run: one section per stage, timings and peak memory per stage, written atomically.
+"""report.json of a run: one section per stage, timings and peak memory per stage, written atomically at the end.
 
 Every report also states the library versions and the machine (cores, CPU, memory), so a figure can be reproduced
 together with the resolved config the pipeline adds.
@@ -9,21 +9,18 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import time
-from collections import Counter
-from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from omegaconf import OmegaConf
 
 from zoo.files import changed, write_atomic
-from zoo.resources import peak_rss_bytes, release_memory, reset_peak_rss
+from zoo.results import Result
 
-# Test hook (tests/faults/test_interrupts.py): ZOO_FAULT_AT=<stage>[:<signal>[:<n>]] makes the process send itself
-# SIG<signal> (INT by default) as the n-th stage of that name (default the first) starts: an interrupt at an exact
-# stage without timing.
-FAULT_AT = "ZOO_FAULT_AT"
-_started: Counter[str] = Counter()
+if TYPE_CHECKING:
+    from zoo.config import ZooConfig
+
 PACKAGES = ("torch", "tensorflow-cpu", "ai-edge-litert", "ai-edge-quantizer", "transformers", "numpy", "hydra-core")
 
 
@@ -60,64 +57,42 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def interrupt_if_asked(stage: str) -> None:
-    spec = os.environ.get(FAULT_AT, "").split(":")
-    name, signame, nth = spec + ["INT", "1"][len(spec) - 1 :]
-    if name == stage:
-        _started[stage] += 1
-        if _started[stage] == int(nth):
-            os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
+R = TypeVar("R", bound=Result)
 
 
 class Report:
-    """`bar`: a progress bar (zoo/progress.py) advanced by each stage, closed by `close`."""
+    """report.json of a run, assembled from what its stages returned (zoo/results.py) and written at the end."""
 
-    def __init__(self, path: Path, bar=None):
+    def __init__(self, path: Path, cfg: ZooConfig | None = None):
         self.path = path
-        self.bar = bar
         self.data: dict[str, Any] = {
             "versions": versions(),
             "cpu_count": os.cpu_count(),
             "machine": machine(),
             "timings": {},
         }
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
+        if cfg is not None:
+            self.data["variant"] = cfg.variant.value
+            self.data["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
-    @contextmanager
-    def stage(self, name: str):
-        """Time the block; its peak RSS is the stage's own where the kernel can reset the high-water mark
-        (`peak_rss_scope: stage`), else the process's peak so far (`process`), e.g. earlier jobs of a sweep. What
-        earlier stages freed is released first: the window starts from what is still alive."""
-        release_memory()
-        scope = "stage" if reset_peak_rss() else "process"
-        if self.bar is not None:
-            self.bar.set_postfix_str(name)
-        start = time.perf_counter()
-        try:
-            interrupt_if_asked(name)
-            yield
-        except KeyboardInterrupt as err:  # report.json says where the run stopped
-            err.args = err.args or (f"Ctrl-C in stage {name}",)
-            raise
-        finally:
-            if self.bar is not None:
-                self.bar.update()
-            self.data["timings"][name] = {
-                "seconds": round(time.perf_counter() - start, 3),
-                "peak_rss_bytes": peak_rss_bytes(),
-                "peak_rss_scope": scope,
-            }
+    def add(self, result: R) -> R:
+        """A stage's timings and sections, recorded; `result` passed through."""
+        self.data["timings"] |= {name: asdict(timing) for name, timing in result.timings().items()}
+        self.data |= result.sections()
+        return result
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def write(self) -> Path:
+    def finish(self, error: BaseException | None, reused: list[str] | None = None) -> Path:
+        """The status (`ok`, `failed`, or `interrupted` by Ctrl-C) and the error, what the job cache lent, then the
+        file, written atomically."""
+        stopped = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        self.data["status"] = "ok" if error is None else stopped
+        if error is not None:
+            self.data["error"] = f"{type(error).__name__}: {error}"
+        if reused is not None:
+            self.data["reused"] = reused
         write_atomic(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
         return self.path
 

@@ -1,13 +1,28 @@
-"""This process's memory: its peak RSS, a new peak window, and freed memory handed back to the kernel. Leaf
-modules (the exporter, the bench's child process) use these without the report, which records the stages."""
+"""This process's memory (its peak RSS, a new peak window, freed memory handed back to the kernel) and the timer of a
+stage. Leaf modules (the stages, the exporter, the bench's child process) use these without the report, which is
+written from what the stages return."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import gc
+import os
 import resource
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from zoo.progress import stage_ended, stage_started
+
+# Test hook (tests/faults/test_interrupts.py): ZOO_FAULT_AT=<stage>[:<signal>[:<n>]] makes the process send itself
+# SIG<signal> (INT by default) as the n-th stage of that name (default the first) starts: an interrupt at an exact
+# stage without timing.
+FAULT_AT = "ZOO_FAULT_AT"
+_started: Counter[str] = Counter()
 
 
 def peak_rss_bytes() -> int:
@@ -35,3 +50,49 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A stage's wall time and peak RSS. `peak_rss_scope`: `stage` where the kernel could reset the high-water mark
+    (the stage's own peak), else `process` (the process's peak so far, e.g. earlier jobs of a sweep)."""
+
+    seconds: float
+    peak_rss_bytes: int
+    peak_rss_scope: str
+
+
+def interrupt_if_asked(stage: str) -> None:
+    spec = os.environ.get(FAULT_AT, "").split(":")
+    name, signame, nth = spec + ["INT", "1"][len(spec) - 1 :]
+    if name == stage:
+        _started[stage] += 1
+        if _started[stage] == int(nth):
+            os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
+
+
+class Stopwatch:
+    """What `timed` yields: `timing` is set when the block ends, failed or not."""
+
+    timing: Timing
+
+
+@contextlib.contextmanager
+def timed(stage: str) -> Iterator[Stopwatch]:
+    """Time a stage's block (`with timed("export") as clock: ...`, then `clock.timing`). What earlier stages freed is
+    released first, so the peak window starts from what is still alive; the run's progress bar (zoo/progress.py)
+    shows the stage and ticks once; Ctrl-C inside says which stage it stopped."""
+    release_memory()
+    scope = "stage" if reset_peak_rss() else "process"
+    clock = Stopwatch()
+    stage_started(stage)
+    start = time.perf_counter()
+    try:
+        interrupt_if_asked(stage)
+        yield clock
+    except KeyboardInterrupt as err:  # report.json says where the run stopped
+        err.args = err.args or (f"Ctrl-C in stage {stage}",)
+        raise
+    finally:
+        stage_ended()
+        clock.timing = Timing(round(time.perf_counter() - start, 3), peak_rss_bytes(), scope)

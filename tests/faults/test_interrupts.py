@@ -3,7 +3,7 @@ the flatbuffer, and in a multirun sweep. Afterwards no half-written .tflite, .li
 under a final name; SIGINT removes the temp files; SIGKILL leaves them recognisable and the next run removes them;
 a sweep rerun in the same folder reuses the finished jobs and runs the rest.
 
-The stage-exact signals come from zoo/report.py's test hook `ZOO_FAULT_AT=<stage>:<signal>[:<n>]`.
+The stage-exact signals come from zoo/resources.py's test hook `ZOO_FAULT_AT=<stage>:<signal>[:<n>]`.
 """
 
 from __future__ import annotations

@@ -16,11 +16,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import CONF_DIR, GROUPS, ZooConfig, composition_error, load
-from zoo.errors import CheckFailed, guarded
+from zoo.errors import GateFailed, guarded
 from zoo.runtime.model import exit_quietly
 
 
@@ -48,29 +47,25 @@ def main(argv: list[str]) -> int:
     pipeline.preflight(cfg)
     run_dir = Path(cfg.debug.dir or f"runs/{cfg.model.name}/debug-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     pipeline.seed_everything(cfg.seed)
-    report = Report(run_dir / "report.json")
-    report["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    report = Report(run_dir / "report.json", cfg)
+    error = None
     try:
-        loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
-        pipeline.verify(cfg, loaded, report)
+        loaded = report.add(pipeline.load_model(cfg, report.add(pipeline.resolve_checkpoint(cfg)).checkpoint))
+        gate = report.add(pipeline.verify(cfg, loaded))
+        if gate.failure:
+            raise GateFailed(gate.failure)
         with native_logs_captured():
-            path = pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, run_dir), report)
-            try:
-                pipeline.check(cfg, loaded.model, report["golden"], path, report)
-                print(pipeline.check_line(report["check"]))
-            except CheckFailed as err:
-                print(f"check FAIL: {err}")
-            pipeline.debug(cfg, loaded.model, report["golden"], path, report)
+            exported = report.add(pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, run_dir)))
+            checked = report.add(pipeline.check(cfg, loaded.model, gate.section, exported.path))
+            print(f"check FAIL: {checked.failure}" if checked.failure else pipeline.check_line(checked.section()))
+            found = report.add(pipeline.debug(cfg, loaded.model, gate.section, exported.path, run_dir))
     except BaseException as err:
-        report["status"], report["error"] = "failed", f"{type(err).__name__}: {err}"
+        error = err
         raise
-    else:
-        report["status"] = "ok"
     finally:
-        report.close()
-        report.write()
-    print(f"debug: {run_dir / 'debug.json'} in {report['timings']['debug']['seconds']:.0f} s; report: {report.path}")
-    show(report["debug"]["explorer"]["url"], cfg.debug.serve, cfg.debug.port)
+        report.finish(error)
+    print(f"debug: {run_dir / 'debug.json'} in {found.timing.seconds:.0f} s; report: {report.path}")
+    show(found.section["explorer"]["url"], cfg.debug.serve, cfg.debug.port)
     return 0
 
 

@@ -21,7 +21,6 @@ from zoo.config import ConfigError, ZooConfig, validate
 from zoo.errors import EvalError, EvalFailed, guarded
 from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
-from zoo.report import Report
 from zoo.runtime.model import exit_quietly
 
 
@@ -51,17 +50,12 @@ def main(argv: list[str]) -> int:
     path = Path(argv[0])
     cfg, saved = run_config(path, argv[1:])
     checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
-    report = Report(path.parent / "report.json")
-    try:
-        run_eval(cfg, path, checkpoint, load_tokenizer(cfg.model.tokenizer, checkpoint), report)
-    except EvalFailed:
-        print(eval_line(report["eval"]))
-        raise
-    finally:
-        if "eval" in report.data:  # measured (within bounds or not): recorded in the run's report
-            saved["eval"] = report["eval"]
-            write_atomic(report.path, json.dumps(saved, indent=2, default=str) + "\n")
-    print(eval_line(report["eval"]))
+    evaluated = run_eval(cfg, path, checkpoint, load_tokenizer(cfg.model.tokenizer, checkpoint))
+    saved["eval"] = evaluated.section()  # measured (within bounds or not): recorded in the run's report
+    write_atomic(path.parent / "report.json", json.dumps(saved, indent=2, default=str) + "\n")
+    print(eval_line(saved["eval"]))
+    if evaluated.failure:
+        raise EvalFailed(evaluated.failure)
     return 0
 
 

@@ -9,6 +9,7 @@ choice. The winner then runs as the job's recipe (export, check, full eval) and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import CONF_DIR, ConfigError, QuantConfig, ZooConfig
+from zoo.eval.stage import eval_failures, measure
 from zoo.files import write_atomic
-from zoo.report import Report, unfinished
+from zoo.resources import timed
+from zoo.results import Chosen
 
 
 def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
@@ -41,30 +44,13 @@ def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:
     return out
 
 
-def cached_export(cfg: ZooConfig, loaded) -> Path:
-    """The candidate's flatbuffer from the export cache, or exported into it now (report.json `ok` marks it)."""
-    from zoo.cache import artifact_dir
-    from zoo.pipeline import artifact_path, export
-
-    folder = artifact_dir(cfg)
-    path = artifact_path(cfg, folder)
-    if unfinished(folder) is not None:
-        report = Report(folder / "report.json")
-        report["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
-        export(cfg, loaded.model, path, report)
-        report["status"] = "ok"
-        report.write()
-    return path
-
-
-def choose(cfg: ZooConfig, loaded, run_dir: Path, report: Report) -> ZooConfig:
-    """The job's config with the chosen recipe; report `auto` lists every candidate tried and why the winner won."""
-    from zoo.eval.stage import eval_failures, measure
-
+def choose(cfg: ZooConfig, loaded, run_dir: Path, flatbuffer: Callable[[ZooConfig], Path]) -> Chosen:
+    """The job's config with the chosen recipe, and report.json's `auto`: every candidate tried and why the winner
+    won. `flatbuffer(cfg)`: a candidate's flatbuffer, from the export cache (the pipeline's `cached_export`)."""
     short = replace(cfg.eval, enabled=True, max_windows=cfg.quant.auto_windows)
     tried, chosen = [], None
-    with report.stage("auto"):
-        candidates = [(q, cached_export(replace(cfg, quant=q), loaded)) for q in candidate_recipes(cfg.quant)]
+    with timed("auto") as clock:
+        candidates = [(q, flatbuffer(replace(cfg, quant=q))) for q in candidate_recipes(cfg.quant)]
         candidates.sort(key=lambda c: (c[1].stat().st_size, c[0].name))
         for recipe, path in candidates:
             section = measure(replace(cfg, quant=recipe, eval=short), path, loaded.checkpoint, loaded.tokenizer)
@@ -94,12 +80,12 @@ def choose(cfg: ZooConfig, loaded, run_dir: Path, report: Report) -> ZooConfig:
         "candidates": tried,
         "untried": [q.name for q, _ in candidates[len(tried) :]],
     }
-    report["auto"] = section
     if chosen is None:
-        raise ConfigError(
+        failure = (
             f"quant=auto: no candidate meets {bound} on {short.max_windows} windows (largest tried: "
             f"{tried[-1]['name']}: {'; '.join(tried[-1]['failures'])})"
         )
+        return Chosen(section, None, failure, clock.timing)
     smaller = "; ".join(f"{t['name']} ({t['size_bytes'] / 1e6:.1f} MB): {', '.join(t['failures'])}" for t in tried[:-1])
     section["chosen"] = chosen.name
     section["why"] = (
@@ -110,4 +96,4 @@ def choose(cfg: ZooConfig, loaded, run_dir: Path, report: Report) -> ZooConfig:
     write_atomic(recipe_file, OmegaConf.to_yaml(OmegaConf.structured(chosen)))
     section["recipe_file"] = str(recipe_file)
     section["reproduce"] = f"python -m zoo quant=auto_{chosen.name} hydra.searchpath=[file://{run_dir.resolve()}]"
-    return replace(cfg, quant=chosen, eval=replace(cfg.eval, enabled=True))
+    return Chosen(section, replace(cfg, quant=chosen, eval=replace(cfg.eval, enabled=True)), None, clock.timing)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from zoo.checkpoint import Checkpoint
 from zoo.config import EvalBounds, ZooConfig
-from zoo.errors import EvalFailed
 from zoo.eval.text import load_text
 from zoo.kinds import kind_of
-from zoo.report import Report
+from zoo.resources import timed
+from zoo.results import Evaluated
 
 
 def measure(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer) -> dict:
@@ -60,20 +60,15 @@ def eval_failures(section: dict, bounds: EvalBounds) -> list[str]:
     return out
 
 
-def run_eval(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer, report: Report) -> dict:
-    """Measure in a timed stage (time, peak RSS), record `eval` in the report, raise EvalFailed past a bound.
-    Input the eval cannot take raises EvalError first and leaves no eval section."""
-    with report.stage("eval"):
-        section = measure(cfg, path, checkpoint, tokenizer)
-    timing = report["timings"]["eval"]
-    section["seconds"], section["peak_rss_bytes"] = timing["seconds"], timing["peak_rss_bytes"]
-    failures = eval_failures(section, cfg.quant.eval)
-    section["bounds"] = {k: v for k, v in vars(cfg.quant.eval).items() if v is not None}
-    section["passed"], section["failures"] = not failures, failures
-    report["eval"] = section
-    if failures:
-        raise EvalFailed(f"eval of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures))
-    return section
+def run_eval(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer) -> Evaluated:
+    """Measure in a timed stage (time, peak RSS) and judge by the recipe's bounds: past one is the result's
+    `failure`. Input the eval cannot take raises EvalError and leaves no result."""
+    with timed("eval") as clock:
+        figures = measure(cfg, path, checkpoint, tokenizer)
+    failures = eval_failures(figures, cfg.quant.eval)
+    bounds = {k: v for k, v in vars(cfg.quant.eval).items() if v is not None}
+    failure = f"eval of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures)
+    return Evaluated(figures, bounds, failures, failure if failures else None, clock.timing)
 
 
 def eval_line(section: dict) -> str:
