@@ -87,7 +87,7 @@ def test_target_records_state_figure_target_and_ratio():
         "export": {"convert_seconds": 40.0, "convert_peak_rss_bytes": 3 * 2**30},
         "bench": {"decode_tok_s": 176.0, "prefill_tok_s": {"64": 900.0}, "size_vs_weights": 1.01},
     }
-    records = {r["figure"]: r for r in target_records(report, target)}
+    records = {r["figure"]: r for r in target_records(report["export"], report["bench"], target)}
     assert records["decode_tok_s"] == {
         "figure": "decode_tok_s",
         "value": 176.0,
