@@ -220,7 +220,11 @@ def test_no_command_outside_shell_blocks():
     assert not hidden, f"commands outside ```bash blocks: {hidden}"
 
 
-@pytest.mark.parametrize("doc,line,command", COMMANDS, ids=[cmd_id(c) for c in COMMANDS])
+@pytest.mark.parametrize(
+    "doc,line,command",
+    [c if c[0].name == "README.md" else pytest.param(*c, marks=pytest.mark.slow) for c in COMMANDS],
+    ids=[cmd_id(c) for c in COMMANDS],
+)  # README's commands in the fast tier, docs/'s in the full suite
 def test_documented_command(doc, line, command, tmp_root):
     module, argv = split(command)
     typeable(command)

@@ -176,7 +176,7 @@ def test_fp32_matches_torch(tmp_path: Path, arch, layout: KVLayout, mask_as_inpu
     assert max_logit_diff(m, path, mask_as_input) <= 1e-4
 
 
-@pytest.mark.parametrize("layout", list(KVLayout))
+@pytest.mark.parametrize("layout", [KVLayout.btnh, pytest.param(KVLayout.transposed, marks=pytest.mark.slow)])
 def test_attention_reads_only_filled_slots(tmp_path: Path, layout: KVLayout) -> None:
     """With kv_read_multiple=12 a step at position p reads min(ceil((p+1)/12)*12, KV) slots through a run-time SLICE,
     and gives the logits of attention over every slot (the static model) up to the cache's last slot."""
@@ -229,6 +229,7 @@ def test_delegated_graph_is_cut_only_at_the_cache(tmp_path: Path) -> None:
     assert partitions == m.arch.num_layers + 1
 
 
+@pytest.mark.slow
 def test_weights_shared_between_signatures(tmp_path: Path) -> None:
     arch = llama(vocab_size=16000)  # weights (8 MB) well above the per-signature graph metadata (~30 kB)
     one = export_tflite(model(arch, KVLayout.btnh), tmp_path / "one.tflite", KV, [8])

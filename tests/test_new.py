@@ -41,7 +41,10 @@ def drafts_and_passes(config, tmp_path, conf) -> None:
     assert result["passed"] and result["max_abs_diff"] <= cfg.golden.atol
 
 
-@pytest.mark.parametrize("model_type", CONFIGS)
+FAST = {"qwen3", "phi"}  # the fast tier's drafts; every family in the full suite
+
+
+@pytest.mark.parametrize("model_type", [t if t in FAST else pytest.param(t, marks=pytest.mark.slow) for t in CONFIGS])
 def test_draft_entry_passes_the_golden_gate(model_type, tmp_path):
     drafts_and_passes(CONFIGS[model_type](), tmp_path, tmp_path / "conf")
 
@@ -82,6 +85,7 @@ def test_refuses_unknown_type_and_overwrite(tmp_path):
         main([str(tmp_path / "config.json"), "--name", "tinyllama", "--conf", str(tmp_path)])
 
 
+@pytest.mark.slow  # a subprocess
 def test_runs_as_a_module(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "t5"}')
     out = subprocess.run(
