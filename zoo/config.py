@@ -220,6 +220,7 @@ class QuantMode(enum.Enum):
     int8_dynamic = "int8_dynamic"  # int8 per-channel weights, activations quantized on the fly
     int8_weight_only = "int8_weight_only"  # int8 per-channel weights dequantized to float32 compute
     int4_block32 = "int4_block32"  # int4 weights, one scale per 32 inputs, dynamic activations
+    int4_block64 = "int4_block64"
     int4_block128 = "int4_block128"
 
 
@@ -293,6 +294,9 @@ class QuantConfig:
     # With zero_point: input columns holding a weight above this many times its matrix's RMS (super weights, which
     # meet massive activations) leave the int4 blocks and stay exact in the float zero-point matrix. 0: off.
     outliers: float = 0.0
+    # With zero_point: the precision of the zero-point matrices (one float column per block, a quarter of the int4
+    # matrix's bytes in float32): none (float32), fp16, or int8_weight_only (per-channel int8, float compute).
+    zero_points: QuantMode = QuantMode.none
     check: QuantCheck = field(default_factory=QuantCheck)
     eval: EvalBounds = field(default_factory=EvalBounds)  # gate of the eval stage (zoo/eval/)
     # quant=auto (zoo/eval/auto.py): the candidates are exported (cached by config hash), tried smallest file first

@@ -18,7 +18,8 @@ from torch import nn
 from zoo.config import ComponentModes, QuantConfig, QuantMode
 from zoo.errors import ConfigError
 
-BLOCKWISE = (QuantMode.int4_block32, QuantMode.int4_block128)
+BLOCKWISE = (QuantMode.int4_block32, QuantMode.int4_block64, QuantMode.int4_block128)
+ZERO_POINT_MODES = (QuantMode.none, QuantMode.fp16, QuantMode.int8_weight_only)
 
 
 def component_of(name: str, components: Mapping[str, str]) -> Optional[str]:
@@ -39,6 +40,11 @@ def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.M
     where = f"conf/quant/{recipe.name}.yaml"
     if recipe.fallback in BLOCKWISE:
         raise ConfigError(f"{where}: quant.fallback must not be blockwise, got {recipe.fallback.value}")
+    if recipe.zero_points not in ZERO_POINT_MODES:
+        raise ConfigError(
+            f"{where}: quant.zero_points must be one of {', '.join(m.value for m in ZERO_POINT_MODES)} "
+            f"(the zero-point matrices' precision), got {recipe.zero_points.value}"
+        )
     if recipe.hadamard_max < 0 or recipe.hadamard_max & (recipe.hadamard_max - 1):
         raise ConfigError(
             f"{where}: quant.hadamard_max must be a power of two (or 0: no cap), got {recipe.hadamard_max}"
