@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
@@ -9,6 +11,7 @@ from test_export import SMALL_EXPORT
 from torch import nn
 
 from zoo import pipeline
+from zoo.config import ModeOverride, QuantMode
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
 from zoo.export.quantize import zero_point_blocks
 from zoo.kinds import kind_of
@@ -83,6 +86,9 @@ def test_zero_points_only_where_the_recipe_puts_int4(tmp_path):
     assert isinstance(clone.get_submodule(next(iter(blocks))), AsymmetricLinear)
     assert not any(isinstance(m, AsymmetricLinear) for m in model.modules())  # the verified model is untouched
     assert clone.model.embed_tokens.weight is model.model.embed_tokens.weight  # everything else is shared
+    override = ModeOverride("o_proj", QuantMode.int4_block32)
+    with_o = zero_point_blocks(model, replace(cfg.quant, overrides=[override]), kind_of(cfg).components)
+    assert set(with_o) - set(blocks) == {n for n in with_o if n.endswith("self_attn.o_proj")} != set()
 
 
 @pytest.mark.parametrize("zero_points, stored", [("none", 0), ("fp16", 1), ("int8_weight_only", 9)])

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
-from zoo.config import CONF_DIR, ComponentModes, QuantConfig, QuantMode
+from zoo.config import CONF_DIR, ComponentModes, ModeOverride, QuantConfig, QuantMode
 from zoo.errors import ConfigError
 from zoo.export.bake import write
 from zoo.export.quantize import _plan, quantize
@@ -323,6 +323,16 @@ def test_int4_table_in_a_zero_point_recipe(float_model, float_logits):
     assert not check_failures(metrics, recipe.check), metrics
 
 
+def test_overrides_set_the_mode_of_matching_matrices(float_model):
+    """An override takes the matrices its pattern matches out of their component's mode, and only those."""
+    recipe = QuantConfig(
+        name="o4", mode=QuantMode.int8_dynamic, overrides=[ModeOverride("o_proj", QuantMode.int4_block32)]
+    )
+    weights = _weights(_quantize(float_model, recipe))
+    assert {d for n, (d, _) in weights.items() if "o_proj" in n} == {"INT4", "FLOAT16"}  # values, block scales
+    assert {d for n, (d, _) in weights.items() if "q_proj" in n or ".mlp/" in n} == {"INT8"}
+
+
 def _meta_model(entry: str) -> torch.nn.Module:
     cfg = compose_cfg([f"model={entry}", "variant=small"])
     with torch.device("meta"):
@@ -342,6 +352,8 @@ def test_recipes_are_checked_against_the_models_weight_names():
         check(hadamard=["mlp"], hadamard_max=48)
     with pytest.raises(ConfigError, match="quant.zero_points must be one of none, fp16, int8_weight_only"):
         check(zero_points=QuantMode.int4_block32)
+    with pytest.raises(ConfigError, match="overrides pattern 'out_proj' matches no weight of tinyllama"):
+        check(overrides=[ModeOverride("out_proj", QuantMode.int4_block32)])
     with pytest.raises(ConfigError, match=r"\['SelfAttention'\] match no weight of tinyllama"):
         check(hadamard=["SelfAttention"])
     with pytest.raises(ConfigError, match="components.lm_head selects no weight of minilm_l6"):

@@ -258,6 +258,15 @@ class EvalBounds:
 
 
 @dataclass
+class ModeOverride:
+    """Weight ops whose scope or input names (e.g. `model.layers.3.self_attn.o_proj/MatMul`) or module path match
+    `pattern` take `mode`, over their component's; the first matching override wins."""
+
+    pattern: str = MISSING
+    mode: QuantMode = MISSING
+
+
+@dataclass
 class AutoCandidate:
     """One recipe `quant=auto` may choose: conf/quant/<recipe>.yaml, with `set` fields changed under `name`."""
 
@@ -271,6 +280,7 @@ class QuantConfig:
     name: str = "none"
     mode: QuantMode = QuantMode.none  # every weight op no component override claims
     components: ComponentModes = field(default_factory=ComponentModes)
+    overrides: list[ModeOverride] = field(default_factory=list)  # per-matrix modes, e.g. [{pattern: o_proj, ...}]
     tables: QuantMode = QuantMode.none  # GATHER tables other than the embedding (RoPE, positions, masks)
     fallback: QuantMode = QuantMode.int8_dynamic  # for weights whose last dim is not a multiple of the block
     # Dynamic modes: weight ops whose scope or input names match one of these regexes (e.g. `qkv_proj`) are

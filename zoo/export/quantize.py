@@ -61,7 +61,7 @@ def zero_point_blocks(
     for name, module in model.named_modules():
         if any(re.search(pattern, name) for pattern in recipe.keep_float):
             continue  # stays float: no zero-point blocks either
-        mode = _component_mode(recipe, _component_in(name, components))
+        mode = _component_mode(recipe, _component_in(name, components), name)
         if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
             blocks[name] = (_BLOCK[mode], recipe.outliers)
     return blocks
@@ -238,11 +238,13 @@ def _weight_op(
 ) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
     """The op's constant weight (None if it has none), the quantizer's op type for it, and the recipe's mode."""
     if code == _Op.GATHER:
-        component = _component_in(_names(sg, op), components)
-        mode = _component_mode(recipe, component) if component == "embedding" else recipe.tables
+        names = _names(sg, op)
+        component = _component_in(names, components)
+        mode = _component_mode(recipe, component, names) if component == "embedding" else recipe.tables
         return _const(model, sg, op.inputs[0]), _OpName.EMBEDDING_LOOKUP, mode
     if code in _WEIGHT_OPS:
-        mode = _component_mode(recipe, _component_in(_names(sg, op), components))
+        names = _names(sg, op)
+        mode = _component_mode(recipe, _component_in(names, components), names)
         return _const(model, sg, op.inputs[1]), _WEIGHT_OPS[code], mode
     return None, None, QuantMode.none
 
@@ -263,11 +265,13 @@ def _component_in(names: str, components: Mapping[str, str]) -> Optional[str]:
     return component_of(names, components)
 
 
-def _component_mode(recipe: QuantConfig, component: Optional[str]) -> QuantMode:
+def _component_mode(recipe: QuantConfig, component: Optional[str], names: str = "") -> QuantMode:
+    """The mode of a weight op in `component` whose scope and input names (or module path) are `names`: the
+    zero-point matrices' own, else the first matching `overrides` entry, the component's, the recipe's."""
     if component == ZERO_POINT:
         return recipe.zero_points
-    override = getattr(recipe.components, component) if component else None
-    return override or recipe.mode
+    override = next((o.mode for o in recipe.overrides if re.search(o.pattern, names)), None)
+    return override or (getattr(recipe.components, component) if component else None) or recipe.mode
 
 
 def _const(model: qtyping.ModelT, sg: qtyping.SubGraphT, index: int) -> Optional[qtyping.TensorT]:

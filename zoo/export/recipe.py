@@ -56,6 +56,16 @@ def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.M
             re.compile(pattern)
         except re.error as err:
             raise ConfigError(f"{where}: quant.hadamard pattern {pattern!r} is not a regex ({err})") from None
+    for override in recipe.overrides:
+        try:
+            re.compile(override.pattern)
+        except re.error as err:
+            raise ConfigError(f"{where}: quant.overrides pattern {override.pattern!r} is not a regex ({err})") from None
+        if not any(re.search(override.pattern, n) for n in names):
+            raise ConfigError(
+                f"{where}: quant.overrides pattern {override.pattern!r} matches no weight of {model_name} "
+                f"({example}): fix the pattern or drop it"
+            )
     # A recipe names the matrices of several families (gate_up_proj, up_proj ...): each pattern need not match every
     # model, but a list that rotates nothing of this one is a mistake (a typo, or another kind's names).
     if recipe.hadamard and not any(re.search(p, n) for p in recipe.hadamard for n in names):
