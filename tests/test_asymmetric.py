@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
@@ -9,6 +11,7 @@ from test_export import SMALL_EXPORT
 from torch import nn
 
 from zoo import pipeline
+from zoo.config import ModeOverride, QuantMode
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
 from zoo.export.quantize import zero_point_blocks
 from zoo.kinds import kind_of
@@ -81,11 +84,16 @@ def test_zero_points_only_where_the_recipe_puts_int4():
     assert isinstance(clone.get_submodule(next(iter(blocks))), AsymmetricLinear)
     assert not any(isinstance(m, AsymmetricLinear) for m in model.modules())  # the verified model is untouched
     assert clone.model.embed_tokens.weight is model.model.embed_tokens.weight  # everything else is shared
+    override = ModeOverride("o_proj", QuantMode.int4_block32)
+    with_o = zero_point_blocks(model, replace(cfg.quant, overrides=[override]), kind_of(cfg).components)
+    assert set(with_o) - set(blocks) == {n for n in with_o if n.endswith("self_attn.o_proj")} != set()
 
 
-def test_int4_export_with_zero_points_passes_its_check(tmp_path):
-    """The shipped int4_block32 recipe end to end: int4 weights, float zero-point matrices, check within bounds."""
-    cfg = compose_cfg(["quant=int4_block32", *SMALL_EXPORT])
+@pytest.mark.parametrize("zero_points, stored", [("none", 0), ("fp16", 1), ("int8_weight_only", 9)])
+def test_int4_export_with_zero_points_passes_its_check(zero_points, stored, tmp_path):
+    """The shipped int4_block32 recipe end to end: int4 weights, zero-point matrices in `quant.zero_points`
+    precision (TensorType FLOAT32 0, FLOAT16 1, INT8 9), check within bounds."""
+    cfg = compose_cfg(["quant=int4_block32", f"quant.zero_points={zero_points}", *SMALL_EXPORT])
     assert cfg.quant.zero_point
     report = pipeline.run(cfg, tmp_path)
     assert report["check"]["passed"], report["check"]
@@ -95,4 +103,4 @@ def test_int4_export_with_zero_points_passes_its_check(tmp_path):
         if len(t.shape) == 2 and fb.buffers[t.buffer].data is not None:
             kinds.setdefault(".zero_point" in t.name.decode(), set()).add(t.type)
     assert 17 in kinds[False]  # TensorType.INT4: the weights
-    assert kinds[True] == {0}  # TensorType.FLOAT32: the zero-point matrices stay float
+    assert kinds[True] == {stored}

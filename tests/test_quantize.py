@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
-from zoo.config import CONF_DIR, ComponentModes, QuantConfig, QuantMode
+from zoo.config import CONF_DIR, ComponentModes, ModeOverride, QuantConfig, QuantMode
 from zoo.errors import ConfigError
 from zoo.export.bake import write
 from zoo.export.quantize import _plan, quantize
@@ -296,9 +296,41 @@ def test_hadamard_skips_zero_point_matrices(float_model):
         components=ComponentModes(attention=QuantMode.int8_dynamic),
     )
     plan = _plan(flatbuffer_utils.read_model_from_bytearray(bytearray(float_model)), recipe, DECODER)
-    rotated = {(mode, rotate): len(scopes) for (mode, _, rotate), scopes in plan.items()}
+    rotated = {(mode, rotate): len(scopes) for (mode, _, rotate, _), scopes in plan.items()}
     assert rotated[QuantMode.int8_dynamic, True] == 4 * 2 * LAYERS  # q, k, v, o in two signatures
     assert rotated[QuantMode.int4_block32, False] >= 3 * 2 * LAYERS and (QuantMode.int4_block32, True) not in rotated
+
+
+def test_int4_table_in_a_zero_point_recipe(float_model, float_logits):
+    """Only the int4 halves of asymmetric matrices (`.symmetric`, on their blocks' grid) take the quantizer's weight
+    recovery, which refuses weights off a 4-bit grid: a tied table in int4 (no zero points) gets min-max blocks in a
+    zero-point recipe too, one int4 buffer for the lookup and the lm_head."""
+    int4 = QuantMode.int4_block32
+    recipe = QuantConfig(
+        name="b32_table4",
+        mode=int4,
+        zero_point=True,
+        components=ComponentModes(embedding=int4, lm_head=int4, attention=QuantMode.int8_dynamic),
+        check=_load(_recipe("int4_block128")).check,
+    )
+    plan = _plan(flatbuffer_utils.read_model_from_bytearray(bytearray(float_model)), recipe, DECODER)
+    assert {on_grid for (mode, _, _, on_grid) in plan if mode is int4} == {False}  # no `.symmetric` op here
+    model = _quantize(float_model, recipe)
+    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    tables = {(t.buffer, t.type) for sg in fb.subgraphs for t in sg.tensors if list(t.shape) == [VOCAB, DIM]}
+    assert len(tables) == 1 and _TYPE[tables.pop()[1]] == "INT4"
+    metrics = logit_metrics(_stack(float_logits), _stack(_logits(model)))
+    assert not check_failures(metrics, recipe.check), metrics
+
+
+def test_overrides_set_the_mode_of_matching_matrices(float_model):
+    """An override takes the matrices its pattern matches out of their component's mode, and only those."""
+    recipe = QuantConfig(
+        name="o4", mode=QuantMode.int8_dynamic, overrides=[ModeOverride("o_proj", QuantMode.int4_block32)]
+    )
+    weights = _weights(_quantize(float_model, recipe))
+    assert {d for n, (d, _) in weights.items() if "o_proj" in n} == {"INT4", "FLOAT16"}  # values, block scales
+    assert {d for n, (d, _) in weights.items() if "q_proj" in n or ".mlp/" in n} == {"INT8"}
 
 
 def _meta_model(entry: str) -> torch.nn.Module:
@@ -318,6 +350,10 @@ def test_recipes_are_checked_against_the_models_weight_names():
         check(hadamard=["("])
     with pytest.raises(ConfigError, match="hadamard_max must be a power of two"):
         check(hadamard=["mlp"], hadamard_max=48)
+    with pytest.raises(ConfigError, match="quant.zero_points must be one of none, fp16, int8_weight_only"):
+        check(zero_points=QuantMode.int4_block32)
+    with pytest.raises(ConfigError, match="overrides pattern 'out_proj' matches no weight of tinyllama"):
+        check(overrides=[ModeOverride("out_proj", QuantMode.int4_block32)])
     with pytest.raises(ConfigError, match=r"\['SelfAttention'\] match no weight of tinyllama"):
         check(hadamard=["SelfAttention"])
     with pytest.raises(ConfigError, match="components.lm_head selects no weight of minilm_l6"):

@@ -150,6 +150,7 @@ def weight_bytes(model, quant, components) -> int:
         "int8_dynamic": 1.0,
         "int8_weight_only": 1.0,
         "int4_block32": 0.5 + 4 / 32,
+        "int4_block64": 0.5 + 4 / 64,
         "int4_block128": 0.5 + 4 / 128,
     }
     total = 0.0

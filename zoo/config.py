@@ -220,6 +220,7 @@ class QuantMode(enum.Enum):
     int8_dynamic = "int8_dynamic"  # int8 per-channel weights, activations quantized on the fly
     int8_weight_only = "int8_weight_only"  # int8 per-channel weights dequantized to float32 compute
     int4_block32 = "int4_block32"  # int4 weights, one scale per 32 inputs, dynamic activations
+    int4_block64 = "int4_block64"
     int4_block128 = "int4_block128"
 
 
@@ -257,6 +258,15 @@ class EvalBounds:
 
 
 @dataclass
+class ModeOverride:
+    """Weight ops whose scope or input names (e.g. `model.layers.3.self_attn.o_proj/MatMul`) or module path match
+    `pattern` take `mode`, over their component's; the first matching override wins."""
+
+    pattern: str = MISSING
+    mode: QuantMode = MISSING
+
+
+@dataclass
 class AutoCandidate:
     """One recipe `quant=auto` may choose: conf/quant/<recipe>.yaml, with `set` fields changed under `name`."""
 
@@ -270,6 +280,7 @@ class QuantConfig:
     name: str = "none"
     mode: QuantMode = QuantMode.none  # every weight op no component override claims
     components: ComponentModes = field(default_factory=ComponentModes)
+    overrides: list[ModeOverride] = field(default_factory=list)  # per-matrix modes, e.g. [{pattern: o_proj, ...}]
     tables: QuantMode = QuantMode.none  # GATHER tables other than the embedding (RoPE, positions, masks)
     fallback: QuantMode = QuantMode.int8_dynamic  # for weights whose last dim is not a multiple of the block
     # Dynamic modes: weight ops whose scope or input names match one of these regexes (e.g. `qkv_proj`) are
@@ -293,6 +304,9 @@ class QuantConfig:
     # With zero_point: input columns holding a weight above this many times its matrix's RMS (super weights, which
     # meet massive activations) leave the int4 blocks and stay exact in the float zero-point matrix. 0: off.
     outliers: float = 0.0
+    # With zero_point: the precision of the zero-point matrices (one float column per block, a quarter of the int4
+    # matrix's bytes in float32): none (float32), fp16, or int8_weight_only (per-channel int8, float compute).
+    zero_points: QuantMode = QuantMode.none
     check: QuantCheck = field(default_factory=QuantCheck)
     eval: EvalBounds = field(default_factory=EvalBounds)  # gate of the eval stage (zoo/eval/)
     # quant=auto (zoo/eval/auto.py): the candidates are exported (cached by config hash), tried smallest file first

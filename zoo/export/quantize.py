@@ -44,8 +44,9 @@ _OpName = qtyping.TFLOperationName
 
 # The float matrix over block sums of an asymmetric int4 weight (zoo/export/asymmetric.py): small, kept float.
 ZERO_POINT = r"\.zero_point\b"
+SYMMETRIC = r"\.symmetric\b"  # its int4 matrix, on the blocks' grid
 
-_BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block128: 128}
+_BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block64: 64, QuantMode.int4_block128: 128}
 _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
 
 
@@ -60,7 +61,7 @@ def zero_point_blocks(
     for name, module in model.named_modules():
         if any(re.search(pattern, name) for pattern in recipe.keep_float):
             continue  # stays float: no zero-point blocks either
-        mode = _component_mode(recipe, _component_in(name, components))
+        mode = _component_mode(recipe, _component_in(name, components), name)
         if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
             blocks[name] = (_BLOCK[mode], recipe.outliers)
     return blocks
@@ -84,9 +85,9 @@ def quantize(
             return float_model
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
     qz = InMemoryQuantizer(float_model)
-    for (mode, op_name, rotate), scopes in plan.items():
+    for (mode, op_name, rotate, on_grid), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
-        _add_config(qz, regex, op_name, mode, rotate, recipe)
+        _add_config(qz, regex, op_name, mode, rotate, on_grid, recipe)
     data = qz.quantize(serialize_to_path=spill, enable_progress_bar=False, enable_progress_report=False).quantized_model
     _unzero_scales(data)
     quantized = unpack(data)
@@ -117,7 +118,13 @@ def _unzero_scales(data: bytearray) -> None:
 
 
 def _add_config(
-    qz: InMemoryQuantizer, regex: str, op_name: _OpName, mode: QuantMode, rotate: bool, recipe: QuantConfig
+    qz: InMemoryQuantizer,
+    regex: str,
+    op_name: _OpName,
+    mode: QuantMode,
+    rotate: bool,
+    on_grid: bool,
+    recipe: QuantConfig,
 ) -> None:
     if mode is QuantMode.fp16:
         qz.add_weight_only_config(regex, op_name, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
@@ -129,12 +136,9 @@ def _add_config(
     if mode in _BLOCK:
         bits, granularity = 4, qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
     if not rotate:
-        # zero points: weights already on their blocks' int4 grid, whose exact scales the recovery takes
-        algorithm = (
-            AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
-            if recipe.zero_point and mode in _BLOCK
-            else AlgorithmName.MIN_MAX_UNIFORM_QUANT
-        )
+        # zero points: weights already on their blocks' int4 grid, whose exact scales the recovery takes; other
+        # int4 weights (a table, a matrix kept symmetric) get min-max blocks
+        algorithm = AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY if on_grid else AlgorithmName.MIN_MAX_UNIFORM_QUANT
         qz.add_dynamic_config(regex, op_name, num_bits=bits, granularity=granularity, algorithm_key=algorithm)
         return
     # add_dynamic_config's settings plus the Hadamard block cap, which only the general call takes
@@ -152,10 +156,11 @@ def _add_config(
 
 def _plan(
     model: qtyping.ModelT, recipe: QuantConfig, components: Mapping[str, str]
-) -> dict[tuple[QuantMode, _OpName, bool], list[str]]:
-    """Op scopes per (mode, op type, Hadamard-rotated); quantized GATHER tables become EMBEDDING_LOOKUP on the way."""
+) -> dict[tuple[QuantMode, _OpName, bool, bool], list[str]]:
+    """Op scopes per (mode, op type, Hadamard-rotated, on a zero-point grid); quantized GATHER tables become
+    EMBEDDING_LOOKUP on the way."""
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    plan: dict[tuple[QuantMode, _OpName, bool], list[str]] = {}
+    plan: dict[tuple[QuantMode, _OpName, bool, bool], list[str]] = {}
     modes_per_buffer: dict[int, set[tuple[QuantMode, bool]]] = {}
     fallbacks = 0
     for sg in model.subgraphs:
@@ -175,7 +180,9 @@ def _plan(
             modes_per_buffer.setdefault(weight.buffer, set()).add((mode, rotate))
             if op_name is _OpName.EMBEDDING_LOOKUP:
                 _to_embedding_lookup(model, codes, sg, op)
-            plan.setdefault((mode, op_name, rotate), []).append(scope)
+            # the symmetric half of an asymmetric int4 matrix (zoo/export/asymmetric.py) is on its blocks' grid
+            on_grid = mode in _BLOCK and re.search(SYMMETRIC, _names(sg, op)) is not None
+            plan.setdefault((mode, op_name, rotate, on_grid), []).append(scope)
     if any(
         len({rotate for m, rotate in modes if m is mode}) > 1
         for modes in modes_per_buffer.values()
@@ -207,7 +214,7 @@ def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
     and can be rotated, a 2048-input one cannot). A rotated EMBEDDING_LOOKUP stores its table rotated and rotates
     back the rows it reads, so a tied table's lookup and lm_head (whose weight keeps the table's name) must be
     rotated both or neither: a pattern on the table's name (e.g. `embed_tokens`) matches both."""
-    if mode in (QuantMode.fp16, QuantMode.int8_weight_only):
+    if mode in (QuantMode.fp16, QuantMode.int8_weight_only) or re.search(ZERO_POINT, names):
         return False
     if not any(re.search(pattern, names) for pattern in recipe.hadamard):
         return False
@@ -231,11 +238,13 @@ def _weight_op(
 ) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
     """The op's constant weight (None if it has none), the quantizer's op type for it, and the recipe's mode."""
     if code == _Op.GATHER:
-        component = _component_in(_names(sg, op), components)
-        mode = _component_mode(recipe, component) if component == "embedding" else recipe.tables
+        names = _names(sg, op)
+        component = _component_in(names, components)
+        mode = _component_mode(recipe, component, names) if component == "embedding" else recipe.tables
         return _const(model, sg, op.inputs[0]), _OpName.EMBEDDING_LOOKUP, mode
     if code in _WEIGHT_OPS:
-        mode = _component_mode(recipe, _component_in(_names(sg, op), components))
+        names = _names(sg, op)
+        mode = _component_mode(recipe, _component_in(names, components), names)
         return _const(model, sg, op.inputs[1]), _WEIGHT_OPS[code], mode
     return None, None, QuantMode.none
 
@@ -256,11 +265,13 @@ def _component_in(names: str, components: Mapping[str, str]) -> Optional[str]:
     return component_of(names, components)
 
 
-def _component_mode(recipe: QuantConfig, component: Optional[str]) -> QuantMode:
+def _component_mode(recipe: QuantConfig, component: Optional[str], names: str = "") -> QuantMode:
+    """The mode of a weight op in `component` whose scope and input names (or module path) are `names`: the
+    zero-point matrices' own, else the first matching `overrides` entry, the component's, the recipe's."""
     if component == ZERO_POINT:
-        return QuantMode.none
-    override = getattr(recipe.components, component) if component else None
-    return override or recipe.mode
+        return recipe.zero_points
+    override = next((o.mode for o in recipe.overrides if re.search(o.pattern, names)), None)
+    return override or (getattr(recipe.components, component) if component else None) or recipe.mode
 
 
 def _const(model: qtyping.ModelT, sg: qtyping.SubGraphT, index: int) -> Optional[qtyping.TensorT]:

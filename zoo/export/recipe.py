@@ -18,7 +18,8 @@ from torch import nn
 from zoo.config import ComponentModes, QuantConfig, QuantMode
 from zoo.errors import ConfigError
 
-BLOCKWISE = (QuantMode.int4_block32, QuantMode.int4_block128)
+BLOCKWISE = (QuantMode.int4_block32, QuantMode.int4_block64, QuantMode.int4_block128)
+ZERO_POINT_MODES = (QuantMode.none, QuantMode.fp16, QuantMode.int8_weight_only)
 
 
 def component_of(name: str, components: Mapping[str, str]) -> Optional[str]:
@@ -39,6 +40,11 @@ def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.M
     where = f"conf/quant/{recipe.name}.yaml"
     if recipe.fallback in BLOCKWISE:
         raise ConfigError(f"{where}: quant.fallback must not be blockwise, got {recipe.fallback.value}")
+    if recipe.zero_points not in ZERO_POINT_MODES:
+        raise ConfigError(
+            f"{where}: quant.zero_points must be one of {', '.join(m.value for m in ZERO_POINT_MODES)} "
+            f"(the zero-point matrices' precision), got {recipe.zero_points.value}"
+        )
     if recipe.hadamard_max < 0 or recipe.hadamard_max & (recipe.hadamard_max - 1):
         raise ConfigError(
             f"{where}: quant.hadamard_max must be a power of two (or 0: no cap), got {recipe.hadamard_max}"
@@ -50,6 +56,16 @@ def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.M
             re.compile(pattern)
         except re.error as err:
             raise ConfigError(f"{where}: quant.hadamard pattern {pattern!r} is not a regex ({err})") from None
+    for override in recipe.overrides:
+        try:
+            re.compile(override.pattern)
+        except re.error as err:
+            raise ConfigError(f"{where}: quant.overrides pattern {override.pattern!r} is not a regex ({err})") from None
+        if not any(re.search(override.pattern, n) for n in names):
+            raise ConfigError(
+                f"{where}: quant.overrides pattern {override.pattern!r} matches no weight of {model_name} "
+                f"({example}): fix the pattern or drop it"
+            )
     # A recipe names the matrices of several families (gate_up_proj, up_proj ...): each pattern need not match every
     # model, but a list that rotates nothing of this one is a mistake (a typo, or another kind's names).
     if recipe.hadamard and not any(re.search(p, n) for p in recipe.hadamard for n in names):
