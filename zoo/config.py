@@ -683,3 +683,19 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
         raise ConfigError(f"generate.{problem}")
     if cfg.generate.max_new_tokens < 1:
         raise ConfigError(f"generate.max_new_tokens must be >= 1, got {cfg.generate.max_new_tokens}")
+
+
+def compose_config(overrides: list[str]) -> ZooConfig:
+    """The config `python -m zoo overrides` would run, validated: for the commands that compose outside Hydra's main
+    (zoo.generate, zoo.debug)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
+            raw = compose("config", overrides=overrides)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise composition_error(err, overrides) from None
+    choices = dict(a.split("=", 1) for a in overrides if a.split("=", 1)[0] in GROUPS)
+    choices.setdefault("model", "smollm2_135m")
+    return load(raw, choices)

@@ -11,11 +11,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-
-from zoo.config import CONF_DIR, GROUPS, GenerateConfig, ZooConfig, composition_error, load
+from zoo import config
+from zoo.config import GenerateConfig, ZooConfig
 from zoo.errors import ConfigError, InputError, guarded
 from zoo.runtime.model import exit_quietly
 
@@ -28,15 +25,8 @@ def overrides(argv: list[str]) -> list[str]:
 
 
 def compose_config(argv: list[str]) -> ZooConfig:
-    args = overrides(argv)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        try:
-            raw = compose("config", overrides=args)
-        except (HydraException, OmegaConfBaseException) as err:
-            raise composition_error(err, args) from None
-    choices = dict(a.split("=", 1) for a in args if a.split("=", 1)[0] in GROUPS)
-    choices.setdefault("model", "smollm2_135m")
-    return load(raw, choices)
+    """The job's config from the command line (`prompt=...` and the sampling keys are generate's)."""
+    return config.compose_config(overrides(argv))
 
 
 def main(argv: list[str]) -> int:

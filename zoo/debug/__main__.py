@@ -14,25 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-
-from zoo.config import CONF_DIR, GROUPS, ZooConfig, composition_error, load
+from zoo.config import compose_config
 from zoo.errors import GateFailed, guarded
 from zoo.runtime.model import exit_quietly
-
-
-def compose_config(argv: list[str]) -> ZooConfig:
-    """The config `python -m zoo argv` would run, validated."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        try:
-            raw = compose("config", overrides=argv)
-        except (HydraException, OmegaConfBaseException) as err:
-            raise composition_error(err, argv) from None
-    choices = dict(a.split("=", 1) for a in argv if a.split("=", 1)[0] in GROUPS)
-    choices.setdefault("model", "smollm2_135m")
-    return load(raw, choices)
 
 
 def main(argv: list[str]) -> int:
