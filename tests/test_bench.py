@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +51,10 @@ def test_bench_stage_fills_its_report_fields(tmp_path):
     # our loop's first logits: the shortest prefill (all prompt tokens but the last), then decode of the last
     assert bench["ttft_s"] == bench["runtime"]["prefill"]["8"]["loop_s"] + decode["loop_s"]
     assert 0 < bench["runtime_baseline_rss_bytes"] <= bench["runtime_peak_rss_bytes"]
+    layers = cfg.model.arch.num_layers  # q/k/v, o, gate/up, down per layer, and the tied lm_head
+    assert bench["ops"]["decode"]["fully_connected"] == 4 * layers + 1, bench["ops"]
+    assert set(bench["ops"]) == {"prefill_8", "prefill_16", "decode"}
+    assert all(o["total"] > o["fully_connected"] for o in bench["ops"].values())
 
     # float32: the weights' own bytes are 4 per parameter; the file holds them once plus tables and graph
     assert bench["weight_bytes"] == 4 * report["num_params"]
@@ -109,3 +117,18 @@ def test_bench_config_is_validated():
         r"export.kv_cache_max=64",
     ):
         compose_cfg([*BENCH, "bench.decode_steps=69"])
+
+
+def test_versus_times_a_flatbuffer_in_alternating_rounds(tmp_path):
+    """`python -m zoo.versus` on a small export: every round timed by the bench child, from position 0; the table
+    and the JSON agree (no llama-bench here: the project neither ships nor builds llama.cpp)."""
+    cfg = compose_cfg(BENCH[:5])
+    report = pipeline.run(cfg, tmp_path).data
+    out = tmp_path / "versus.json"
+    argv = [report["export"]["path"], "--rounds", "2", "--prompt", "16", "--gen", "4", "--out", str(out)]
+    done = subprocess.run([sys.executable, "-m", "zoo.versus", *argv], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    rounds = result["files"][report["export"]["path"]]["rounds"]
+    assert len(rounds) == 2 and all(r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0 for r in rounds)
+    assert f"| {Path(report['export']['path']).name} |" in done.stdout

@@ -16,8 +16,8 @@ Each module is exercised for real, but without loading a model:
   test's folder (same folder name as documented), drafting into that folder's ./conf/model/; the `python -m zoo`
   lines of the same doc file run in that folder, so the draft they name exists.
 - `python -m zoo.cache [--clear]`: runs for real on the test session's own cache (`$ZOO_CACHE`, tests/conftest.py).
-- `python -m zoo.web`, `python -m zoo.runtime.speed`: `--help` exits 0 with a usage text naming every option the
-  documented command uses.
+- `python -m zoo.web`, `python -m zoo.runtime.speed`, `python -m zoo.versus`: `--help` exits 0 with a usage text
+  naming every option the documented command uses.
 
 Commands run in a forked child of this process (zoo's imports are paid once, not per command), through `runpy` as
 `python -m` runs them, with the child's stdout/stderr captured; an unknown config group, option or field fails.
@@ -25,25 +25,18 @@ Commands run in a forked child of this process (zoo's imports are paid once, not
 
 from __future__ import annotations
 
-import importlib
-import io
 import json
-import os
 import re
-import runpy
 import shlex
-import sys
-import tempfile
-import time
-import traceback
 from pathlib import Path
 
 import pytest
-from hydra.core.plugins import Plugins
 
 from zoo.config import ZooConfig
 from zoo.eval.__main__ import run_config
 from zoo.generate import compose_config
+
+import forked
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -52,8 +45,6 @@ COMMAND = re.compile(r"^(?:\.venv/bin/)?python -m (zoo[\w.]*)(?:\s|$)")
 # HF configs for the `python -m zoo.new <folder>/config.json` examples, by the documented folder name.
 HF_CONFIGS = {"Qwen3-0.6B": "Qwen3Config"}
 TIMEOUT_S = 300  # composition takes seconds; this only bounds a hang, on a machine however busy
-importlib.import_module("zoo.__main__")  # zoo's imports (torch, TF) paid once here: each forked command starts warm
-Plugins.instance()  # Hydra's plugin discovery (the launchers) done once, before the forks
 
 
 def doc_commands() -> list[tuple[Path, int, str]]:
@@ -102,49 +93,22 @@ def typeable(command: str) -> None:
     assert "..." not in tokens, f"a literal ... in {command!r}"
 
 
-def forked(fn, cwd: Path) -> tuple[int, str]:
-    """Run fn() in a forked child in `cwd`; its exit status (SystemExit's code, 1 on an exception) and output."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as out:
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            code = 1
-            try:
-                os.chdir(cwd)
-                os.dup2(out.fileno(), 1)
-                os.dup2(out.fileno(), 2)
-                sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
-                sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-                fn()
-                code = 0
-            except SystemExit as done:
-                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        deadline = time.monotonic() + TIMEOUT_S
-        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail(f"no exit within {TIMEOUT_S} s")
-            time.sleep(0.02)
-        out.seek(0)
-        return os.waitstatus_to_exitcode(done[1]), out.read().decode(errors="replace")
+def _output(run) -> tuple[int, str]:
+    try:
+        code, out, err = run()
+    except forked.Hung as hung:
+        pytest.fail(str(hung))
+    return code, out + err
+
+
+def in_child(fn, cwd: Path) -> tuple[int, str]:
+    """fn() in a forked child in `cwd` (tests/forked.py): its exit status and output."""
+    return _output(lambda: forked.forked(fn, cwd, timeout=TIMEOUT_S))
 
 
 def run_module(module: str, argv: list[str], cwd: Path) -> tuple[int, str]:
-    """`python -m module argv` as the shell would run it, in the forked child."""
-
-    def go():
-        sys.argv = [module, *argv]
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-
-    return forked(go, cwd)
+    """`python -m module argv` as the shell would run it, in a forked child: its exit status and output."""
+    return _output(lambda: forked.run_module(module, argv, cwd, timeout=TIMEOUT_S))
 
 
 def sweep_points(argv: list[str]) -> list[list[str]]:
@@ -243,13 +207,13 @@ def test_documented_command(doc, line, command, tmp_root):
             assert "--cfg" not in job or "model:" in out, out
 
     elif module == "zoo.generate":
-        code, out = forked(lambda: compose_config(argv), cwd)
+        code, out = in_child(lambda: compose_config(argv), cwd)
         assert code == 0, out
 
     elif module == "zoo.debug":  # its config composed and validated by its own compose_config, as the command does
         from zoo.debug.__main__ import compose_config as debug_config
 
-        code, out = forked(lambda: debug_config(argv), cwd)
+        code, out = in_child(lambda: debug_config(argv), cwd)
         assert code == 0, out
 
     elif module == "zoo.eval":
@@ -266,7 +230,7 @@ def test_documented_command(doc, line, command, tmp_root):
             cfg, _ = run_config(file, argv[1:])
             assert isinstance(cfg, ZooConfig)
 
-        code, out = forked(merge, cwd)
+        code, out = in_child(merge, cwd)
         assert code == 0, out
 
     elif module == "zoo.summary":
@@ -292,7 +256,7 @@ def test_documented_command(doc, line, command, tmp_root):
         code, out = run_module(module, argv, cwd)
         assert code == 0 and ("cleared " in out if "--clear" in argv else "entries; clear:" in out), out
 
-    elif module in ("zoo.web", "zoo.runtime.speed"):
+    elif module in ("zoo.web", "zoo.runtime.speed", "zoo.versus"):
         code, out = run_module(module, ["--help"], cwd)
         assert code == 0 and "usage:" in out, out
         options = {a.split("=", 1)[0] for a in argv if a.startswith("--")}

@@ -78,21 +78,46 @@ def main(argv: list[str]) -> None:
 # --- the parent: inputs, child process, reference, bounds ---------------------------------------------------------
 
 
+def bench_spec(
+    path: Path | str,
+    layout: str,
+    threads: int,
+    vocab: int,
+    prefill_lens,
+    decode_steps: int,
+    start: int,
+    warmup: int,
+    repeats: int,
+) -> dict:
+    """The child's input: seeded random tokens for each prefill length and for `warmup + decode_steps` decode steps
+    from position `start` (decode times the tokens past warmup)."""
+    rng = np.random.default_rng(0)
+    return {
+        "path": str(path),
+        "kv_layout": layout,
+        "threads": threads,
+        "prefill_tokens": [rng.integers(vocab, size=t).tolist() for t in prefill_lens],
+        "decode_tokens": rng.integers(vocab, size=warmup + decode_steps).tolist(),
+        "decode_start": start,
+        "warmup": warmup,
+        "repeats": repeats,
+    }
+
+
 def run_runtime_bench(path: Path, model, export, bench, threads: int) -> dict:
     """Random tokens for each signature, timed in a child process; decode starts right after the longest prefill."""
-    rng = np.random.default_rng(0)
-    vocab = model.arch.vocab_size
     n = bench.warmup + bench.decode_steps
-    spec = {
-        "path": str(path),
-        "kv_layout": export.kv_layout.value,
-        "threads": threads,
-        "prefill_tokens": [rng.integers(vocab, size=t).tolist() for t in export.prefill_lens],
-        "decode_tokens": rng.integers(vocab, size=n).tolist(),
-        "decode_start": max(0, min(max(export.prefill_lens), export.kv_cache_max - n)),
-        "warmup": bench.warmup,
-        "repeats": bench.repeats,
-    }  # decode times the tokens past warmup
+    start = max(0, min(max(export.prefill_lens), export.kv_cache_max - n))
+    layout, vocab = export.kv_layout.value, model.arch.vocab_size
+    return bench_child(
+        bench_spec(
+            path, layout, threads, vocab, export.prefill_lens, bench.decode_steps, start, bench.warmup, bench.repeats
+        )
+    )
+
+
+def bench_child(spec: dict) -> dict:
+    """`runtime_bench(spec)` run in a child process (`python -m zoo.bench SPEC OUT`): the runtime's own RSS."""
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
@@ -211,6 +236,19 @@ def target_records(exp: dict, bench: dict, target) -> list[dict]:
     return records
 
 
+def step_ops(path: Path) -> dict[str, dict]:
+    """Per signature: the ops one call runs and how many are FULLY_CONNECTED (a decode step's count beyond its
+    weight matrices is what it runs besides them)."""
+    from zoo.export.convert import op_counts
+    from zoo.export.private import schema
+
+    data = path.read_bytes()
+    model = schema.Model.GetRootAsModel(data, 0)
+    signatures = [model.SignatureDefs(i).SignatureKey().decode() for i in range(model.SignatureDefsLength())]
+    counts = {s: op_counts(data, s) for s in signatures}
+    return {s: {"total": sum(c.values()), "fully_connected": c["FULLY_CONNECTED"]} for s, c in counts.items()}
+
+
 def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
     """The report's `bench` section; `hf_factory()` builds the transformers model when `bench.reference` asks."""
     from zoo.kinds import kind_of  # not at the top: the timed child process imports this module without torch
@@ -229,6 +267,7 @@ def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
         "runtime_baseline_rss_bytes": lite["runtime_baseline_rss_bytes"],
         "runtime": lite,
     }
+    section["ops"] = step_ops(path)
     weights = weight_bytes(model, cfg.quant, kind_of(cfg).components)
     section |= {"weight_bytes": weights, "size_vs_weights": size_bytes / weights}
     bandwidth = read_bandwidth(cfg.bench.bandwidth_mib, cfg.threads)

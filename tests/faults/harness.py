@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import forked
+
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny random model with a short cache: a whole run (gate, export, check) in well under a minute.
 SMALL = ["model=tinyllama", "variant=small", "export.kv_cache_max=64", "export.prefill_lens=[16]"]
@@ -114,6 +116,13 @@ def run(module: str, *args: str, cwd: Path, timeout: float = 900, **env: str) ->
         preexec_fn=default_sigint,
         check=False,
     )
+
+
+def run_warm(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """`run` for a command refused before any model work (composition, validation): the same command in a forked
+    child of the test process (tests/forked.py), whose imports are already paid, with the same environment."""
+    code, out, err = forked.run_module(module, list(args), cwd, env_for(cwd.parent / "home", **env))
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *args], code, out, err)
 
 
 def error_of(result: subprocess.CompletedProcess) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faults.harness import assert_user_error, run
+from faults.harness import assert_user_error, run, run_warm
 
 pytestmark = pytest.mark.slow  # each case a real command in a subprocess
 
@@ -56,10 +56,11 @@ def snapshot_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def zoo_on(checkpoint: Path | str, tmp_path: Path, *extra: str):
-    return run(
-        "zoo", *ENTRY, f"model.checkpoint={checkpoint}", *extra, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
-    )
+def zoo_on(checkpoint: Path | str, tmp_path: Path, *extra: str, runner=run_warm):
+    """The entry on `checkpoint`: a refused checkpoint ends before any model work, so in a warm forked child
+    (`run_warm`); a run that goes on to the gate in a fresh process (`runner=run`)."""
+    args = [*ENTRY, f"model.checkpoint={checkpoint}", *extra, f"hydra.run.dir={tmp_path / 'run'}"]
+    return runner("zoo", *args, cwd=tmp_path)
 
 
 def copy(folder: Path, tmp_path: Path) -> Path:
@@ -79,7 +80,7 @@ def save(folder: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def test_the_snapshot_itself_passes(snapshot_folder, tmp_path):
-    result = zoo_on(snapshot_folder, tmp_path)
+    result = zoo_on(snapshot_folder, tmp_path, runner=run)
     assert result.returncode == 0, result.stderr
     assert "golden PASS" in result.stdout
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from faults.harness import SMALL, assert_user_error, run, user_error_cases
+from faults.harness import SMALL, assert_user_error, run_warm, user_error_cases
 
-pytestmark = pytest.mark.slow  # each case a real command in a subprocess
+pytestmark = pytest.mark.slow  # each case a real command (in a forked, warm child: tests/forked.py)
 
 CASES = user_error_cases(
     ("wrong_type", ["model.arch.dim=abc"], "config", ["model.arch.dim"]),
@@ -70,7 +70,7 @@ CASES = user_error_cases(
 @pytest.mark.parametrize(("args", "code", "fragments"), CASES)
 def test_bad_config_is_one_line_and_leaves_no_run_dir(tmp_path, args, code, fragments):
     run_dir = tmp_path / "run"
-    result = run("zoo", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_warm("zoo", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert_user_error(result, code, *fragments)
     assert not run_dir.exists()
 
@@ -84,6 +84,6 @@ def test_bad_prompt_file_is_refused_before_any_model(tmp_path, content, fragment
     prompt = tmp_path / "prompt.txt"
     if content is not None:
         prompt.write_bytes(content)
-    result = run("zoo.generate", *SMALL, f"prompt_file={prompt}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    result = run_warm("zoo.generate", *SMALL, f"prompt_file={prompt}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
     assert_user_error(result, "config", "generate.prompt_file", fragment)
     assert not (tmp_path / "cache").exists()

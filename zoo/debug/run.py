@@ -10,6 +10,7 @@ from zoo.config import ZooConfig
 from zoo.debug.blame import blame, blame_table
 from zoo.debug.explorer import write_overlays
 from zoo.debug.finder import find, table, write_json
+from zoo.export.residual import rotated
 from zoo.kinds import kind_of
 
 
@@ -17,7 +18,7 @@ def run_finder(cfg: ZooConfig, model: nn.Module, inputs: list[list[int]], path: 
     """Every signature call of the kind's debug programs on the first golden input; blame for the top suspects
     when the recipe quantizes (`debug.blame`); Model Explorer overlays of both graphs in `run_dir/explorer/`."""
     kind = kind_of(cfg)
-    programs = kind.debug_programs(model, inputs, cfg)
+    programs = kind.debug_programs(rotated(model, cfg.quant)[0], inputs, cfg)  # the exported form's own values
     finding = find(path, programs, cfg.quant.check, cfg.threads)
     print(table(finding, cfg.debug.top), flush=True)
     rows = blame(cfg, model, programs, path, finding, kind) if cfg.debug.blame else []

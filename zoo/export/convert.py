@@ -24,6 +24,7 @@ from zoo.export.asymmetric import with_zero_points
 from zoo.export.bake import bake, write
 from zoo.export.private import SavedModelConverter, keep_mul_and_fc_apart, schema
 from zoo.export.quantize import quantize, zero_point_blocks
+from zoo.export.residual import rotated
 from zoo.export.signatures import (
     Logits,
     Step,
@@ -85,8 +86,9 @@ def export_signatures(
     return names
 
 
-def op_counts(flatbuffer: bytes) -> Counter[str]:
-    """Operator names (builtin name, or CUSTOM:<code>) counted over all subgraphs: to check builtins-only output."""
+def op_counts(flatbuffer: bytes, signature: str | None = None) -> Counter[str]:
+    """Operator names (builtin name, or CUSTOM:<code>) counted over all subgraphs, or over one signature's: to check
+    builtins-only output, and the ops a step runs (the bench stage's `ops`)."""
     model = schema.Model.GetRootAsModel(flatbuffer, 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = []
@@ -95,9 +97,13 @@ def op_counts(flatbuffer: bytes) -> Counter[str]:
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         custom = code.CustomCode()
         codes.append(f"CUSTOM:{custom.decode()}" if custom else names[builtin])
+    graphs = range(model.SubgraphsLength())
+    if signature is not None:
+        sigs = (model.SignatureDefs(i) for i in range(model.SignatureDefsLength()))
+        graphs = [d.SubgraphIndex() for d in sigs if d.SignatureKey().decode() == signature]
     return Counter(
         codes[graph.Operators(j).OpcodeIndex()]
-        for graph in (model.Subgraphs(i) for i in range(model.SubgraphsLength()))
+        for graph in (model.Subgraphs(i) for i in graphs)
         for j in range(graph.OperatorsLength())
     )
 
@@ -115,6 +121,7 @@ def export_tflite(
     """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode, quantized by `recipe` (fp32 if None)
     over the decoder kind's `components` (none: every weight takes the recipe's mode)."""
     recipe = recipe or QuantConfig()
+    model, recipe = rotated(model, recipe)
     model = with_zero_points(model, zero_point_blocks(model, recipe, components))
     steps = [(signature, Step(model, signature.logits)) for signature in plan(prefill_lens, prefill_logits)]
     programs = (
