@@ -36,6 +36,7 @@ from zoo.jobcache import JobCache
 from zoo.pipeline import check_line, gate_line, preflight, run
 from zoo.quiet import quiet_python_logs
 from zoo.report import Report, unfinished
+from zoo.runtime.model import exit_quietly
 
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
 log = logging.getLogger("zoo")
@@ -145,7 +146,7 @@ def compose_and_run() -> None:
 
 
 def cli() -> None:
-    sys.exit(guarded("zoo", compose_and_run, sys.argv[1:]))
+    exit_quietly(guarded("zoo", compose_and_run, sys.argv[1:]))
 
 
 if __name__ == "__main__":
