@@ -34,9 +34,8 @@ from zoo.eval import eval_line
 from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache
 from zoo.pipeline import check_line, gate_line, preflight, run
-from zoo.quiet import quiet_python_logs
+from zoo.quiet import exit_quietly, quiet_python_logs
 from zoo.report import Report, unfinished
-from zoo.runtime.model import exit_quietly
 
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
 log = logging.getLogger("zoo")

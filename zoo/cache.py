@@ -28,9 +28,10 @@ from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
 from zoo.config import DebugConfig, EvalBounds, EvalConfig, GenerateConfig, ZooConfig
 from zoo.errors import InputError, guarded
 from zoo.files import atomic_path, locked, remove, remove_stale, write_atomic
+from zoo.quiet import exit_quietly
 from zoo.report import unfinished
 from zoo.runtime.generate import Generator
-from zoo.runtime.model import LiteModel, exit_quietly
+from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import special_ids
 
 

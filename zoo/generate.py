@@ -14,7 +14,7 @@ import sys
 from zoo import config
 from zoo.config import GenerateConfig, ZooConfig
 from zoo.errors import ConfigError, InputError, guarded
-from zoo.runtime.model import exit_quietly
+from zoo.quiet import exit_quietly
 
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
 

@@ -66,3 +66,11 @@ def native_logs_captured():
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def exit_quietly(code: int) -> None:
+    """Exit with `code` after our last line: LiteRT's process-wide environment logs its teardown to fd 2 at exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(code)

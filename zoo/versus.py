@@ -23,7 +23,8 @@ from zoo.config import KVLayout
 from zoo.errors import InputError, guarded
 from zoo.files import write_atomic
 from zoo.progress import progress
-from zoo.runtime.model import LiteModel, exit_quietly
+from zoo.quiet import exit_quietly
+from zoo.runtime.model import LiteModel
 
 WARMUP = 3  # untimed decode steps and prefill calls before each file's timed ones
 

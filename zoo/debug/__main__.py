@@ -16,7 +16,7 @@ from pathlib import Path
 
 from zoo.config import compose_config
 from zoo.errors import GateFailed, guarded
-from zoo.runtime.model import exit_quietly
+from zoo.quiet import exit_quietly
 
 
 def main(argv: list[str]) -> int:

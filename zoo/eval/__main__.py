@@ -21,7 +21,7 @@ from zoo.config import ConfigError, ZooConfig, validate
 from zoo.errors import EvalError, EvalFailed, guarded
 from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
-from zoo.runtime.model import exit_quietly
+from zoo.quiet import exit_quietly
 
 
 def run_config(path: Path, overrides: list[str]) -> tuple[ZooConfig, dict]:

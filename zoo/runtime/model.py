@@ -17,8 +17,6 @@ process or is ever read for another file's weights.
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 import weakref
 from dataclasses import dataclass, field
@@ -65,14 +63,6 @@ def cache_layout(k_shape: tuple, v_shape: tuple) -> KVLayout | None:
     if (k_shape[2], k_shape[3]) == (v_shape[3], v_shape[2]):
         return KVLayout.transposed
     return None
-
-
-def exit_quietly(code: int) -> None:
-    """Exit with `code` after our last line: LiteRT's process-wide environment logs its teardown to fd 2 at exit."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    sys.exit(code)
 
 
 class LiteModel:

@@ -135,6 +135,6 @@ if __name__ == "__main__":
     import sys
 
     from zoo.errors import guarded
-    from zoo.runtime.model import exit_quietly
+    from zoo.quiet import exit_quietly
 
     exit_quietly(guarded("zoo.runtime.speed", lambda: main(sys.argv[1:]), sys.argv[1:]))
