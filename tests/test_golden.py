@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from zoo import golden, pipeline
-from zoo.checkpoint import resolve
+from zoo.checkpoint import Weights, resolve
 from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.exact import float64
 from zoo.kinds import kind_of
 
-from conftest import ENTRIES, GOLDEN, compose_cfg
+from conftest import ENTRIES, GOLDEN, compose_cfg, entries_of
 
 # (entry, variant): every entry as its small random variant; entries with real weights offline also at full size.
 # The fast tier keeps one entry of each kind, and a sliding-window decoder with q/k norms; the full suite runs every
@@ -91,6 +91,42 @@ def test_live_gate(case):
     assert section["passed"] and section["max_abs_diff"] <= cfg.golden.atol, section
     if cfg.model.expect_answer and case[1] == "full":
         assert section["answer_ok"], section["answer"]
+
+
+@pytest.mark.parametrize("entry", entries_of("decoder"))
+def test_streamed_gate_equals_resident(entry):
+    """resident_gib=0: both models stay on the meta device and are read a layer at a time (zoo/stream.py); the gate
+    compares the hidden state after every layer and gives the resident run's figures."""
+    cfg = compose_cfg([f"model={entry}", "variant=small", "resident_gib=0"])
+    checkpoint = pipeline.resolve_checkpoint(cfg).checkpoint
+    loaded = pipeline.load_model(cfg, checkpoint)
+    assert all(p.is_meta for p in loaded.model.parameters())
+    streamed = pipeline.verify(cfg, loaded).section
+    resident = pipeline.verify(cfg, pipeline.load_model(replace(cfg, resident_gib=2.0), checkpoint)).section
+    assert streamed["passed"], streamed
+    assert len(streamed["layers_max_rel_diff"]) == cfg.model.arch.num_layers + 1
+    assert max(streamed["layers_max_rel_diff"]) <= cfg.golden.atol
+    assert streamed["greedy_tokens_equal"] == resident["greedy_tokens_equal"]
+    assert abs(streamed["max_abs_diff"] - resident["max_abs_diff"]) <= 1e-9
+
+
+def test_streamed_gate_names_the_first_layer_that_differs():
+    """A wrong weight in layer 0's MLP, read through the streamed path: the gate fails and names hidden state 1
+    (after layer 0) as the first that differs."""
+    cfg = compose_cfg(["model=tinyllama", "variant=small", "resident_gib=0"])
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+
+    class Wrong(Weights):
+        def __getitem__(self, name):
+            tensor = super().__getitem__(name)
+            if name == "model.layers.0.mlp.down_proj.weight":
+                tensor[0, 0] += 0.05
+            return tensor
+
+    weights = Wrong(loaded.weights.rules, loaded.weights.tensors, loaded.weights.shapes)
+    gate = pipeline.verify(cfg, replace(loaded, weights=weights))
+    assert gate.failure.startswith("golden FAIL") and gate.section["first_layer_off"] == 1, gate.section
+    assert "after layer 0" in gate.failure
 
 
 def test_gate_catches_a_wrong_weight():

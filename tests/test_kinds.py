@@ -62,7 +62,7 @@ class TokenStates(ModelKind):
         gen = torch.Generator().manual_seed(cfg.seed)
         return [torch.randint(cfg.model.arch.vocab_size, (n,), generator=gen).tolist() for n in (5, 9)]
 
-    def gate(self, model, hf, inputs, cfg) -> golden.GateResult:
+    def gate(self, model, weights, hf, inputs, cfg) -> golden.GateResult:
         result = golden.GateResult(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
         result.max_abs_diff = max(
             float((our_states(model, ids) - reference_states(hf, ids)).abs().max()) for ids in inputs
@@ -85,7 +85,7 @@ class TokenStates(ModelKind):
         example = (torch.zeros(1, n, dtype=torch.int64), torch.ones(1, n, dtype=torch.int64))
         return [Program("states", States(model), example, ["tokens", "attention_mask"], ["states"])]
 
-    def check(self, path, model, gate_section, cfg) -> tuple[dict[str, float], int]:
+    def check(self, path, model, weights, gate_section, cfg) -> tuple[dict[str, float], int]:
         from ai_edge_litert.interpreter import Interpreter
 
         run = Interpreter(model_path=str(path), num_threads=cfg.threads).get_signature_runner("states")

@@ -1,9 +1,9 @@
 """The post-export check: the flatbuffer, run by ai_edge_litert's interpreter, against the PyTorch model.
 
-Both sides get the same inputs: one prefill of a fixed prompt, then teacher-forced decode steps whose tokens are
-the PyTorch model's greedy choices; each side carries its own KV cache, so cache writes are checked too. The
-PyTorch side runs in float64 (zoo/exact.py, as the golden gate does), so the figures measure the flatbuffer's own
-error, not whichever way float32 rounding fell in one PyTorch call.
+Both sides get the same inputs: one prefill of a fixed prompt, then decode steps whose tokens are the flatbuffer's
+own greedy choices (its cache writes are checked by every step that reads them); the PyTorch side runs that
+sequence in one full forward, in float64 (zoo/exact.py, as the golden gate does), so the figures measure the
+flatbuffer's own error, not whichever way float32 rounding fell in one PyTorch call.
 The bounds come from the quant recipe (`quant.check`). Encoder kinds have their own runs below (wired in zoo/kinds/).
 """
 
@@ -17,6 +17,7 @@ from torch import nn
 
 from zoo.architectures.layers import attention_mask
 from zoo.config import ExportConfig, PrefillLogits, QuantCheck
+from zoo.stream import Source
 
 
 def prefill_length(prompt_len: int, prefill_lens: list[int]) -> int:
@@ -40,20 +41,17 @@ def step_inputs(tokens: list[int], positions: list[int], cache: list[np.ndarray]
     return feed
 
 
-@torch.no_grad()
-def torch_step(model: nn.Module, feed: dict) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The PyTorch model on the exact inputs of a signature call: all-position logits and the new cache."""
-    n = sum(k.startswith("kv_cache_k_") for k in feed)
-    cache = [(torch.from_numpy(feed[f"kv_cache_k_{i}"]), torch.from_numpy(feed[f"kv_cache_v_{i}"])) for i in range(n)]
-    mask = torch.from_numpy(feed["mask"]) if "mask" in feed else None
-    tokens, pos = torch.from_numpy(feed["tokens"]).long(), torch.from_numpy(feed["input_pos"]).long()
-    logits, cache = model(tokens, pos, cache, mask)
-    return logits[0].numpy(), [t.numpy() for pair in cache for t in pair]
+def run_check(
+    path: Path, model: nn.Module, weights: Source, prompt: list[int], export: ExportConfig, threads: int
+) -> dict:
+    """Logits of the flatbuffer and of the PyTorch model at the same positions: {'tflite': [N, V], 'torch': [N, V]}.
 
-
-def run_check(path: Path, model: nn.Module, prompt: list[int], export: ExportConfig, threads: int) -> dict:
-    """Teacher-forced logits of the flatbuffer and of the PyTorch model: {'tflite': [N, V], 'torch': [N, V]}."""
+    The flatbuffer prefills the prompt and then decodes `export.check_steps` tokens, each its own greedy choice;
+    the PyTorch model then runs that whole sequence once, one layer at a time when streamed (zoo/golden.py
+    our_runs: its full forward, which the gate proved equal to its cached decode)."""
     from ai_edge_litert.interpreter import Interpreter
+
+    from zoo.golden import our_runs
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     t = prefill_length(len(prompt), list(export.prefill_lens))
@@ -61,27 +59,27 @@ def run_check(path: Path, model: nn.Module, prompt: list[int], export: ExportCon
     tokens = body + [0] * (t - len(body))  # padding slots are overwritten by decode and masked until then
     k_shape, v_shape = model.kv_shapes(export.kv_cache_max)
     cache = [np.zeros(v_shape if i % 2 else k_shape, np.float32) for i in range(2 * model.arch.num_layers)]
-    feed = step_inputs(tokens, list(range(t)), cache, export)
-    ours = interpreter.get_signature_runner(f"prefill_{t}")(**feed)
-    ref_logits, ref_cache = torch_step(model, feed)
-    got, want = [], []  # prefill logits only at real prompt positions: padding slots are not an output anyone uses
+    ours = interpreter.get_signature_runner(f"prefill_{t}")(**step_inputs(tokens, list(range(t)), cache, export))
+    got, positions = [], []  # prefill logits only at real prompt positions: padding slots are not an output anyone uses
     if export.prefill_logits is PrefillLogits.all:
         got.append(ours["logits"][0][: len(body)])
-        want.append(ref_logits[: len(body)])
+        positions += range(len(body))
     elif export.prefill_logits is PrefillLogits.last and len(body) == t:
         got.append(ours["logits"][0])
-        want.append(ref_logits[-1:])
+        positions.append(t - 1)
     lite_cache = [ours[k] for k in cache_names(len(cache))]
     decode = interpreter.get_signature_runner("decode")
-    token, pos = prompt[-1], len(prompt) - 1
-    for _ in range(export.check_steps):
-        out = decode(**step_inputs([token], [pos], lite_cache, export))
+    sequence = list(prompt)
+    for step in range(export.check_steps):
+        pos = len(sequence) - 1
+        out = decode(**step_inputs([sequence[-1]], [pos], lite_cache, export))
         lite_cache = [out[k] for k in cache_names(len(cache))]
-        ref_logits, ref_cache = torch_step(model, step_inputs([token], [pos], ref_cache, export))
         got.append(out["logits"][0])
-        want.append(ref_logits)
-        token, pos = int(ref_logits[-1].argmax()), pos + 1
-    return {"tflite": np.concatenate(got), "torch": np.concatenate(want)}
+        positions.append(pos)
+        if step < export.check_steps - 1:
+            sequence.append(int(out["logits"][0][-1].argmax()))
+    (run,), _ = our_runs(model, weights, [sequence], export.kv_cache_max, stepwise=False)
+    return {"tflite": np.concatenate(got), "torch": run.logits[positions].numpy()}
 
 
 def cache_names(n: int) -> list[str]:

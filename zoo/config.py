@@ -472,6 +472,9 @@ class ZooConfig:
     threads: int = 2
     verbose: bool = False  # tracebacks of failures (zoo/errors.py)
     memory_limit_gib: Optional[float] = None  # refuse jobs estimated past this; None: the memory available now
+    # A model of at most this many GiB of float32 weights is read into memory once; a larger one (of a kind that
+    # streams, zoo/kinds/) stays on the meta device and the gate, export and check read one layer at a time.
+    resident_gib: float = 2.0
     cache_dir: Optional[str] = (
         None  # the export cache (zoo/cache.py); None: $ZOO_CACHE, else $XDG_CACHE_HOME/zoo or ~/.cache/zoo
     )

@@ -9,7 +9,9 @@ reordering moves a logit by ~1e-12, so a fixed tolerance far below any real faul
 an op receives and every float32 dtype an op asks for (`.float()`, `.to(torch.float32)`, `softmax(dtype=
 torch.float32)`: transformers' upcasts in norms, softmax and RoPE), and makes float64 the default dtype for the
 tensors the models create. The modules' weights are widened once up front while they fit a memory budget (a third of
-the available memory), the rest on each use, so a model too large to copy still runs, only slower.
+the available memory), the rest on each use, so a model too large to copy still runs, only slower. A table too
+large to widen whole (a 256k-token vocabulary) is widened by the rows an embedding lookup gathers and, as a linear
+layer's weight (a tied lm_head), in blocks of rows; both give the same numbers as widening it whole.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from contextlib import contextmanager
 
 import psutil
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+# Elements of a float32 weight widened in blocks rather than whole (64M: 512 MiB in float64).
+WIDEN_BLOCK = 1 << 26
+_paused = [False]
 
 
 def _key(t: torch.Tensor) -> tuple:
@@ -50,12 +57,47 @@ class _Float64(TorchFunctionMode):
         return value
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if _paused[0]:
+            return func(*args, **(kwargs or {}))
+        if func is F.embedding and args and _float32(args[1] if len(args) > 1 else kwargs.get("weight")):
+            return func(*args, **(kwargs or {})).double()  # the rows gathered, then widened
+        weight = args[1] if func is F.linear and len(args) > 1 else None
+        if (
+            weight is not None
+            and _float32(weight)
+            and weight.numel() > WIDEN_BLOCK
+            and _key(weight) not in self.widened
+        ):
+            return _linear_in_blocks(self.widen(args[0]), weight, args[2] if len(args) > 2 else kwargs.get("bias"))
         kwargs = {k: self.widen(v) for k, v in (kwargs or {}).items()}
         if func is torch.Tensor.float:
             func = torch.Tensor.double
         if _in_place(getattr(func, "__name__", "")) and args:  # the tensor written stays itself
             return func(args[0], *(self.widen(a) for a in args[1:]), **kwargs)
         return func(*(self.widen(a) for a in args), **kwargs)
+
+
+def _float32(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype == torch.float32
+
+
+def _linear_in_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    rows = max(1, WIDEN_BLOCK // weight.shape[1])
+    parts = []
+    for start in range(0, weight.shape[0], rows):
+        part = bias[start : start + rows].double() if bias is not None else None
+        parts.append(F.linear(x, weight[start : start + rows].double(), part))
+    return torch.cat(parts, dim=-1)
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """Torch calls inside run as written (reading a checkpoint tensor as float32 inside a float64 forward)."""
+    before, _paused[0] = _paused[0], True
+    try:
+        yield
+    finally:
+        _paused[0] = before
 
 
 @contextmanager

@@ -6,6 +6,7 @@ touch our model); `golden/` files hold top-k logits and greedy tokens of that re
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,34 +22,62 @@ from zoo.config import (
     ReferenceConfig,
     ZooConfig,
 )
+from zoo.errors import CheckpointError
 from zoo.runtime.tokenizer import encode_prompt
+from zoo.stream import Source, is_streamed, reading
 
 TOP_K = 8
 
 
-def reference_model(reference: ReferenceConfig, checkpoint: Checkpoint) -> nn.Module:
-    """The transformers model class of the entry, built from the checkpoint's own config and tensors (float32)."""
+def reference_model(reference: ReferenceConfig, checkpoint: Checkpoint, resident: bool = True) -> nn.Module:
+    """The transformers model class of the entry, built from the checkpoint's own config and tensors (float32).
+    Not `resident`: its parameters stay on the meta device (buffers are real) for `reference_source` to stream."""
+    from accelerate import init_empty_weights
     from transformers.initialization import no_init_weights
 
     model_cls, _ = hf_config_class(reference)
     config = checkpoint.config
     config._attn_implementation = "eager"
+    if not resident:
+        with init_empty_weights(include_buffers=False):
+            model = model_cls(config).float().eval()
+        model.tie_weights()
+        return model
     with no_init_weights():
         model = model_cls(config)
-    missing, unexpected = model.load_state_dict(checkpoint.tensors, strict=False, assign=True)
+    tensors = dict(checkpoint.tensors)
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
     unexpected = [k for k in unexpected if k not in dict(model.named_buffers())]  # e.g. BERT's old position_ids
     if set(missing) - tied or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{reference.hf_class} does not take this checkpoint: missing {sorted(set(missing) - tied)}, "
             f"unexpected {sorted(unexpected)}"
         )
     model.tie_weights()
     # As from_pretrained does: a tied tensor the checkpoint stores itself stays its own (transformers 5 builds every
     # T5 tied, yet a flan-t5 checkpoint has an lm_head that differs from its embedding).
-    own = {k: checkpoint.tensors[k] for k in tied if k in checkpoint.tensors}
+    own = {k: tensors[k] for k in tied if k in tensors}
     model.load_state_dict(own, strict=False, assign=True)
     return model.float().eval()
+
+
+def reference_source(hf: nn.Module, checkpoint: Checkpoint, hf_class: str) -> Source:
+    """Parameter name -> the checkpoint tensor, for `stream.streamed(hf, ...)`: a tied parameter reads the tensor the
+    checkpoint stores under another of its names."""
+    names: dict[int, list[str]] = {}
+    for name, param in hf.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    stored = {}
+    for group in names.values():
+        present = [n for n in group if n in checkpoint.tensors]
+        if not present:
+            raise CheckpointError(f"{hf_class} does not take this checkpoint: missing {group[0]}")
+        stored.update({n: n if n in checkpoint.tensors else present[0] for n in group})
+    extra = sorted(set(checkpoint.tensors) - set(stored))
+    if extra:
+        raise CheckpointError(f"{hf_class} does not take this checkpoint: unexpected {extra[:5]}")
+    return lambda name: checkpoint.tensors[stored[name]]
 
 
 def prompt_ids(golden: GoldenConfig, tokenizer, vocab_size: int, seed: int, chat: bool) -> list[list[int]]:
@@ -109,6 +138,9 @@ class GateResult:
     decode_vs_full_max_abs_diff: float = 0.0
     atol: float = 0.0
     decode_atol: float = 0.0
+    # hidden state after each layer (index 0: the embeddings, i: after layer i-1, last: the final norm), ours vs
+    # transformers, as max |diff| / max(1, max |reference|); empty for kinds that do not compare layers
+    layers: list[float] = field(default_factory=list)
     summary: str = ""  # the gate line of kinds whose checks are not the decoder's (empty: the decoder's line)
     extra: dict = field(default_factory=dict)  # kind-specific report entries
 
@@ -117,9 +149,15 @@ class GateResult:
         return self.greedy_equal == self.greedy_total
 
     @property
+    def first_layer_off(self) -> int | None:
+        """The first hidden state (index as in `layers`) past atol: where ours starts to differ."""
+        return next((i for i, d in enumerate(self.layers) if d > self.atol), None)
+
+    @property
     def passed(self) -> bool:
         decode_ok = self.decode_vs_full_max_abs_diff <= self.decode_atol
-        return self.max_abs_diff <= self.atol and decode_ok and self.greedy_match
+        layers_ok = self.first_layer_off is None
+        return self.max_abs_diff <= self.atol and decode_ok and self.greedy_match and layers_ok
 
     def report(self) -> dict:
         return {
@@ -131,18 +169,106 @@ class GateResult:
             "greedy_tokens_equal": f"{self.greedy_equal}/{self.greedy_total}",
             "decode_vs_full_max_abs_diff": self.decode_vs_full_max_abs_diff,
             "decode_atol": self.decode_atol,
+            **({"layers_max_rel_diff": self.layers, "first_layer_off": self.first_layer_off} if self.layers else {}),
             **({"summary": self.summary} if self.summary else {}),
             **self.extra,
         }
 
 
-def gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], golden: GoldenConfig, kv_max: int) -> GateResult:
-    """Ours vs transformers on every prompt position, greedy tokens, and our cached decode vs our full forward."""
+@dataclass
+class Run:
+    """One sequence through a decoder: logits at every position [T, V] and the hidden states [T, dim] (embeddings,
+    after each layer, after the final norm)."""
+
+    logits: torch.Tensor
+    hidden: list[torch.Tensor]
+
+
+@torch.no_grad()
+def reference_runs(hf: nn.Module, prompts: list[list[int]], new_tokens: int) -> tuple[list[list[int]], list[Run]]:
+    """transformers' greedy continuation of every prompt by full recompute (no cache: nothing of the reference's
+    cache logic is trusted), the prompts in one right-padded, masked batch: `new_tokens` forwards in all. The last
+    forward (each prompt and all but its last new token) gives the logits and hidden states returned."""
+    seqs = [list(p) for p in prompts]
+    runs: list[Run] = []
+    for step in range(new_tokens):
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        last = step == new_tokens - 1
+        out = hf(input_ids=ids, attention_mask=mask, output_hidden_states=last)
+        if last:
+            runs = [
+                Run(out.logits[b, : len(s)], [h[b, : len(s)] for h in out.hidden_states]) for b, s in enumerate(seqs)
+            ]
+        for b, s in enumerate(seqs):
+            s.append(int(out.logits[b, len(s) - 1].argmax()))
+    return [s[len(p) :] for s, p in zip(seqs, prompts)], runs
+
+
+@torch.no_grad()
+def our_runs(
+    model: nn.Module, weights: Source, sequences: list[list[int]], kv_max: int, stepwise: bool = True
+) -> tuple[list[Run], list]:
+    """Our decoder over every sequence one layer at a time (each layer's weights read once, `stream.reading`, when
+    the model is streamed): the full forward of each sequence, and with `stepwise` the same sequence one token per
+    call through the KV cache as the decode signature runs it. Returns the full forwards' Runs and the cached
+    steps' logits [T, V] (none without `stepwise`)."""
+    streaming = is_streamed(model)
+
+    def block(module: nn.Module | None, prefix: str):
+        return reading(module, weights, prefix) if streaming and module is not None else nullcontext()
+
+    m, layout = model.model, model.layout
+    k_shape, v_shape = model.kv_shapes(kv_max)
+    positions = [torch.arange(len(s)) for s in sequences]
+    full_inputs = [model.layer_inputs(pos, kv_max) for pos in positions]
+    step_inputs = [
+        [model.layer_inputs(pos[t : t + 1], kv_max) for t in range(len(pos) * stepwise)] for pos in positions
+    ]
+    with block(m.embed_tokens, "model.embed_tokens"), block(m.embed_positions, "model.embed_positions"):
+        xs = [model.embed(torch.tensor([s]), pos) for s, pos in zip(sequences, positions)]
+    steps = [[x[:, t : t + 1] for t in range(x.shape[1])] for x in xs]
+    hidden = [[x[0]] for x in xs]
+    for i, layer in enumerate(m.layers):
+        with block(layer, f"model.layers.{i}"):
+            for j, pos in enumerate(positions):
+                ropes, slots = full_inputs[j]
+                xs[j], _, _ = layer(
+                    xs[j], pos, ropes[i], torch.zeros(k_shape), torch.zeros(v_shape), layout, slots, None
+                )
+                if i < len(m.layers) - 1:
+                    hidden[j].append(xs[j][0])
+                k, v = torch.zeros(k_shape), torch.zeros(v_shape)
+                for t, (ropes_t, slots_t) in enumerate(step_inputs[j]):
+                    steps[j][t], k, v = layer(steps[j][t], pos[t : t + 1], ropes_t[i], k, v, layout, slots_t, None)
+    head = model.lm_head if model.lm_head is not None else m.embed_tokens
+    head_name = "lm_head" if model.lm_head is not None else "model.embed_tokens"
+    with block(m.norm, "model.norm"), block(head, head_name):
+        runs, stepped = [], []
+        for j, x in enumerate(xs):
+            normed = m.norm(x)
+            hidden[j].append(normed[0])
+            runs.append(Run(model.logits(normed)[0], hidden[j]))
+            if stepwise:
+                stepped.append(model.logits(m.norm(torch.cat(steps[j], dim=1)))[0])
+    return runs, stepped
+
+
+def gate(
+    model: nn.Module, weights: Source, hf: nn.Module, prompts: list[list[int]], golden: GoldenConfig, kv_max: int
+) -> GateResult:
+    """Ours vs transformers layer by layer: the hidden state after every layer and the logits at every position of
+    each prompt and its greedy continuation, the greedy tokens (ours, teacher-forced on transformers' continuation,
+    must pick the same token at every step: then a free-running greedy gives the same tokens), and our cached decode
+    vs our full forward. Holds one layer's weights at a time when the models are streamed (zoo/stream.py)."""
     result = GateResult(atol=golden.atol, decode_atol=golden.decode_atol)
-    for p, ids in enumerate(prompts):
-        ref = reference_logits(hf, ids)
-        ours, _ = our_prefill(model, ids, kv_max)
-        diff = (ours - ref).abs()
+    greedy, ref_runs = reference_runs(hf, prompts, golden.new_tokens)
+    sequences = [p + g[:-1] for p, g in zip(prompts, greedy)]
+    runs, stepped = our_runs(model, weights, sequences, kv_max)
+    result.layers = [0.0] * len(runs[0].hidden)
+    for p, (ids, ours, ref, steps) in enumerate(zip(prompts, runs, ref_runs, stepped)):
+        diff = (ours.logits - ref.logits).abs()
         if float(diff.max()) >= result.max_abs_diff:
             pos, tok = divmod(int(diff.argmax()), diff.shape[-1])
             result.max_abs_diff = float(diff.max())
@@ -150,17 +276,18 @@ def gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], golden: Gold
                 "prompt": p,
                 "position": pos,
                 "token": tok,
-                "ours": float(ours[pos, tok]),
-                "reference": float(ref[pos, tok]),
+                "ours": float(ours.logits[pos, tok]),
+                "reference": float(ref.logits[pos, tok]),
             }
-        stepwise = our_stepwise(model, ids, kv_max)
+        for i, (h, h_ref) in enumerate(zip(ours.hidden, ref.hidden)):
+            rel = float((h - h_ref).abs().max()) / max(1.0, float(h_ref.abs().max()))
+            result.layers[i] = max(result.layers[i], rel)
         result.decode_vs_full_max_abs_diff = max(
-            result.decode_vs_full_max_abs_diff, float((stepwise - ours).abs().max())
+            result.decode_vs_full_max_abs_diff, float((steps - ours.logits).abs().max())
         )
-        ref_tokens = reference_greedy(hf, ids, golden.new_tokens)
-        our_tokens = our_greedy(model, ids, golden.new_tokens, kv_max)
-        result.greedy_equal += sum(a == b for a, b in zip(ref_tokens, our_tokens))
-        result.greedy_total += len(ref_tokens)
+        picks = ours.logits[len(ids) - 1 :].argmax(-1).tolist()
+        result.greedy_equal += sum(a == b for a, b in zip(picks, greedy[p]))
+        result.greedy_total += len(greedy[p])
     return result
 
 

@@ -7,6 +7,7 @@ Nothing here reads Hydra's global state: tests compose a config and call the sam
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch import nn
 
 from zoo import golden
 from zoo.bundle import bundle
-from zoo.checkpoint import Checkpoint, check_config, load, resolve
+from zoo.checkpoint import Checkpoint, Weights, check_config, materialize, resolve, weights_for
 from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.config import Variant, ZooConfig
 from zoo.errors import CheckFailed, ConfigError, EvalFailed, GateFailed, ResourceError
@@ -31,11 +32,31 @@ from zoo.quiet import native_logs_captured
 from zoo.report import Report, unfinished
 from zoo.resources import timed
 from zoo.results import Benched, Checked, Debugged, Exported, Gate, Loaded, Resolved
+from zoo.stream import is_streamed, streamed
+from zoo.stream import reading as stream_reading
 
-# Peak memory of a run: the libraries (torch, TensorFlow, LiteRT) plus a multiple of the float32 weights (the
-# model, the converter's and the quantizer's working sets). Measured: SmolLM2 1.9-2.2 GiB for 0.54 GB of weights,
-# TinyLlama 6.7 GiB for 4.4 GB; this estimate (2.2 and 8.8 GiB) errs on the safe side.
-LIBRARIES_GIB, WEIGHTS_FACTOR = 1.2, 1.7
+# Peak memory of a run. A model held in memory: the libraries (torch, TensorFlow, LiteRT) plus a multiple of its
+# float32 weights (measured: SmolLM2 1.9-2.2 GiB for 0.54 GB of weights, TinyLlama 6.7 GiB for 4.4 GB; this
+# estimate, 2.2 and 8.8 GiB, errs on the safe side). A streamed one: the libraries plus the larger of the gate's
+# working set (one layer in float64 with its transients, the embedding table in float32) and the export's (the
+# output file, as the quantizer holds it, plus a margin).
+LIBRARIES_GIB, WEIGHTS_FACTOR, EXPORT_MARGIN_GIB = 1.2, 1.7, 1.5
+BYTES_PER_WEIGHT = {"none": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.6}
+
+
+def memory_estimate(cfg: ZooConfig, model: nn.Module) -> tuple[float, str]:
+    """GiB a run of `cfg` needs at its peak, and how it runs (`in memory` or `streamed`); `model` on meta."""
+    params = sum(p.numel() for p in model.parameters())
+    f32 = 4 * params / 2**30
+    if not kind_of(cfg).streams or f32 <= cfg.resident_gib:
+        return LIBRARIES_GIB + WEIGHTS_FACTOR * f32, "in memory"
+    layer = max(sum(p.numel() for p in block.parameters()) for block in model.model.layers)
+    table = model.model.embed_tokens.weight.numel()
+    gate = (2 * 8 * layer + 4 * table) / 2**30
+    mode = cfg.quant.mode.value
+    per_weight = next((v for k, v in BYTES_PER_WEIGHT.items() if mode.startswith(k)), 4.0)
+    export = per_weight * params / 2**30 + EXPORT_MARGIN_GIB if cfg.export.enabled else 0.0
+    return LIBRARIES_GIB + max(gate, export), "streamed"
 
 
 def preflight(cfg: ZooConfig) -> None:
@@ -47,15 +68,15 @@ def preflight(cfg: ZooConfig) -> None:
     with torch.device("meta"):
         model = kind.build(cfg.model.arch, cfg.export)
     check_recipe(cfg.quant, kind.components, model, cfg.model.name)
+    need, how = memory_estimate(cfg, model)
     params = sum(p.numel() for p in model.parameters())
-    need = LIBRARIES_GIB + WEIGHTS_FACTOR * 4 * params / 2**30
     limit = cfg.memory_limit_gib if cfg.memory_limit_gib is not None else psutil.virtual_memory().available / 2**30
     if need > limit:
         source = "memory_limit_gib" if cfg.memory_limit_gib is not None else "available memory"
         raise ResourceError(
-            f"{cfg.model.name} needs an estimated {need:.1f} GiB ({params / 1e9:.2f} B parameters, "
-            f"{4 * params / 2**30:.1f} GiB in float32, plus conversion) but the {source} is "
-            f"{limit:.1f} GiB: free memory, use a larger machine, or try variant=small"
+            f"{cfg.model.name} needs ~{need:.1f} GiB ({params / 1e9:.2f} B parameters, {how}, quant "
+            f"{cfg.quant.name}) but the {source} is {limit:.1f} GiB: free memory, use a larger machine, or try "
+            "variant=small"
         )
 
 
@@ -63,7 +84,9 @@ def resolve_checkpoint(cfg: ZooConfig, cache: JobCache | None = None) -> Resolve
     """The entry's checkpoint, checked against the architecture the entry states (reused from `cache` if there)."""
 
     def make() -> Checkpoint:
-        checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
+        from zoo.cache import cache_root
+
+        checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed, cache_root(cfg.cache_dir))
         check_config(cfg.model.reference, checkpoint)
         return checkpoint
 
@@ -73,7 +96,8 @@ def resolve_checkpoint(cfg: ZooConfig, cache: JobCache | None = None) -> Resolve
 
 
 def load_model(cfg: ZooConfig, checkpoint: Checkpoint) -> Loaded:
-    """Build our module from the entry and fill it strictly from the checkpoint."""
+    """Build our module from the entry and map it strictly onto the checkpoint (nothing read yet); read it into
+    memory when it is at most `resident_gib` of float32 or its kind cannot stream (zoo/stream.py)."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
     if tokenizer is not None and len(tokenizer) > cfg.model.arch.vocab_size:
         raise ConfigError(
@@ -83,8 +107,10 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint) -> Loaded:
     with timed("build") as building, torch.device("meta"):  # no init of weights the checkpoint replaces
         model = kind_of(cfg).build(cfg.model.arch, cfg.export)
     with timed("load") as loading:
-        load(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
-    return Loaded(cfg.model.name, model, checkpoint, tokenizer, building.timing, loading.timing)
+        weights = weights_for(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
+        if not kind_of(cfg).streams or weights.nbytes() <= cfg.resident_gib * 2**30:
+            materialize(model, weights)
+    return Loaded(cfg.model.name, model, checkpoint, tokenizer, weights, building.timing, loading.timing)
 
 
 def verify(cfg: ZooConfig, loaded: Loaded, cache: JobCache | None = None) -> Gate:
@@ -100,10 +126,16 @@ def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
     """The gate's report section, by the entry's kind (zoo/kinds/): logit diffs, greedy agreement, cached decode,
     and for an entry with `expect_answer` its answer."""
     kind = kind_of(cfg)
-    hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
+    resident = not is_streamed(loaded.model)
+    hf = golden.reference_model(cfg.model.reference, loaded.checkpoint, resident)
+    reading = (
+        nullcontext()
+        if resident
+        else streamed(hf, golden.reference_source(hf, loaded.checkpoint, cfg.model.reference.hf_class))
+    )
     prompts = kind.golden_inputs(cfg, loaded.tokenizer)
-    with float64(loaded.model, hf):  # zoo/exact.py: no float32 rounding for a kernel's choice to flip
-        result = kind.gate(loaded.model, hf, prompts, cfg)
+    with float64(loaded.model, hf), reading:  # zoo/exact.py: no float32 rounding for a kernel's choice to flip
+        result = kind.gate(loaded.model, loaded.weights, hf, prompts, cfg)
         del hf
         section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts, "dtype": "float64"}
         expect = cfg.model.expect_answer
@@ -114,8 +146,11 @@ def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
 
 
 def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
-    """Our model's greedy answer, cut at the end-of-sequence token."""
-    out = golden.our_greedy(loaded.model, ids, tokens, kv_max)
+    """Our model's greedy answer, cut at the end-of-sequence token (a streamed model reads each layer per step; its
+    embedding table, which a tied head also reads outside the table's own forward, for the whole answer)."""
+    model, source = loaded.model, loaded.weights.__getitem__
+    with stream_reading(model.model.embed_tokens, source, "model.embed_tokens"), streamed(model, source):
+        out = golden.our_greedy(model, ids, tokens, kv_max)
     eos = loaded.tokenizer.eos_token_id
     return loaded.tokenizer.decode(out[: out.index(eos)] if eos in out else out, skip_special_tokens=True)
 
@@ -131,6 +166,17 @@ def gate_line(section: dict) -> str:
         f"{section['greedy_tokens_equal']}, cached decode vs full forward {section['decode_vs_full_max_abs_diff']:.2e} "
         f"(atol {section['decode_atol']:.0e})"
     )
+    off = section.get("first_layer_off")
+    if off is not None:
+        where = (
+            "the embeddings"
+            if off == 0
+            else "the final norm"
+            if off == len(section["layers_max_rel_diff"]) - 1
+            else f"layer {off - 1}"
+        )
+        rel = section["layers_max_rel_diff"][off]
+        line += f"; first hidden state that differs: after {where} (relative diff {rel:.2e})"
     if "answer" in section:
         verdict = "contains" if section["answer_ok"] else "MISSING"
         line += f"\nanswer: {section['answer']!r} ({verdict} {section['expect']!r})"
@@ -178,13 +224,13 @@ def cached_export(cfg: ZooConfig, model: nn.Module) -> Path:
     return path
 
 
-def check(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path) -> Checked:
+def check(cfg: ZooConfig, model: nn.Module, weights: Weights, gate_section: dict, path: Path) -> Checked:
     """The flatbuffer against the PyTorch model on the same inputs (what its kind compares, from the gate's
     section: the check prompt, reference values); past the recipe's bounds is the result's `failure`."""
     from zoo.check import check_failures
 
     with timed("check") as clock, float64(model):
-        metrics, positions = kind_of(cfg).check(path, model, gate_section, cfg)
+        metrics, positions = kind_of(cfg).check(path, model, weights, gate_section, cfg)
     failures = check_failures(metrics, cfg.quant.check)
     bounds = {k: v for k, v in vars(cfg.quant.check).items() if v is not None}
     failure = f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures)
@@ -253,7 +299,7 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
             if cfg.export.enabled:
                 with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
                     exported = report.add(export(cfg, loaded.model, artifact_path(cfg, run_dir)))
-                    checked = report.add(check(cfg, loaded.model, gate.section, exported.path))
+                    checked = report.add(check(cfg, loaded.model, loaded.weights, gate.section, exported.path))
                     if checked.failure:
                         if cfg.debug.on_fail:
                             report.add(debug(cfg, loaded.model, gate.section, exported.path, run_dir))

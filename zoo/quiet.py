@@ -39,6 +39,17 @@ def quiet_python_logs() -> None:
     logging.getLogger().setLevel(logging.WARNING)
     for name in ("absl", "tensorflow", "jax", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    stages_to_log_file()
+
+
+def stages_to_log_file() -> None:
+    """Each stage's start and end (zoo/resources.py's `zoo.stages` records) into the job's log file that Hydra opened,
+    as they happen: a long run shows where it is, and a killed one where it stopped. Not on the console."""
+    stages = logging.getLogger("zoo.stages")
+    stages.setLevel(logging.INFO)
+    stages.propagate = False
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    stages.handlers = files
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import resource
 import signal
@@ -22,6 +23,7 @@ from zoo.progress import stage_ended, stage_started
 # SIG<signal> (INT by default) as the n-th stage of that name (default the first) starts: an interrupt at an exact
 # stage without timing.
 FAULT_AT = "ZOO_FAULT_AT"
+_stages = logging.getLogger("zoo.stages")  # the job's log file (zoo/quiet.py), line by line as stages run
 _started: Counter[str] = Counter()
 
 
@@ -86,6 +88,7 @@ def timed(stage: str) -> Iterator[Stopwatch]:
     scope = "stage" if reset_peak_rss() else "process"
     clock = Stopwatch()
     stage_started(stage)
+    _stages.info("%s: started", stage)
     start = time.perf_counter()
     try:
         interrupt_if_asked(stage)
@@ -96,3 +99,4 @@ def timed(stage: str) -> Iterator[Stopwatch]:
     finally:
         stage_ended()
         clock.timing = Timing(round(time.perf_counter() - start, 3), peak_rss_bytes(), scope)
+        _stages.info("%s: %.1f s, peak RSS %.2f GiB", stage, clock.timing.seconds, clock.timing.peak_rss_bytes / 2**30)

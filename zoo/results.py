@@ -16,7 +16,7 @@ from zoo.resources import Timing
 if TYPE_CHECKING:
     from torch import nn
 
-    from zoo.checkpoint import Checkpoint
+    from zoo.checkpoint import Checkpoint, Weights
     from zoo.config import ZooConfig
 
 
@@ -48,6 +48,7 @@ class Loaded:
     model: nn.Module
     checkpoint: Checkpoint
     tokenizer: object | None
+    weights: Weights  # our parameters by name, read from the checkpoint on demand (zoo/checkpoint/mapping.py)
     build: Timing
     load: Timing
 
@@ -59,6 +60,7 @@ class Loaded:
             "model": self.name,
             "checkpoint": self.checkpoint.description,
             "num_params": sum(p.numel() for p in self.model.parameters()),
+            "streamed": any(p.is_meta for p in self.model.parameters()),
         }
 
 

@@ -81,24 +81,33 @@ class Decoder(nn.Module):
         k_shape, v_shape = self.kv_shapes(kv_max)
         return [(torch.zeros(k_shape), torch.zeros(v_shape)) for _ in range(self.arch.num_layers)]
 
-    def hidden(self, tokens, input_pos, kv_cache: KVCache, mask=None) -> tuple[torch.Tensor, KVCache]:
+    def embed(self, tokens, input_pos) -> torch.Tensor:
         m = self.model
         x = m.embed_tokens(tokens)
         if m.embed_scale is not None:
             x = x * torch.tensor(m.embed_scale, dtype=x.dtype)
         if m.embed_positions is not None:
             x = x + m.embed_positions(input_pos)[None]
+        return x
+
+    def layer_inputs(self, input_pos, kv_max: int) -> tuple[list, torch.Tensor]:
+        """Each layer's (cos, sin) pair (its type's rope; None without rope) and the cache slots attention reads."""
+        m = self.model
         rope = m.rotary_emb(input_pos) if m.rotary_emb is not None else None
         rope_local = m.rotary_emb_local(input_pos) if m.rotary_emb_local is not None else rope
+        return [rope_local if local else rope for local in m.local_layers], cache_slots(
+            input_pos, kv_max, self.read_multiple
+        )
+
+    def hidden(self, tokens, input_pos, kv_cache: KVCache, mask=None) -> tuple[torch.Tensor, KVCache]:
+        x = self.embed(tokens, input_pos)
         kv_max = kv_cache[0][0].shape[1 if self.layout is KVLayout.btnh else 2]
-        slots = cache_slots(input_pos, kv_max, self.read_multiple)
+        ropes, slots = self.layer_inputs(input_pos, kv_max)
         new_cache = []
-        for layer, local, (k_cache, v_cache) in zip(m.layers, m.local_layers, kv_cache):
-            x, k_cache, v_cache = layer(
-                x, input_pos, rope_local if local else rope, k_cache, v_cache, self.layout, slots, mask
-            )
+        for layer, rope, (k_cache, v_cache) in zip(self.model.layers, ropes, kv_cache):
+            x, k_cache, v_cache = layer(x, input_pos, rope, k_cache, v_cache, self.layout, slots, mask)
             new_cache.append((k_cache, v_cache))
-        return m.norm(x), new_cache
+        return self.model.norm(x), new_cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
+from zoo.checkpoint.lazy import InMemory, LazyTensors, Meta
 from zoo.config import MappingConfig, MappingRule
 from zoo.errors import MappingError
 
@@ -41,78 +44,118 @@ def source_names(rule: MappingRule) -> list[str]:
     return rule.fuse or ([rule.hf] if rule.hf else [])
 
 
-def source_problem(rule: MappingRule, tensors: dict[str, torch.Tensor]) -> str | None:
+def source_problem(rule: MappingRule, meta: Mapping[str, Meta]) -> str | None:
     """Why the rule's checkpoint tensors cannot make a float parameter: a non-float dtype, or fused sources whose
     shapes do not stack (a q_proj of the wrong width shows only here)."""
-    sources = {n: tensors[n] for n in source_names(rule)}
-    for n, t in sources.items():
-        if not t.is_floating_point():
-            return f"checkpoint tensor {n} is {str(t.dtype).removeprefix('torch.')}, not a float tensor"
-    if rule.fuse and len({tuple(t.shape[1:]) for t in sources.values()}) > 1:
-        shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in sources.items())
+    sources = {n: meta[n] for n in source_names(rule)}
+    for n, m in sources.items():
+        if not m.is_float:
+            return f"checkpoint tensor {n} is {str(m.dtype).removeprefix('torch.')}, not a float tensor"
+    if rule.fuse and len({m.shape[1:] for m in sources.values()}) > 1:
+        shapes = ", ".join(f"{n} {m.shape}" for n, m in sources.items())
         return f"fused sources do not stack ({shapes})"
     return None
 
 
-def apply_rule(rule: MappingRule, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Our parameter from its checkpoint tensors. A fused one is a new tensor, and its sources in `tensors` become
-    views of it (same values): the checkpoint and the model then share one copy, as unfused parameters do."""
+def _shape(name: str, rules: dict[str, MappingRule], meta: Mapping[str, Meta]) -> tuple[int, ...]:
+    """The shape parameter `name` gets by its rule, from the sources' shapes alone."""
+    rule = rules[name]
+    if rule.tie is not None:
+        return _shape(rule.tie, rules, meta)
+    if rule.hf is None and not rule.fuse:
+        return tuple(meta[name].shape)
     if rule.fuse:
-        fused = torch.cat([tensors[n] for n in rule.fuse], dim=0)
-        parts = torch.split(fused, [tensors[n].shape[0] for n in rule.fuse], dim=0)
-        tensors.update(zip(rule.fuse, parts))
-        return fused
+        first = meta[rule.fuse[0]].shape
+        return (sum(meta[n].shape[0] for n in rule.fuse), *first[1:])
+    shape = meta[rule.hf].shape
+    if rule.transpose:
+        shape = shape[::-1]
+    if rule.split:
+        shape = (int(rule.split[rule.split_index]), *shape[1:])
+    return tuple(shape)
+
+
+def apply_rule(rule: MappingRule, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Our parameter, read now from its checkpoint tensors."""
+    if rule.fuse:
+        return torch.cat([tensors[n] for n in rule.fuse], dim=0)
     tensor = tensors[rule.hf]
     if rule.transpose:
         tensor = tensor.t().contiguous()
     if rule.split:
-        tensor = torch.split(tensor, [int(s) for s in rule.split], dim=0)[rule.split_index]
+        tensor = torch.split(tensor, [int(s) for s in rule.split], dim=0)[rule.split_index].clone()
     return tensor
 
 
-def map_tensors(
-    tensors: dict[str, torch.Tensor], shapes: dict[str, torch.Size], mapping: MappingConfig, num_layers: int
-) -> dict[str, torch.Tensor]:
-    """Our state dict (name -> tensor) for parameters of the given shapes, or a MappingError listing every miss."""
+class Weights(Mapping[str, torch.Tensor]):
+    """Our model's parameters by state name, each read from the checkpoint by its rule when asked for (float32, a
+    fresh tensor each time): what the gate, the export and the check stream one layer at a time."""
+
+    def __init__(self, rules: dict[str, MappingRule], tensors: LazyTensors, shapes: dict[str, tuple[int, ...]]):
+        self.rules, self.tensors, self.shapes = rules, tensors, shapes
+
+    def __iter__(self):
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        rule = self.rules[name]
+        if rule.tie is not None:
+            return self[rule.tie]
+        if rule.hf is None and not rule.fuse:  # identity: named like the checkpoint tensor
+            return self.tensors[name]
+        return apply_rule(rule, self.tensors)
+
+    def nbytes(self) -> int:
+        """float32 bytes of the distinct parameters (a tied one counted once)."""
+        return sum(4 * int(np.prod(self.shapes[n])) for n, r in self.rules.items() if r.tie is None)
+
+
+def plan(
+    meta: Mapping[str, Meta], shapes: dict[str, tuple[int, ...]], mapping: MappingConfig, num_layers: int
+) -> dict[str, MappingRule]:
+    """The rule of each parameter of the given shapes, checked on the checkpoint's names, shapes and dtypes alone
+    (nothing read): a MappingError lists every miss."""
     rules = expand(mapping.rules, num_layers)
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, MappingRule] = {}
     used: set[str] = set()
     missing, bad_shapes = [], []
     for name in shapes:
         rule = rules.get(name)
         if rule is not None and rule.tie is None:
-            absent = [n for n in source_names(rule) if n not in tensors]
+            absent = [n for n in source_names(rule) if n not in meta]
             if absent:
                 missing.append(f"{name} (rule needs {', '.join(absent)})")
                 continue
-            problem = source_problem(rule, tensors)
+            used.update(source_names(rule))
+            problem = source_problem(rule, meta)
             if problem:
                 bad_shapes.append(f"{name}: {problem}")
-                used.update(source_names(rule))
                 continue
-            out[name] = apply_rule(rule, tensors)
-            used.update(source_names(rule))
-        elif rule is None and mapping.identity and name in tensors:
+            out[name] = rule
+        elif rule is None and mapping.identity and name in meta:
             used.add(name)
-            if not tensors[name].is_floating_point():
+            if not meta[name].is_float:
                 bad_shapes.append(
-                    f"{name}: checkpoint tensor is {str(tensors[name].dtype).removeprefix('torch.')}, "
-                    "not a float tensor"
+                    f"{name}: checkpoint tensor is {str(meta[name].dtype).removeprefix('torch.')}, not a float tensor"
                 )
                 continue
-            out[name] = tensors[name]
+            out[name] = MappingRule(ours=name)
         elif rule is None:
             missing.append(name)
     for name, rule in rules.items():
         if rule.tie is not None and name in shapes:
             if rule.tie in out:
-                out[name] = out[rule.tie]
+                out[name] = rule
             else:
                 missing.append(f"{name} (tied to unfilled {rule.tie})")
-    for name, tensor in out.items():
-        if tuple(tensor.shape) != tuple(shapes[name]):
-            bad_shapes.append(f"{name}: checkpoint {tuple(tensor.shape)} vs model {tuple(shapes[name])}")
-    unused = [n for n in tensors if n not in used and not any(fnmatch.fnmatch(n, p) for p in mapping.drop)]
+    for name in out:
+        got = _shape(name, out, meta)
+        if got != tuple(shapes[name]):
+            bad_shapes.append(f"{name}: checkpoint {tuple(got)} vs model {tuple(shapes[name])}")
+    unused = [n for n in meta if n not in used and not any(fnmatch.fnmatch(n, p) for p in mapping.drop)]
     if missing or unused or bad_shapes:
         parts = []
         if missing:
@@ -149,8 +192,31 @@ def fold(names: list[str]) -> str:
     return ", ".join(shown)
 
 
-def load(model: nn.Module, tensors: dict[str, torch.Tensor], mapping: MappingConfig, num_layers: int) -> None:
-    """Fill the module's parameters in place from the mapped checkpoint (strict both ways)."""
-    shapes = {name: p.shape for name, p in model.state_dict().items()}
-    state = map_tensors(tensors, shapes, mapping, num_layers)
+def weights_for(
+    model: nn.Module, tensors: LazyTensors | dict[str, torch.Tensor], mapping: MappingConfig, num_layers: int
+) -> Weights:
+    """The module's parameters as Weights over the checkpoint (strict both ways, checked before anything is read)."""
+    tensors = tensors if isinstance(tensors, LazyTensors) else InMemory(tensors)
+    shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    return Weights(plan(tensors.meta, shapes, mapping, num_layers), tensors, shapes)
+
+
+def materialize(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """`model` with every parameter read into memory (tied ones sharing one tensor): for small models and the stages
+    that need the whole module at once."""
+    state, read = {}, {}
+    for name in model.state_dict():
+        rule = weights.rules[name] if isinstance(weights, Weights) else None
+        key = rule.tie if rule is not None and rule.tie else name
+        if key not in read:
+            read[key] = weights[key]
+        state[name] = read[key]
     model.load_state_dict(state, strict=True, assign=True)
+    return model.requires_grad_(False)  # inference only: no stage builds an autograd graph
+
+
+def load(
+    model: nn.Module, tensors: LazyTensors | dict[str, torch.Tensor], mapping: MappingConfig, num_layers: int
+) -> nn.Module:
+    """Fill the module's parameters in place from the mapped checkpoint (strict both ways)."""
+    return materialize(model, weights_for(model, tensors, mapping, num_layers))

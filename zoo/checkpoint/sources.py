@@ -16,13 +16,15 @@ from typing import Any
 
 import torch
 
+from zoo.checkpoint.lazy import InMemory, LazyTensors, Safetensors, write_random
 from zoo.config import ReferenceConfig
 from zoo.errors import CheckpointError
+from zoo.files import atomic_path
 
 
 @dataclass
 class Checkpoint:
-    tensors: dict[str, torch.Tensor]
+    tensors: LazyTensors
     config: Any  # a transformers PretrainedConfig describing the tensors
     description: str
     path: Path | None = None  # folder or file the tokenizer is read from; None for random weights
@@ -50,9 +52,10 @@ def plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def resolve(spec: str, reference: ReferenceConfig, seed: int) -> Checkpoint:
+def resolve(spec: str, reference: ReferenceConfig, seed: int, cache: Path | None = None) -> Checkpoint:
+    """`cache`: where random snapshots are kept (zoo/cache.py's root)."""
     if spec == "random":
-        return random_checkpoint(reference, seed)
+        return random_checkpoint(reference, seed, cache)
     if spec.startswith("package:"):
         return from_path(package_file(spec))
     path = Path(spec).expanduser()
@@ -86,26 +89,39 @@ def from_path(path: Path) -> Checkpoint:
     raise CheckpointError(f"model.checkpoint: {path} is neither a HF snapshot folder nor a .gguf file")
 
 
-def random_checkpoint(reference: ReferenceConfig, seed: int) -> Checkpoint:
-    """Weights initialised by the transformers class itself, seeded.
+def random_checkpoint(reference: ReferenceConfig, seed: int, cache: Path | None) -> Checkpoint:
+    """Seeded random weights for the tensors the transformers class has (zoo/checkpoint/lazy.py's random_tensor),
+    written once per class, config and seed as a bf16 snapshot under `cache`/random/ and then read like any HF
+    folder: a 7B entry is generated one shard at a time and never held whole.
 
-    Its init sets norm gammas and biases to constants (ones or zeros), which would hide a wrong gamma or bias path;
-    seeded noise on every 1-D tensor makes them count.
+    A tied table is stored once, as HF checkpoints store it; the entry's own word decides whether the output
+    embedding is tied (transformers 5 builds every T5 tied, yet an untied flan-t5 checkpoint has an lm_head of its
+    own).
     """
+    import hashlib
+
+    from zoo.cache import cache_root
+
     model_cls, _ = hf_config_class(reference)
     config = reference_config(reference)
-    torch.manual_seed(seed)
-    model = model_cls(config).float()
-    tensors = {k: v.detach() for k, v in model.state_dict().items()}
-    for tensor in tensors.values():
-        if tensor.ndim == 1 and tensor.is_floating_point():
-            tensor.add_(torch.randn(tensor.shape) * 0.1)
-    # HF checkpoints do not store a tied head twice. The entry's own word decides: transformers 5 builds every T5
-    # tied, yet an untied (flan-t5) checkpoint stores its lm_head.
-    if reference.hf_config.get("tie_word_embeddings", getattr(config, "tie_word_embeddings", False)):
-        tied = set(getattr(model, "_tied_weights_keys", None) or ())
-        tensors = {k: v for k, v in tensors.items() if k not in tied}
-    return Checkpoint(tensors, config, f"random (seed {seed}, {reference.hf_class} init)")
+    key = json.dumps([reference.hf_class, config.to_dict(), seed], sort_keys=True, default=str)
+    folder = (
+        (cache or cache_root(None)) / "random" / f"{reference.hf_class}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    )
+    if not (folder / "config.json").exists():
+        with torch.device("meta"):
+            skeleton = model_cls(config)
+        skeleton.tie_weights()
+        names = {name: tuple(param.shape) for name, param in skeleton.named_parameters()}  # a tied one once
+        head = skeleton.get_output_embeddings()
+        if head is not None and not reference.hf_config.get("tie_word_embeddings", config.tie_word_embeddings):
+            name = next(n for n, m in skeleton.named_modules() if m is head)
+            names[f"{name}.weight"] = tuple(head.weight.shape)
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            write_random(tmp, names, config, seed)
+    checkpoint = folder_checkpoint(folder)
+    return Checkpoint(checkpoint.tensors, checkpoint.config, f"random (seed {seed}, bf16, {folder})")
 
 
 def folder_checkpoint(folder: Path) -> Checkpoint:
@@ -133,11 +149,10 @@ def unreadable(path: Path, what: str):
         ) from None
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors, a sharded safetensors index, or pytorch_model.bin read with weights_only=True."""
-    from safetensors.torch import load_file
-
-    for index_name, loader in (("model.safetensors.index.json", load_file), ("pytorch_model.bin.index.json", load_bin)):
+def read_weights(folder: Path) -> LazyTensors:
+    """model.safetensors or a sharded safetensors index (read tensor by tensor), or pytorch_model.bin (whole, read
+    with weights_only=True)."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = folder / index_name
         if index.exists():
             with unreadable(index, "a shard index (JSON with a weight_map)"):
@@ -145,16 +160,16 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
             absent = [shard for shard in shards if not (folder / shard).exists()]
             if absent:
                 raise CheckpointError(f"{index}: shards missing from {folder}: {', '.join(absent)}; copy them there")
+            if index_name.startswith("model.safetensors"):
+                return Safetensors([folder / shard for shard in shards])
             tensors: dict[str, torch.Tensor] = {}
             for shard in shards:
-                with unreadable(folder / shard, "tensors"):
-                    tensors.update(loader(folder / shard))
-            return as_float32(tensors)
+                tensors.update(load_bin(folder / shard))
+            return InMemory(tensors)
     if (folder / "model.safetensors").exists():
-        with unreadable(folder / "model.safetensors", "safetensors"):
-            return as_float32(load_file(folder / "model.safetensors"))
+        return Safetensors([folder / "model.safetensors"])
     if (folder / "pytorch_model.bin").exists():
-        return as_float32(load_bin(folder / "pytorch_model.bin"))
+        return InMemory(load_bin(folder / "pytorch_model.bin"))
     raise CheckpointError(f"model.checkpoint: {folder} has no model.safetensors, index or pytorch_model.bin")
 
 
@@ -165,19 +180,6 @@ def load_bin(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path}: not a plain tensor file, refusing to unpickle it ({str(err).splitlines()[0]})"
         ) from None
-
-
-def as_float32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Float tensors as float32; a NaN or infinity (a corrupt data region, a broken conversion) is refused here,
-    where the tensor can still be named, not found as NaN logits later."""
-    out = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    bad = [k for k, v in out.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise CheckpointError(
-            f"checkpoint tensors with values that are not finite (NaN or inf): {', '.join(bad[:5])}"
-            f"{' ...' if len(bad) > 5 else ''}: the checkpoint is corrupt; copy or download it again"
-        )
-    return out
 
 
 def gguf_checkpoint(path: Path) -> Checkpoint:
@@ -191,7 +193,7 @@ def gguf_checkpoint(path: Path) -> Checkpoint:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config)
         tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)["tensors"]
-    return Checkpoint(as_float32(tensors), config, str(path), path)
+    return Checkpoint(InMemory(tensors), config, str(path), path)
 
 
 def check_config(reference: ReferenceConfig, checkpoint: Checkpoint) -> None:

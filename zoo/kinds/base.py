@@ -19,6 +19,7 @@ from zoo.config import ArchConfig, ExportConfig, KVLayout, ZooConfig
 from zoo.errors import ConfigError
 
 if TYPE_CHECKING:  # both import torch and TensorFlow machinery a config check does not need
+    from zoo.checkpoint import Weights
     from zoo.export.signatures import Program
     from zoo.golden import GateResult
 
@@ -33,6 +34,9 @@ class ModelKind(ABC):
     components: ClassVar[Mapping[str, str]]
     # Whether zoo's prefill/decode runtime (zoo/runtime: generate, bench, the web bundle) can run its flatbuffer.
     generates: ClassVar[bool] = False
+    # Whether its gate and check run a model whose weights stay on the meta device, read a layer at a time
+    # (zoo/stream.py); other kinds always get the whole model in memory.
+    streams: ClassVar[bool] = False
 
     def validate(self, cfg: ZooConfig) -> None:  # noqa: B027 - an optional hook: most kinds add no checks
         """Config checks only this kind needs; raises ConfigError."""
@@ -47,8 +51,11 @@ class ModelKind(ABC):
         """The fixed inputs of the gate and of golden/ files."""
 
     @abstractmethod
-    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> GateResult:
-        """Ours against the transformers reference on the golden inputs."""
+    def gate(
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
+    ) -> GateResult:
+        """Ours against the transformers reference on the golden inputs (`weights`: ours by name, for a streamed
+        model)."""
 
     @abstractmethod
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict[str, np.ndarray]:
@@ -70,7 +77,9 @@ class ModelKind(ABC):
         return export_programs(self.programs(model, cfg), path, cfg.quant, self.components)
 
     @abstractmethod
-    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+    def check(
+        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+    ) -> tuple[dict[str, float], int]:
         """The flatbuffer against our model on the same inputs (`gate_section`: the gate's report section): metrics
         named as zoo/check.py's check_failures bounds them, and how many steps or inputs were compared."""
 

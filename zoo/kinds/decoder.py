@@ -9,6 +9,7 @@ from torch import nn
 
 from zoo import golden
 from zoo.architectures.decoder import Decoder
+from zoo.checkpoint import Weights
 from zoo.config import ArchConfig, ExportConfig, ZooConfig
 from zoo.errors import ConfigError, GateFailed
 from zoo.kinds.base import ModelKind, check_kv_cache
@@ -18,6 +19,7 @@ class DecoderKind(ModelKind):
     name = "decoder"
     components = {"lm_head": r"lm_head", "embedding": r"embed_tokens", "attention": r"self_attn", "mlp": r"mlp"}
     generates = True
+    streams = True
 
     def validate(self, cfg: ZooConfig) -> None:
         for prefill in cfg.export.prefill_lens:
@@ -35,12 +37,14 @@ class DecoderKind(ModelKind):
             cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, cfg.model.tokenizer.chat_template
         )
 
-    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> golden.GateResult:
+    def gate(
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
+    ) -> golden.GateResult:
         kv_max = cfg.export.kv_cache_max
         longest = max(len(p) for p in inputs) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
         if longest > kv_max:
             raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
-        return golden.gate(model, hf, inputs, cfg.golden, kv_max)
+        return golden.gate(model, weights.__getitem__, hf, inputs, cfg.golden, kv_max)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
         return golden.reference_arrays(hf, inputs, cfg.golden.new_tokens)
@@ -63,10 +67,12 @@ class DecoderKind(ModelKind):
         )
         return [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
 
-    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+    def check(
+        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+    ) -> tuple[dict[str, float], int]:
         from zoo.check import logit_metrics, run_check
 
-        logits = run_check(path, model, gate_section["check_prompt"], cfg.export, cfg.threads)
+        logits = run_check(path, model, weights.__getitem__, gate_section["check_prompt"], cfg.export, cfg.threads)
         return logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:

@@ -9,6 +9,7 @@ from torch import nn
 
 from zoo import golden
 from zoo.architectures.encoder import Encoder
+from zoo.checkpoint import Weights
 from zoo.config import ArchConfig, ExportConfig, ZooConfig
 from zoo.kinds.base import ModelKind, check_fixed_length
 
@@ -26,7 +27,9 @@ class EncoderKind(ModelKind):
     def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
         return golden.encoder_inputs(cfg, tokenizer)
 
-    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> golden.GateResult:
+    def gate(
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
+    ) -> golden.GateResult:
         return golden.encoder_gate(model, hf, inputs, cfg)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
@@ -40,7 +43,9 @@ class EncoderKind(ModelKind):
 
         return encoder_programs(model, cfg.export.encoder_len)
 
-    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+    def check(
+        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+    ) -> tuple[dict[str, float], int]:
         from zoo.check import run_encoder_check
 
         return run_encoder_check(path, model, gate_section, cfg)

@@ -9,6 +9,7 @@ from torch import nn
 
 from zoo import golden
 from zoo.architectures.encoder_decoder import EncoderDecoder
+from zoo.checkpoint import Weights
 from zoo.config import ArchConfig, ExportConfig, ZooConfig
 from zoo.kinds.base import ModelKind, check_fixed_length, check_kv_cache
 
@@ -27,7 +28,9 @@ class EncoderDecoderKind(ModelKind):
     def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
         return golden.prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, False)
 
-    def gate(self, model: nn.Module, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> golden.GateResult:
+    def gate(
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
+    ) -> golden.GateResult:
         return golden.seq2seq_gate(model, hf, inputs, cfg)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
@@ -41,7 +44,9 @@ class EncoderDecoderKind(ModelKind):
 
         return seq2seq_programs(model, cfg.export.encoder_len, cfg.export.kv_cache_max)
 
-    def check(self, path: Path, model: nn.Module, gate_section: dict, cfg: ZooConfig) -> tuple[dict[str, float], int]:
+    def check(
+        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+    ) -> tuple[dict[str, float], int]:
         from zoo.check import run_seq2seq_check
 
         return run_seq2seq_check(path, model, gate_section, cfg)

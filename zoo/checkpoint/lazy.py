@@ -1,0 +1,183 @@
+"""Checkpoint tensors read one at a time: a name's shape and dtype are known without reading it, and its values are
+read (and widened to float32) only when asked for, so no stage needs the whole checkpoint in memory.
+
+Safetensors files are opened per read and closed again (`safe_open` maps the file; closing unmaps it, so the pages
+read do not stay resident). Formats whose readers only give everything at once (pytorch_model.bin, GGUF through
+transformers) are held as read: they are the small checkpoints here.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class Meta:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.is_floating_point
+
+
+class LazyTensors(Mapping[str, torch.Tensor]):
+    """HF-named checkpoint tensors: `meta[name]` without reading, `self[name]` reads it (float32 for float tensors,
+    a NaN or infinity refused naming the tensor). Every read is fresh: holding the result is the caller's choice."""
+
+    def __init__(self, meta: dict[str, Meta]):
+        self.meta = meta
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.meta)
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.meta
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.meta:
+            raise KeyError(name)
+        return finite_float32(name, self.read(name))
+
+    def read(self, name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def nbytes(self, dtype: torch.dtype = torch.float32) -> int:
+        """The checkpoint's size if every float tensor were `dtype`."""
+        size = dtype.itemsize
+        return sum(int(np.prod(m.shape)) * (size if m.is_float else m.dtype.itemsize) for m in self.meta.values())
+
+
+class InMemory(LazyTensors):
+    """Tensors a reader already gave whole (pytorch_model.bin, GGUF)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        super().__init__({k: Meta(tuple(v.shape), v.dtype) for k, v in tensors.items()})
+        self.tensors = tensors
+
+    def read(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+
+class Safetensors(LazyTensors):
+    """One or more .safetensors files (a sharded index's shards), read tensor by tensor."""
+
+    def __init__(self, files: list[Path]):
+        from safetensors import safe_open
+
+        meta, self.file_of = {}, {}
+        for path in files:
+            try:
+                with safe_open(path, "pt") as f:
+                    for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                        piece = f.get_slice(name)
+                        meta[name] = Meta(tuple(piece.get_shape()), _DTYPES.get(piece.get_dtype(), torch.uint8))
+                        self.file_of[name] = path
+            except Exception as err:
+                raise CheckpointError(
+                    f"{path}: not readable as safetensors ({first_line(err)}): the file is truncated or corrupt; "
+                    "copy or download it again"
+                ) from None
+        super().__init__(meta)
+
+    def read(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        path = self.file_of[name]
+        try:
+            with safe_open(path, "pt") as f:
+                return f.get_tensor(name).clone()  # its own memory: the map closes with the file
+        except Exception as err:
+            raise CheckpointError(
+                f"{path}: tensor {name} not readable ({first_line(err)}): the file is truncated or corrupt; "
+                "copy or download it again"
+            ) from None
+
+
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def finite_float32(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Float tensors as float32; a NaN or infinity (a corrupt data region, a broken conversion) is refused here,
+    where the tensor can still be named, not found as NaN logits later."""
+    if not tensor.is_floating_point():
+        return tensor
+    tensor = tensor.float()
+    if not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(
+            f"checkpoint tensor {name} has values that are not finite (NaN or inf): the checkpoint is corrupt; "
+            "copy or download it again"
+        )
+    return tensor
+
+
+def first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+
+
+# --- random weights, one tensor at a time ----------------------------------------------------------------------------
+
+
+def random_tensor(name: str, shape: tuple[int, ...], seed: int, std: float) -> torch.Tensor:
+    """Seeded by the run's seed and the tensor's name, so any reader gets the same values in any order: matrices and
+    tables N(0, std) as transformers initialises them; 1-D weights (norm gammas) 1 and biases 0, each with N(0, 0.1)
+    noise so that a wrong gamma or bias path shows. Rounded to bfloat16, what HF checkpoints ship."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    values = rng.standard_normal(shape, dtype=np.float32)
+    if len(shape) >= 2:
+        values *= std
+    else:
+        values *= 0.1
+        values += 1.0 if name.endswith("weight") else 0.0
+    return torch.from_numpy(values).to(torch.bfloat16)
+
+
+def write_random(folder: Path, names: Mapping[str, tuple[int, ...]], config, seed: int) -> None:
+    """A HF snapshot of random weights in `folder`: config.json and bf16 safetensors shards of about a layer each
+    (with their index), written one shard at a time."""
+    from safetensors.torch import save_file
+
+    std = float(getattr(config, "initializer_range", 0.02) or 0.02)
+    shards: dict[str, list[str]] = {}
+    for name in names:
+        shards.setdefault(_shard_key(name), []).append(name)
+    weight_map = {}
+    for i, (_, members) in enumerate(sorted(shards.items())):
+        shard = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({n: random_tensor(n, names[n], seed, std) for n in members}, folder / shard)
+        weight_map.update(dict.fromkeys(members, shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config.save_pretrained(folder)
+
+
+def _shard_key(name: str) -> str:
+    """Tensors of one layer share a shard (`...layers.3.` -> that prefix); the rest go to one shard."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return ""
