@@ -117,8 +117,8 @@ def test_streamed_gate_names_the_first_layer_that_differs():
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
 
     class Wrong(Weights):
-        def __getitem__(self, name):
-            tensor = super().__getitem__(name)
+        def get(self, name, dtype=torch.float32):
+            tensor = super().get(name, dtype)
             if name == "model.layers.0.mlp.down_proj.weight":
                 tensor[0, 0] += 0.05
             return tensor
@@ -158,3 +158,22 @@ def test_prompts_are_chat_templated_for_real_weights():
     cfg, _, prompts = setup(("smollm2_135m", "full"))
     assert len(prompts) == len(cfg.golden.prompts) and all(len(p) > 5 for p in prompts)
     assert torch.tensor(prompts[0]).max() < cfg.model.arch.vocab_size
+
+
+def test_large_tables_widen_by_the_rows_used(monkeypatch):
+    """A float32 table past exact.WIDEN_BLOCK (Gemma's 256k rows) is widened by the rows an embedding gathers and,
+    as a linear weight (a tied head), in blocks: the same float64 numbers as widening it whole."""
+    import torch.nn.functional as F
+
+    from zoo import exact
+
+    monkeypatch.setattr(exact, "WIDEN_BLOCK", 40)
+    table, x = torch.randn(50, 8), torch.randn(3, 8)
+    with float64():
+        rows = F.embedding(torch.tensor([3, 7]), table)
+        logits = F.linear(x, table)
+        keyword = F.linear(input=x, weight=table, bias=torch.ones(50))
+    assert rows.dtype == logits.dtype == torch.float64
+    assert torch.equal(rows, table.double()[[3, 7]])
+    assert torch.allclose(logits, x.double() @ table.double().T, rtol=0, atol=1e-12)
+    assert torch.allclose(keyword, x.double() @ table.double().T + 1, rtol=0, atol=1e-12)

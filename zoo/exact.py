@@ -57,19 +57,16 @@ class _Float64(TorchFunctionMode):
         return value
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         if _paused[0]:
-            return func(*args, **(kwargs or {}))
-        if func is F.embedding and args and _float32(args[1] if len(args) > 1 else kwargs.get("weight")):
-            return func(*args, **(kwargs or {})).double()  # the rows gathered, then widened
-        weight = args[1] if func is F.linear and len(args) > 1 else None
-        if (
-            weight is not None
-            and _float32(weight)
-            and weight.numel() > WIDEN_BLOCK
-            and _key(weight) not in self.widened
-        ):
-            return _linear_in_blocks(self.widen(args[0]), weight, args[2] if len(args) > 2 else kwargs.get("bias"))
-        kwargs = {k: self.widen(v) for k, v in (kwargs or {}).items()}
+            return func(*args, **kwargs)
+        if func is F.embedding and _float32(args[1] if len(args) > 1 else kwargs.get("weight")):
+            return func(*args, **kwargs).double()  # the rows gathered, then widened
+        weight = (args[1] if len(args) > 1 else kwargs.get("weight")) if func is F.linear else None
+        if _float32(weight) and weight.numel() > WIDEN_BLOCK and _key(weight) not in self.widened:
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            return _linear_in_blocks(self.widen(args[0] if args else kwargs["input"]), weight, bias)
+        kwargs = {k: self.widen(v) for k, v in kwargs.items()}
         if func is torch.Tensor.float:
             func = torch.Tensor.double
         if _in_place(getattr(func, "__name__", "")) and args:  # the tensor written stays itself

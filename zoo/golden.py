@@ -22,7 +22,7 @@ from zoo.config import (
     ReferenceConfig,
     ZooConfig,
 )
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, GateFailed
 from zoo.runtime.tokenizer import encode_prompt
 from zoo.stream import Source, is_streamed, reading
 
@@ -77,7 +77,7 @@ def reference_source(hf: nn.Module, checkpoint: Checkpoint, hf_class: str) -> So
     extra = sorted(set(checkpoint.tensors) - set(stored))
     if extra:
         raise CheckpointError(f"{hf_class} does not take this checkpoint: unexpected {extra[:5]}")
-    return lambda name: checkpoint.tensors[stored[name]]
+    return lambda name, dtype: checkpoint.tensors.get(stored[name], dtype)
 
 
 def prompt_ids(golden: GoldenConfig, tokenizer, vocab_size: int, seed: int, chat: bool) -> list[list[int]]:
@@ -186,24 +186,36 @@ class Run:
 
 @torch.no_grad()
 def reference_runs(hf: nn.Module, prompts: list[list[int]], new_tokens: int) -> tuple[list[list[int]], list[Run]]:
-    """transformers' greedy continuation of every prompt by full recompute (no cache: nothing of the reference's
-    cache logic is trusted), the prompts in one right-padded, masked batch: `new_tokens` forwards in all. The last
-    forward (each prompt and all but its last new token) gives the logits and hidden states returned."""
-    seqs = [list(p) for p in prompts]
-    runs: list[Run] = []
-    for step in range(new_tokens):
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        last = step == new_tokens - 1
-        out = hf(input_ids=ids, attention_mask=mask, output_hidden_states=last)
-        if last:
-            runs = [
-                Run(out.logits[b, : len(s)], [h[b, : len(s)] for h in out.hidden_states]) for b, s in enumerate(seqs)
-            ]
-        for b, s in enumerate(seqs):
-            s.append(int(out.logits[b, len(s) - 1].argmax()))
-    return [s[len(p) :] for s, p in zip(seqs, prompts)], runs
+    """transformers' greedy continuation of every prompt through its own KV cache (the prompts left-padded in one
+    batch, positions from the mask: `new_tokens` forwards of one token each), then one forward without cache over
+    each prompt and all but its last new token (right-padded, masked): the logits and hidden states returned. That
+    full recompute must pick the same tokens, or the reference disagrees with itself and nothing is compared."""
+    width = max(len(p) for p in prompts)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache, greedy = None, []
+    for _ in range(new_tokens):
+        out = hf(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        cache, ids = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        greedy.append(ids[:, 0].tolist())
+        mask, positions = torch.cat([mask, torch.ones_like(ids)], -1), positions[:, -1:] + 1
+    del cache, out
+    greedy = [list(tokens) for tokens in zip(*greedy)]
+    seqs = [p + g[:-1] for p, g in zip(prompts, greedy)]
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    out = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    runs = [Run(out.logits[b, : len(s)], [h[b, : len(s)] for h in out.hidden_states]) for b, s in enumerate(seqs)]
+    for p, (prompt, tokens, run) in enumerate(zip(prompts, greedy, runs)):
+        recomputed = run.logits[len(prompt) - 1 :].argmax(-1).tolist()
+        if recomputed != tokens:
+            raise GateFailed(
+                f"transformers' cached greedy tokens {tokens} of prompt {p} differ from its own full recompute "
+                f"{recomputed}: the reference is not deterministic here; rerun, or report it with the entry"
+            )
+    return greedy, runs
 
 
 @torch.no_grad()

@@ -8,9 +8,8 @@ does not accumulate checkpoints), and its keys name everything a value depends o
   weights), the variant and the entry's transformers class and config;
 - golden gate: the checkpoint key plus the gate's inputs (golden config, kv_cache_max, kv_layout, tokenizer, the
   expected answer).
-Cached tensors are shared with the models built from them (`load_state_dict(assign=True)`), so a hit first checks a
-fingerprint of every tensor taken when it was stored: a job that modified them in place fails loudly instead of
-feeding the next job different weights. Jobs in separate processes (joblib, submitit) each start empty.
+A cached checkpoint hands out a fresh copy of a tensor on every read (zoo/checkpoint/lazy.py), so no job can change
+what the next one reads. Jobs in separate processes (joblib, submitit) each start empty.
 """
 
 from __future__ import annotations
@@ -22,16 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from zoo.config import ZooConfig
-from zoo.errors import CacheError
-
-
-def fingerprint(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
-    """Sum and sum of squares of each tensor (float64): any in-place change of a value shows up."""
-    with torch.no_grad():
-        return {name: (float(t.double().sum()), float(t.double().square().sum())) for name, t in tensors.items()}
 
 
 def _plain(value: Any) -> Any:
@@ -79,25 +69,21 @@ def gate_key(cfg: ZooConfig) -> str:
 
 
 class JobCache:
-    """The last checkpoint (with its fingerprint) and the gate sections by key (copied on the way in and out)."""
+    """The last checkpoint and the gate sections by key (copied on the way in and out)."""
 
     def __init__(self) -> None:
-        self._checkpoint: tuple[str, Any, dict] | None = None
+        self._checkpoint: tuple[str, Any] | None = None
         self._gates: dict[str, dict] = {}
         self.hits: dict[str, int] = {"checkpoint": 0, "gate": 0}
 
     def checkpoint(self, cfg: ZooConfig, make: Callable[[], Any]) -> Any:
         key = checkpoint_key(cfg)
         if self._checkpoint and self._checkpoint[0] == key:
-            _, value, stored = self._checkpoint
-            if fingerprint(value.tensors) != stored:
-                self._checkpoint = None
-                raise CacheError("the cached checkpoint's tensors were modified in place by an earlier job")
             self.hits["checkpoint"] += 1
-            return value
+            return self._checkpoint[1]
         self._checkpoint = None  # free the old weights before loading new ones
         value = make()
-        self._checkpoint = (key, value, fingerprint(value.tensors))
+        self._checkpoint = (key, value)
         return value
 
     def gate(self, cfg: ZooConfig, make: Callable[[], dict]) -> dict:

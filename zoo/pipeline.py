@@ -148,7 +148,7 @@ def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
 def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
     """Our model's greedy answer, cut at the end-of-sequence token (a streamed model reads each layer per step; its
     embedding table, which a tied head also reads outside the table's own forward, for the whole answer)."""
-    model, source = loaded.model, loaded.weights.__getitem__
+    model, source = loaded.model, loaded.weights.get
     with stream_reading(model.model.embed_tokens, source, "model.embed_tokens"), streamed(model, source):
         out = golden.our_greedy(model, ids, tokens, kv_max)
     eos = loaded.tokenizer.eos_token_id

@@ -17,7 +17,7 @@ from torch import nn
 
 from zoo import exact
 
-Source = Callable[[str], torch.Tensor]  # full parameter name -> its tensor (float32), read now
+Source = Callable[[str, torch.dtype], torch.Tensor]  # full parameter name, float dtype -> its tensor, read now
 
 
 def is_streamed(model: nn.Module) -> bool:
@@ -25,12 +25,10 @@ def is_streamed(model: nn.Module) -> bool:
     return any(p.is_meta for p in model.parameters())
 
 
-def _read(source: Source, name: str) -> torch.Tensor:
+def _read(source: Source, name: str, like: torch.Tensor) -> torch.Tensor:
+    """Parameter `name` (shaped like the meta tensor `like`), float64 unless too large to widen whole."""
     with exact.paused():
-        tensor = source(name)
-        if tensor.is_floating_point() and tensor.numel() <= exact.WIDEN_BLOCK:
-            tensor = tensor.double()
-    return tensor
+        return source(name, torch.float64 if like.numel() <= exact.WIDEN_BLOCK else torch.float32)
 
 
 @contextmanager
@@ -43,7 +41,7 @@ def reading(module: nn.Module, source: Source, prefix: str = "", recurse: bool =
             if param is not None and param.is_meta:
                 saved.append((sub, key, param))
                 full = f"{name}.{key}" if name else key
-                sub._parameters[key] = nn.Parameter(_read(source, full), requires_grad=False)
+                sub._parameters[key] = nn.Parameter(_read(source, full, param), requires_grad=False)
     try:
         yield module
     finally:

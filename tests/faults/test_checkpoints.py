@@ -198,6 +198,14 @@ def test_bad_snapshot_is_one_line(snapshot_folder, tmp_path, case):
     assert not list((tmp_path / "run").glob("*.tflite"))
 
 
+def test_bad_tensor_met_while_streaming_is_one_line(snapshot_folder, tmp_path):
+    """resident_gib=0: nothing is read before the gate, which meets the NaN tensor in layer 1: still one line
+    naming the tensor, and no flatbuffer."""
+    folder = copy(snapshot_folder, tmp_path)
+    nan_weights(folder)
+    assert_user_error(zoo_on(folder, tmp_path, "resident_gib=0", runner=run), "checkpoint", Q_PROJ, "not finite")
+
+
 class Payload:
     """Unpickling this runs a command: a `.bin` must be refused without ever executing it."""
 

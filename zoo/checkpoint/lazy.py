@@ -31,11 +31,13 @@ class Meta:
 
 
 class LazyTensors(Mapping[str, torch.Tensor]):
-    """HF-named checkpoint tensors: `meta[name]` without reading, `self[name]` reads it (float32 for float tensors,
-    a NaN or infinity refused naming the tensor). Every read is fresh: holding the result is the caller's choice."""
+    """HF-named checkpoint tensors: `meta[name]` without reading, `self[name]` reads it (float32 for float tensors;
+    `get(name, dtype)` in another float dtype), a NaN or infinity refused naming the tensor the first time it is
+    read. Every read is fresh: holding the result is the caller's choice."""
 
     def __init__(self, meta: dict[str, Meta]):
         self.meta = meta
+        self.finite: set[str] = set()  # names already checked
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.meta)
@@ -47,11 +49,23 @@ class LazyTensors(Mapping[str, torch.Tensor]):
         return name in self.meta
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        return self.get(name)
+
+    def get(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if name not in self.meta:
             raise KeyError(name)
-        return finite_float32(name, self.read(name))
+        tensor = self.read(name, dtype if self.meta[name].is_float else None)
+        if tensor.is_floating_point() and name not in self.finite:
+            if not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(
+                    f"checkpoint tensor {name} has values that are not finite (NaN or inf): the checkpoint is "
+                    "corrupt; copy or download it again"
+                )
+            self.finite.add(name)
+        return tensor
 
-    def read(self, name: str) -> torch.Tensor:
+    def read(self, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+        """The tensor as stored, converted to `dtype` (None: as stored), in memory of its own."""
         raise NotImplementedError
 
     def nbytes(self, dtype: torch.dtype = torch.float32) -> int:
@@ -67,8 +81,9 @@ class InMemory(LazyTensors):
         super().__init__({k: Meta(tuple(v.shape), v.dtype) for k, v in tensors.items()})
         self.tensors = tensors
 
-    def read(self, name: str) -> torch.Tensor:
-        return self.tensors[name]
+    def read(self, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+        tensor = self.tensors[name]
+        return tensor.to(dtype or tensor.dtype, copy=True)
 
 
 class Safetensors(LazyTensors):
@@ -92,13 +107,14 @@ class Safetensors(LazyTensors):
                 ) from None
         super().__init__(meta)
 
-    def read(self, name: str) -> torch.Tensor:
+    def read(self, name: str, dtype: torch.dtype | None) -> torch.Tensor:
         from safetensors import safe_open
 
         path = self.file_of[name]
         try:
-            with safe_open(path, "pt") as f:
-                return f.get_tensor(name).clone()  # its own memory: the map closes with the file
+            with safe_open(path, "pt") as f:  # a copy of its own (converted on the way): the map closes with the file
+                tensor = f.get_tensor(name)
+                return tensor.to(dtype or tensor.dtype, copy=True)
         except Exception as err:
             raise CheckpointError(
                 f"{path}: tensor {name} not readable ({first_line(err)}): the file is truncated or corrupt; "
@@ -120,20 +136,6 @@ _DTYPES = {
 }
 
 
-def finite_float32(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """Float tensors as float32; a NaN or infinity (a corrupt data region, a broken conversion) is refused here,
-    where the tensor can still be named, not found as NaN logits later."""
-    if not tensor.is_floating_point():
-        return tensor
-    tensor = tensor.float()
-    if not bool(torch.isfinite(tensor).all()):
-        raise CheckpointError(
-            f"checkpoint tensor {name} has values that are not finite (NaN or inf): the checkpoint is corrupt; "
-            "copy or download it again"
-        )
-    return tensor
-
-
 def first_line(err: Exception) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:200]
@@ -145,15 +147,21 @@ def first_line(err: Exception) -> str:
 def random_tensor(name: str, shape: tuple[int, ...], seed: int, std: float) -> torch.Tensor:
     """Seeded by the run's seed and the tensor's name, so any reader gets the same values in any order: matrices and
     tables N(0, std) as transformers initialises them; 1-D weights (norm gammas) 1 and biases 0, each with N(0, 0.1)
-    noise so that a wrong gamma or bias path shows. Rounded to bfloat16, what HF checkpoints ship."""
+    noise so that a wrong gamma or bias path shows. Rounded to bfloat16, what HF checkpoints ship; drawn in blocks of
+    rows so a 256k-row table never exists in float32 whole."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    values = rng.standard_normal(shape, dtype=np.float32)
-    if len(shape) >= 2:
-        values *= std
-    else:
-        values *= 0.1
-        values += 1.0 if name.endswith("weight") else 0.0
-    return torch.from_numpy(values).to(torch.bfloat16)
+    out = torch.empty(shape, dtype=torch.bfloat16)
+    flat = out.view(shape[0], -1) if len(shape) >= 2 else out.view(1, -1)
+    rows = max(1, (1 << 24) // flat.shape[1])
+    for start in range(0, flat.shape[0], rows):
+        block = rng.standard_normal((min(rows, flat.shape[0] - start), flat.shape[1]), dtype=np.float32)
+        if len(shape) >= 2:
+            block *= std
+        else:
+            block *= 0.1
+            block += 1.0 if name.endswith("weight") else 0.0
+        flat[start : start + len(block)] = torch.from_numpy(block)
+    return out
 
 
 def write_random(folder: Path, names: Mapping[str, tuple[int, ...]], config, seed: int) -> None:

@@ -75,11 +75,11 @@ def _shape(name: str, rules: dict[str, MappingRule], meta: Mapping[str, Meta]) -
     return tuple(shape)
 
 
-def apply_rule(rule: MappingRule, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def apply_rule(rule: MappingRule, tensors: LazyTensors, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Our parameter, read now from its checkpoint tensors."""
     if rule.fuse:
-        return torch.cat([tensors[n] for n in rule.fuse], dim=0)
-    tensor = tensors[rule.hf]
+        return torch.cat([tensors.get(n, dtype) for n in rule.fuse], dim=0)
+    tensor = tensors.get(rule.hf, dtype)
     if rule.transpose:
         tensor = tensor.t().contiguous()
     if rule.split:
@@ -101,12 +101,15 @@ class Weights(Mapping[str, torch.Tensor]):
         return len(self.rules)
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        return self.get(name)
+
+    def get(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         rule = self.rules[name]
         if rule.tie is not None:
-            return self[rule.tie]
+            return self.get(rule.tie, dtype)
         if rule.hf is None and not rule.fuse:  # identity: named like the checkpoint tensor
-            return self.tensors[name]
-        return apply_rule(rule, self.tensors)
+            return self.tensors.get(name, dtype)
+        return apply_rule(rule, self.tensors, dtype)
 
     def nbytes(self) -> int:
         """float32 bytes of the distinct parameters (a tied one counted once)."""

@@ -44,7 +44,7 @@ class DecoderKind(ModelKind):
         longest = max(len(p) for p in inputs) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
         if longest > kv_max:
             raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
-        return golden.gate(model, weights.__getitem__, hf, inputs, cfg.golden, kv_max)
+        return golden.gate(model, weights.get, hf, inputs, cfg.golden, kv_max)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
         return golden.reference_arrays(hf, inputs, cfg.golden.new_tokens)
@@ -72,7 +72,7 @@ class DecoderKind(ModelKind):
     ) -> tuple[dict[str, float], int]:
         from zoo.check import logit_metrics, run_check
 
-        logits = run_check(path, model, weights.__getitem__, gate_section["check_prompt"], cfg.export, cfg.threads)
+        logits = run_check(path, model, weights.get, gate_section["check_prompt"], cfg.export, cfg.threads)
         return logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
