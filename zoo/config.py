@@ -472,9 +472,10 @@ class ZooConfig:
     threads: int = 2
     verbose: bool = False  # tracebacks of failures (zoo/errors.py)
     memory_limit_gib: Optional[float] = None  # refuse jobs estimated past this; None: the memory available now
-    # A model of at most this many GiB of float32 weights is read into memory once; a larger one (of a kind that
-    # streams, zoo/kinds/) stays on the meta device and the gate, export and check read one layer at a time.
-    resident_gib: float = 2.0
+    # A model of at most this many GiB of float32 weights is read into memory once (the small test variants); a
+    # larger one of a kind that streams (decoders, zoo/kinds/) stays on the meta device and the gate, export and
+    # check read it a layer at a time, so peak memory is one layer plus the output file, not the model.
+    resident_gib: float = 0.25
     cache_dir: Optional[str] = (
         None  # the export cache (zoo/cache.py); None: $ZOO_CACHE, else $XDG_CACHE_HOME/zoo or ~/.cache/zoo
     )

@@ -113,6 +113,12 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint) -> Loaded:
     return Loaded(cfg.model.name, model, checkpoint, tokenizer, weights, building.timing, loading.timing)
 
 
+def whole(loaded: Loaded) -> nn.Module:
+    """Our model with every weight in memory (read now if it was streamed): for the stages that run it as one
+    module (bench's PyTorch speeds, the divergence finder), at the memory they then need."""
+    return materialize(loaded.model, loaded.weights) if is_streamed(loaded.model) else loaded.model
+
+
 def verify(cfg: ZooConfig, loaded: Loaded, cache: JobCache | None = None) -> Gate:
     """The golden gate against the entry's transformers class (its verdict reused from `cache` when the same
     weights were gated with the same inputs); a miss is the result's `failure`."""
@@ -254,7 +260,7 @@ def bench(cfg: ZooConfig, loaded: Loaded, exported: Exported) -> Benched:
     with timed("bench") as clock:
         section = run_bench(
             cfg,
-            loaded.model,
+            whole(loaded),
             lambda: golden.reference_model(cfg.model.reference, loaded.checkpoint),
             exported.path,
             exported.size_bytes,
@@ -302,7 +308,7 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
                     checked = report.add(check(cfg, loaded.model, loaded.weights, gate.section, exported.path))
                     if checked.failure:
                         if cfg.debug.on_fail:
-                            report.add(debug(cfg, loaded.model, gate.section, exported.path, run_dir))
+                            report.add(debug(cfg, whole(loaded), gate.section, exported.path, run_dir))
                         raise CheckFailed(checked.failure)
                     if cfg.eval.enabled:
                         evaluated = report.add(run_eval(cfg, exported.path, loaded.checkpoint, loaded.tokenizer))

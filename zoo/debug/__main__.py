@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
             exported = report.add(pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, run_dir)))
             checked = report.add(pipeline.check(cfg, loaded.model, loaded.weights, gate.section, exported.path))
             print(f"check FAIL: {checked.failure}" if checked.failure else pipeline.check_line(checked.section()))
-            found = report.add(pipeline.debug(cfg, loaded.model, gate.section, exported.path, run_dir))
+            found = report.add(pipeline.debug(cfg, pipeline.whole(loaded), gate.section, exported.path, run_dir))
     except BaseException as err:
         error = err
         raise
