@@ -82,6 +82,7 @@ from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
 from ai_edge_quantizer import (  # noqa: E402
     algorithm_manager,
+    model_modifier,
     params_generator,
     qtyping,
     quantizer,
@@ -126,6 +127,44 @@ class InMemoryQuantizer(quantizer.Quantizer):
             return super()._get_quantization_params(calibration_result, enable_progress_bar)
         generator = StreamedParams(self._float_model, self._streamed, self._read)
         return generator.generate_quantization_parameters(self._recipe_manager, calibration_result)
+
+    def _get_quantized_model(self, quant_params, serialize_to_path=None):
+        """The stock model modifier, whose QUANTIZE_TENSOR lets go of a packed int4 weight's unpacked values (one
+        byte per value, twice the packed bytes) once they are in the buffer, unless a buffer may be duplicated
+        (its params then pack a second buffer)."""
+        modifier = model_modifier.ModelModifier(self._float_model)
+        duplicates = (qtyping.QuantTransformation.DUPLICATE_BUFFER, qtyping.QuantTransformation.DUPLICATE_TENSOR)
+        if self._streamed and not any(
+            t in duplicates for p in quant_params.values() for c in p.consumers or [] for t in c.transformations
+        ):
+            registry = modifier._transformation_performer._transformation_registration
+            registry[qtyping.QuantTransformation.QUANTIZE_TENSOR] = _releasing(
+                registry[qtyping.QuantTransformation.QUANTIZE_TENSOR]
+            )
+        return modifier.modify_model(quant_params, serialize_to_path=serialize_to_path)
+
+
+def _releasing(quantize_tensor: Callable) -> Callable:
+    """QUANTIZE_TENSOR, then a packed (sub-byte) weight's unpacked values replaced by a zero view of their shape:
+    later tensors on that buffer see the same params object and skip packing (they read only `.size`)."""
+
+    def transform(transformation_input):
+        info = quantize_tensor(transformation_input)
+        params, tensor = (
+            transformation_input.quant_params,
+            transformation_input.subgraph.tensors[transformation_input.tensor_id],
+        )
+        data = getattr(params, "quantized_data", None)
+        if (
+            data is not None
+            and params.num_bits < 8
+            and transformation_input.buffer_origin.get(tensor.buffer) is params
+            and data.strides != (0,) * data.ndim
+        ):
+            object.__setattr__(params, "quantized_data", np.broadcast_to(np.zeros((), data.dtype), data.shape))
+        return info
+
+    return transform
 
 
 _QUANTIZED_FIRST = (
