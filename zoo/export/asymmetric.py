@@ -108,8 +108,9 @@ def with_zero_points(
 
 class ZeroPointWeights(Mapping[str, np.ndarray]):
     """`weights` with each asymmetric Linear's `weight` (and `bias`) read as `symmetric.weight`, `zero_point.weight`
-    (and `symmetric.bias`): one read of the weight gives both matrices; the one not asked for yet is held until it
-    is (the exporter asks for both in turn)."""
+    (and `symmetric.bias`): one read of the weight gives both matrices. Reading `symmetric.weight` holds the small
+    zero-point matrix until it is asked for; asked for first, the zero-point matrix is computed alone (the weight is
+    then read again for the symmetric one), so a full-size float matrix is never held in waiting."""
 
     _PARTS = ("symmetric.weight", "zero_point.weight")
 
@@ -133,10 +134,10 @@ class ZeroPointWeights(Mapping[str, np.ndarray]):
             return self._weights[f"{linear}.bias"]
         block, columns = self._layout[linear]
         symmetric, side = split(torch.from_numpy(np.asarray(self._weights[f"{linear}.weight"])), block, columns)
-        halves = dict(zip(self._PARTS, (symmetric.numpy(), side.numpy()), strict=True))
-        other = next(p for p in self._PARTS if p != part)
-        self._held[f"{linear}.{other}"] = halves[other]
-        return halves[part]
+        if part == "zero_point.weight":
+            return side.numpy()
+        self._held[f"{linear}.zero_point.weight"] = side.numpy()
+        return symmetric.numpy()
 
     def __iter__(self) -> Iterator[str]:
         for name in self._weights:

@@ -112,8 +112,9 @@ class InMemoryQuantizer(quantizer.Quantizer):
         model: qtyping.ModelT,
         streamed: Collection[int] = (),
         read: Callable[[int], np.ndarray] | None = None,
+        kept: Collection[int] = (),
     ):  # pylint: disable=super-init-not-called
-        self._streamed, self._read = streamed, read
+        self._streamed, self._read, self._kept = streamed, read, kept
         self._model_name = None
         self._float_model_buffer = memoryview(b"")  # read only by calibration and progress reports: neither runs
         self.previous_quantized_model_buffer = None
@@ -125,7 +126,7 @@ class InMemoryQuantizer(quantizer.Quantizer):
     def _get_quantization_params(self, calibration_result=None, enable_progress_bar=None):
         if not self._streamed:
             return super()._get_quantization_params(calibration_result, enable_progress_bar)
-        generator = StreamedParams(self._float_model, self._streamed, self._read)
+        generator = StreamedParams(self._float_model, self._streamed, self._read, self._kept)
         return generator.generate_quantization_parameters(self._recipe_manager, calibration_result)
 
     def _get_quantized_model(self, quant_params, serialize_to_path=None):
@@ -182,13 +183,22 @@ class StreamedParams(params_generator.ParamsGenerator):
     put back, so only the quantized results stay. The results then enter in the stock loop's op order (the same
     parameters, in the same order, as `ParamsGenerator.generate_quantization_parameters`).
 
-    A weight some consumer leaves float keeps its bytes (they are in the output anyway). Float casting (fp16)
-    builds a new float16 copy per consumer, past its own cache: equal copies of one weight are made one object.
+    `kept` buffers (weights no reader quantizes: norms, biases, float matrices) are read too, and stay, as they are
+    in the output: each just before the first streamed weight's readers that read it, the rest after the streamed
+    ones (so a zero-point matrix is asked for after its int4 matrix, zoo/export/asymmetric.py). A streamed weight
+    some consumer leaves float keeps its bytes as well. Float casting (fp16) builds a new float16 copy per
+    consumer, past its own cache: equal copies of one weight are made one object.
     """
 
-    def __init__(self, model: qtyping.ModelT, streamed: Collection[int], read: Callable[[int], np.ndarray]):
+    def __init__(
+        self,
+        model: qtyping.ModelT,
+        streamed: Collection[int],
+        read: Callable[[int], np.ndarray],
+        kept: Collection[int] = (),
+    ):
         super().__init__(model)
-        self._streamed, self._read = set(streamed), read
+        self._streamed, self._read, self._unread = set(streamed), read, dict.fromkeys(sorted(kept))
 
     def generate_quantization_parameters(self, model_recipe_manager, model_qsvs=None, enable_progress_bar=None):
         if model_recipe_manager.need_calibration():
@@ -210,6 +220,11 @@ class StreamedParams(params_generator.ParamsGenerator):
                 readers.setdefault(b, []).append(i)
         done: dict[int, list] = {}
         for b, indices in readers.items():
+            for i in indices:
+                _, _, op, graph_info = ops[i]
+                for k in [graph_info.subgraph_tensors[t].buffer for t in op.inputs if t >= 0]:
+                    if self._unread.pop(k, False) is None:
+                        model.buffers[k].data = self._read(k)
             standin = model.buffers[b].data
             model.buffers[b].data = self._read(b)
             shared: dict[int, object] = {}
@@ -221,6 +236,8 @@ class StreamedParams(params_generator.ParamsGenerator):
                 log.info("buffer %d: a consumer keeps it float, its bytes stay", b)
             else:
                 model.buffers[b].data = standin
+        for k in self._unread:
+            model.buffers[k].data = self._read(k)
         for i, op in enumerate(ops):
             self._update_model_quant_results(done.pop(i) if i in done else self._op_results(*op, model_recipe_manager))
         self._post_process_results()

@@ -89,16 +89,17 @@ def quantize(
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
     plan, modes = _survey(float_model, recipe, components)
-    streamed = set()
+    streamed, kept = set(), set()
     if pending is not None:
         streamed = {b for b in pending.names if b in modes and all(m is not QuantMode.none for m, _ in modes[b])}
-        for b in pending.names.keys() - streamed:
-            float_model.buffers[b].data = pending.read(b)
+        kept = pending.names.keys() - streamed
     if not plan:
+        for b in kept:
+            float_model.buffers[b].data = pending.read(b)
         if recipe.keep_float:  # every weight op kept float on purpose (the finder's blame): a float file
             return float_model
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
-    qz = InMemoryQuantizer(float_model, streamed, pending.read if pending is not None else None)
+    qz = InMemoryQuantizer(float_model, streamed, pending.read if pending is not None else None, kept)
     for (mode, op_name, rotate, on_grid), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, rotate, on_grid, recipe)
