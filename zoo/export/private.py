@@ -114,7 +114,7 @@ class InMemoryQuantizer(quantizer.Quantizer):
         read: Callable[[int], np.ndarray] | None = None,
         kept: Collection[int] = (),
     ):  # pylint: disable=super-init-not-called
-        self._streamed, self._read, self._kept = streamed, read, kept
+        self._streamed, self._read, self._kept, self._packed = streamed, read, kept, {}
         self._model_name = None
         self._float_model_buffer = memoryview(b"")  # read only by calibration and progress reports: neither runs
         self.previous_quantized_model_buffer = None
@@ -127,37 +127,50 @@ class InMemoryQuantizer(quantizer.Quantizer):
         if not self._streamed:
             return super()._get_quantization_params(calibration_result, enable_progress_bar)
         generator = StreamedParams(self._float_model, self._streamed, self._read, self._kept)
-        return generator.generate_quantization_parameters(self._recipe_manager, calibration_result)
+        params = generator.generate_quantization_parameters(self._recipe_manager, calibration_result)
+        self._packed = generator.packed
+        return params
 
     def _get_quantized_model(self, quant_params, serialize_to_path=None):
-        """The stock model modifier, whose QUANTIZE_TENSOR lets go of a packed int4 weight's unpacked values (one
-        byte per value, twice the packed bytes) once they are in the buffer, unless a buffer may be duplicated
-        (its params then pack a second buffer)."""
+        """The stock model modifier, whose QUANTIZE_TENSOR finds the int4 weights StreamedParams packed already in
+        their buffers, and lets go of other packed weights' unpacked values (a byte per value) once in the buffer,
+        unless a buffer may be duplicated (its params then pack a second buffer)."""
         modifier = model_modifier.ModelModifier(self._float_model)
         duplicates = (qtyping.QuantTransformation.DUPLICATE_BUFFER, qtyping.QuantTransformation.DUPLICATE_TENSOR)
-        if self._streamed and not any(
+        release = bool(self._streamed) and not any(
             t in duplicates for p in quant_params.values() for c in p.consumers or [] for t in c.transformations
-        ):
+        )
+        if release or self._packed:
             registry = modifier._transformation_performer._transformation_registration
-            registry[qtyping.QuantTransformation.QUANTIZE_TENSOR] = _releasing(
-                registry[qtyping.QuantTransformation.QUANTIZE_TENSOR]
-            )
+            quantize_tensor = qtyping.QuantTransformation.QUANTIZE_TENSOR
+            registry[quantize_tensor] = _releasing(registry[quantize_tensor], self._packed, release)
         return modifier.modify_model(quant_params, serialize_to_path=serialize_to_path)
 
 
-def _releasing(quantize_tensor: Callable) -> Callable:
-    """QUANTIZE_TENSOR, then a packed (sub-byte) weight's unpacked values replaced by a zero view of their shape:
-    later tensors on that buffer see the same params object and skip packing (they read only `.size`)."""
+def _packed(params) -> np.ndarray:
+    """The params' sub-byte values packed as QUANTIZE_TENSOR packs them (the quantizer's own pack_data); the params
+    then hold a zero view of their shape instead (`.size` is all that is read of them afterwards)."""
+    data = params.quantized_data
+    packed = transformation_utils.pack_data(params.num_bits, np.ravel(np.asarray(data)).view(np.uint8))
+    object.__setattr__(params, "quantized_data", np.broadcast_to(np.zeros((), data.dtype), data.shape))
+    return packed
+
+
+def _releasing(quantize_tensor: Callable, packed: dict[int, object], release: bool) -> Callable:
+    """QUANTIZE_TENSOR over buffers of which `packed` holds the params already packed into them (marked as packed,
+    so it does not pack again), then, with `release`, a newly packed sub-byte weight's unpacked values dropped:
+    later tensors on that buffer see the same params object and skip packing."""
 
     def transform(transformation_input):
+        tensor = transformation_input.subgraph.tensors[transformation_input.tensor_id]
+        params = transformation_input.quant_params
+        if packed.get(tensor.buffer) is params:
+            transformation_input.buffer_origin.setdefault(tensor.buffer, params)
         info = quantize_tensor(transformation_input)
-        params, tensor = (
-            transformation_input.quant_params,
-            transformation_input.subgraph.tensors[transformation_input.tensor_id],
-        )
         data = getattr(params, "quantized_data", None)
         if (
-            data is not None
+            release
+            and data is not None
             and params.num_bits < 8
             and transformation_input.buffer_origin.get(tensor.buffer) is params
             and data.strides != (0,) * data.ndim
@@ -199,6 +212,7 @@ class StreamedParams(params_generator.ParamsGenerator):
     ):
         super().__init__(model)
         self._streamed, self._read, self._unread = set(streamed), read, dict.fromkeys(sorted(kept))
+        self.packed: dict[int, object] = {}  # buffer -> the params whose sub-byte values it holds packed
 
     def generate_quantization_parameters(self, model_recipe_manager, model_qsvs=None, enable_progress_bar=None):
         if model_recipe_manager.need_calibration():
@@ -232,8 +246,12 @@ class StreamedParams(params_generator.ParamsGenerator):
                 if i not in done:
                     done[i] = self._op_results(*ops[i], model_recipe_manager)
                 self._share_copies(done[i], self._names(b), shared)
-            if self._leaves_float([done[i] for i in indices], self._names(b)):
+            results = [done[i] for i in indices]
+            if self._leaves_float(results, self._names(b)):
                 log.info("buffer %d: a consumer keeps it float, its bytes stay", b)
+            elif (params := self._sub_byte(results, self._names(b))) is not None:
+                model.buffers[b].data = _packed(params)  # what QUANTIZE_TENSOR would pack, packed now
+                self.packed[b] = params
             else:
                 model.buffers[b].data = standin
         for k in self._unread:
@@ -291,6 +309,20 @@ class StreamedParams(params_generator.ParamsGenerator):
                         break
                 else:
                     shared[key] = params
+
+    @staticmethod
+    def _sub_byte(results: list[list], names: set[str]):
+        """The one params object every consumer of the tensors `names` quantizes them with, when it is a sub-byte
+        (int4) QUANTIZE_TENSOR: its values can be packed into the buffer at once (a byte per value unpacked)."""
+        consumers = [c for op in results for r in op if r.tensor_name in names for c in r.consumers or []]
+        params = {id(c.parameters): c.parameters for c in consumers}
+        if len(params) != 1 or any(
+            c.transformations != [qtyping.QuantTransformation.QUANTIZE_TENSOR] for c in consumers
+        ):
+            return None
+        (only,) = params.values()
+        data = getattr(only, "quantized_data", None)
+        return only if isinstance(only, qtyping.UniformQuantParams) and only.num_bits < 8 and data is not None else None
 
     @staticmethod
     def _leaves_float(results: list[list], names: set[str]) -> bool:
