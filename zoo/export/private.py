@@ -17,8 +17,16 @@ carries no pyproject.toml to read them from). The entries, what each is and why 
   constructor sets (which would parse a serialized copy: the weights twice in memory); with `streamed`, its
   parameters come from StreamedParams.
 - StreamedParams: ParamsGenerator.generate_quantization_parameters with the ops visited weight by weight, each
-  streamed weight read once, given to every op that reads it and dropped (its own loop body, private helpers
-  `_update_model_quant_results`, `_get_params_for_no_quant_op`, `_post_process_results`).
+  streamed weight read once, given to every op that reads it and dropped: the stock loop's body (recipe manager's
+  get_quantization_configs, algorithm_manager.get_quantization_func, the generator's private
+  `_tensor_quant_params_cache` (and its `_cache`, a weight's entries dropped once its readers are done: float
+  casting's cached float16 copy is not the one its results use), `_update_model_quant_results`,
+  `_get_params_for_no_quant_op`, `_post_process_results`, `buffer_to_tensors`); int4 values packed early with
+  transformation_utils.pack_data.
+- InMemoryQuantizer._get_quantized_model: ModelModifier with its performer's private
+  `_transformation_registration[QUANTIZE_TENSOR]` wrapped: buffers packed early are marked in the performer's
+  `buffer_origin` (so it skips packing them), and the unpacked values of the rest are let go once packed, through
+  `object.__setattr__` on the frozen UniformQuantParams (quantize_tensor reads only `.size` of them afterwards).
 - SavedModelConverter: TFLiteSavedModelConverterV2 through its private _load_saved_model and
   _convert_from_saved_model, skipping the Python `tf.saved_model.load` that only fetches debug info.
 - keep_mul_and_fc_apart: the converter's `_experimental_disable_fuse_mul_and_fc`: folding a norm's gamma into the
@@ -247,6 +255,9 @@ class StreamedParams(params_generator.ParamsGenerator):
                     done[i] = self._op_results(*ops[i], model_recipe_manager)
                 self._share_copies(done[i], self._names(b), shared)
             results = [done[i] for i in indices]
+            cache = self._tensor_quant_params_cache._cache  # every reader is done: b's entries only hold memory
+            for key in [key for key in cache if key[0] == b]:
+                del cache[key]
             if self._leaves_float(results, self._names(b)):
                 log.info("buffer %d: a consumer keeps it float, its bytes stay", b)
             elif (params := self._sub_byte(results, self._names(b))) is not None:
