@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
@@ -14,6 +15,7 @@ from zoo import pipeline
 from zoo.config import ModeOverride, QuantMode
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
 from zoo.export.quantize import zero_point_blocks
+from zoo.export.weights import CountingWeights, state_arrays
 from zoo.kinds import kind_of
 
 from conftest import compose_cfg
@@ -80,13 +82,33 @@ def test_zero_points_only_where_the_recipe_puts_int4():
     model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint).model
     blocks = zero_point_blocks(model, cfg.quant, kind_of(cfg).components)
     assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {(BLOCK, 0.0)}
-    clone = with_zero_points(model, blocks)
+    clone, weights = with_zero_points(model, blocks)
+    assert weights is None
     assert isinstance(clone.get_submodule(next(iter(blocks))), AsymmetricLinear)
     assert not any(isinstance(m, AsymmetricLinear) for m in model.modules())  # the verified model is untouched
     assert clone.model.embed_tokens.weight is model.model.embed_tokens.weight  # everything else is shared
     override = ModeOverride("o_proj", QuantMode.int4_block32)
     with_o = zero_point_blocks(model, replace(cfg.quant, overrides=[override]), kind_of(cfg).components)
     assert set(with_o) - set(blocks) == {n for n in with_o if n.endswith("self_attn.o_proj")} != set()
+
+
+def test_zero_point_weights_are_the_eager_modules_read_once():
+    """With a weight source, the asymmetric modules are meta and the source computes both of a Linear's matrices
+    from one read of its weight, equal to the eager module's; outlier columns are read up front."""
+    cfg = compose_cfg(["variant=small", "quant=int4_block32"])
+    model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint).model
+    blocks = {name: (BLOCK, 3.0) for name in zero_point_blocks(model, cfg.quant, kind_of(cfg).components)}
+    eager, _ = with_zero_points(model, blocks)
+    counting = CountingWeights(state_arrays(model))
+    lazy, source = with_zero_points(model, blocks, counting)
+    assert set(counting.reads) == {f"{name}.weight" for name in blocks}  # the outlier columns' read
+    for name in blocks:
+        module = lazy.get_submodule(name)
+        assert module.symmetric.weight.is_meta and module.columns == eager.get_submodule(name).columns
+    expected = state_arrays(eager)
+    for name in [n for n in source if n in expected]:
+        assert np.array_equal(source[name], expected[name]), name
+    assert {counting.reads[f"{name}.weight"] for name in blocks} == {2}  # the columns' read, one for both matrices
 
 
 @pytest.mark.parametrize("zero_points, stored", [("none", 0), ("fp16", 1), ("int8_weight_only", 9)])

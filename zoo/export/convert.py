@@ -3,10 +3,14 @@
 The converter converts the graph only: weights are signature inputs until zoo/export/bake.py makes them constants,
 one buffer each shared by every signature, so N prefill lengths cost no extra weight bytes. Only TFLite builtin
 ops are allowed. The quant recipe is applied once, by ai-edge-quantizer on the baked model (zoo/export/quantize.py).
+
+The model may hold its parameters on the meta device, its weights coming from a WeightSource (zoo/export/weights.py)
+read one weight at a time as the quantizer or the writer needs it: memory is the output plus one float weight.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,15 +37,11 @@ from zoo.export.signatures import (
     plan,
     tf_signature,
 )
+from zoo.export.weights import ModuleWeights, WeightSource, state_arrays, state_tensors
 from zoo.files import scratch
 from zoo.resources import release_memory
 
-
-def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
-    """Every parameter and buffer (non-persistent ones too) by torch state name, as numpy views (no copies)."""
-    tensors = dict(module.named_parameters())
-    tensors.update(module.named_buffers())
-    return {name: t.detach().numpy() for name, t in tensors.items()}
+__all__ = ["export_signatures", "export_tflite", "op_counts", "state_arrays"]
 
 
 def converter_for(saved_model: str, names: Sequence[str]) -> tf.lite.TFLiteConverter:
@@ -57,18 +57,25 @@ Lowerable = tuple[str, ExportedProgram, Sequence[str], Sequence[str]]  # name, p
 
 
 def export_signatures(
-    step: nn.Module, programs: Iterable[Lowerable], path: Path, recipe: QuantConfig, components: Mapping[str, str]
+    step: nn.Module,
+    programs: Iterable[Lowerable],
+    path: Path,
+    recipe: QuantConfig,
+    components: Mapping[str, str],
+    weights: WeightSource | Mapping[str, np.ndarray] | None = None,
 ) -> list[str]:
     """Exported programs, all over `step`'s weights, as one multi-signature flatbuffer at `path`, quantized by
     `recipe` over the kind's `components` (zoo/export/recipe.py), written atomically; returns the signature names.
+    `weights`: a source keyed by `step`'s state names for its meta parameters (None: the step's own tensors).
 
-    Peak memory is the torch model plus one working set at a time, not several copies of the weights: the converter
-    sees the graphs only (weights are signature inputs) and bake.py puts the weights in as views of the torch
-    tensors; each program is lowered as `programs` yields it and dropped, the TF functions once saved, the converter's
-    buffers once it returns (release_memory), and the quantizer writes its output to a file as it packs it.
+    Peak memory is the output plus one float weight and one working set at a time: the converter sees the graphs
+    only (weights are signature inputs, shapes from the possibly meta tensors) and bake.py puts in stand-ins; each
+    program is lowered as `programs` yields it and dropped, the TF functions once saved, the converter's buffers
+    once it returns (release_memory); then each weight is read once, quantized and dropped (quantize.py), or read
+    as it is written (recipe none), and the quantizer writes its output to a file as it packs it.
     """
-    weights = state_arrays(step)
-    specs = {name: torch.from_numpy(a) for name, a in weights.items()}
+    source = weights if isinstance(weights, ModuleWeights) else ModuleWeights(step, weights)
+    specs = state_tensors(step)
     functions = {name: tf_signature(program, specs, inputs, outputs) for name, program, inputs, outputs in programs}
     names = list(functions)
     with scratch(path) as tmp:
@@ -78,11 +85,15 @@ def export_signatures(
         release_memory()
         graph = converter_for(saved_model, names).convert()
         release_memory()
-        baked = bake(graph, weights)
+        baked, pending = bake(graph, source)
+        del graph
         if recipe.mode is QuantMode.none:
-            write(baked, path)
+            write(baked, path, pending)
         else:
-            write(quantize(baked, recipe, components, spill=tmp / "quantized.tflite"), path)
+            quantized = quantize(baked, recipe, components, spill=tmp / "quantized.tflite", pending=pending)
+            del baked, pending
+            release_memory()
+            write(quantized, path)
     return names
 
 
@@ -117,12 +128,19 @@ def export_tflite(
     mask_as_input: bool = False,
     recipe: QuantConfig | None = None,
     components: Mapping[str, str] = MappingProxyType({}),
+    weights: WeightSource | Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode, quantized by `recipe` (fp32 if None)
-    over the decoder kind's `components` (none: every weight takes the recipe's mode)."""
+    over the decoder kind's `components` (none: every weight takes the recipe's mode). `weights`: the values of
+    `model`'s meta parameters by state name (zoo/export/weights.py), each read once (twice for zero points with
+    `outliers`); None: the model's own tensors."""
     recipe = recipe or QuantConfig()
+    if recipe.rotate_residual and any(p.is_meta for p in model.parameters()):
+        model = _loaded(model, weights)  # the experimental offline rotation edits the float model: held whole
+        weights = None
     model, recipe = rotated(model, recipe)
-    model = with_zero_points(model, zero_point_blocks(model, recipe, components))
+    source = ModuleWeights(model, weights)
+    model, source = with_zero_points(model, zero_point_blocks(model, recipe, components), source)
     steps = [(signature, Step(model, signature.logits)) for signature in plan(prefill_lens, prefill_logits)]
     programs = (
         (
@@ -132,5 +150,17 @@ def export_tflite(
         )
         for signature, step in steps
     )
-    export_signatures(steps[-1][1], programs, Path(path), recipe, components)
+    step = steps[-1][1]
+    export_signatures(step, programs, Path(path), recipe, components, ModuleWeights(step, source, inner=model))
     return Path(path)
+
+
+def _loaded(model: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Module:
+    """A copy of `model` with its meta parameters made real from `weights` (the whole float model in memory)."""
+    clone = copy.deepcopy(model)
+    for name, p in list(clone.named_parameters()):
+        if p.is_meta:
+            parent, _, leaf = name.rpartition(".")
+            value = torch.from_numpy(np.array(weights[name], np.float32))
+            setattr(clone.get_submodule(parent), leaf, nn.Parameter(value, requires_grad=False))
+    return clone

@@ -6,15 +6,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from zoo.config import QuantConfig
 from zoo.export.convert import export_signatures
 from zoo.export.signatures import Program, export_program
+from zoo.export.weights import ModuleWeights, WeightSource
 
 
 def export_programs(
-    programs: Sequence[Program], path: Path, recipe: QuantConfig, components: Mapping[str, str]
+    programs: Sequence[Program],
+    path: Path,
+    recipe: QuantConfig,
+    components: Mapping[str, str],
+    weights: WeightSource | Mapping[str, np.ndarray] | None = None,
 ) -> list[str]:
     """Writes the multi-signature flatbuffer atomically (`components`: the kind's quant components); returns its
-    signature names."""
+    signature names. `weights`: the values of the model's meta parameters, keyed by the model's state names
+    (zoo/export/weights.py); None: the model's own tensors."""
+    step = programs[0].step
+    source = ModuleWeights(step, weights, inner=step.model)
     exported = ((p.name, export_program(p), p.inputs, p.outputs) for p in programs)  # each dropped once lowered
-    return export_signatures(programs[0].step, exported, path, recipe, components)
+    return export_signatures(step, exported, path, recipe, components, source)

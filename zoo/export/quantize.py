@@ -31,7 +31,7 @@ from ai_edge_quantizer.algorithm_manager import AlgorithmName
 from torch import nn
 
 from zoo.config import QuantConfig, QuantMode
-from zoo.export.bake import unpack
+from zoo.export.bake import Pending, unpack
 from zoo.export.private import InMemoryQuantizer, flatbuffer_utils, schema, tfl_utils
 from zoo.export.recipe import component_of
 from zoo.export.residual import READERS
@@ -75,19 +75,31 @@ def quantize(
     recipe: QuantConfig,
     components: Mapping[str, str],
     spill: Path | None = None,
+    pending: Pending | None = None,
 ) -> qtyping.ModelT:
     """The float model (a model object, edited in place, or .tflite bytes) quantized by the recipe over the kind's
     `components`, its Hadamard rotations factored (zoo/export/rotation.py). With `spill`, the quantizer packs its
     output into that file as it goes and the buffers view it (bake.write drops their pages once written): never
-    resident twice."""
+    resident twice.
+
+    `pending` (a baked model's weights not read yet, zoo/export/bake.py): each weight that every reader quantizes
+    is read once, quantized for all of them and dropped (private.StreamedParams), so memory holds the quantized
+    weights and one float weight; the weights some reader keeps float (norms, biases, tables of `tables: none`,
+    `keep_float`) are read first and stay, as they are in the output."""
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
-    plan = _plan(float_model, recipe, components)
+    plan, modes = _survey(float_model, recipe, components)
+    streamed, kept = set(), set()
+    if pending is not None:
+        streamed = {b for b in pending.names if b in modes and all(m is not QuantMode.none for m, _ in modes[b])}
+        kept = pending.names.keys() - streamed
     if not plan:
+        for b in kept:
+            float_model.buffers[b].data = pending.read(b)
         if recipe.keep_float:  # every weight op kept float on purpose (the finder's blame): a float file
             return float_model
         raise ValueError(f"quant {recipe.name}: no weight op to quantize")
-    qz = InMemoryQuantizer(float_model)
+    qz = InMemoryQuantizer(float_model, streamed, pending.read if pending is not None else None, kept)
     for (mode, op_name, rotate, on_grid), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
         _add_config(qz, regex, op_name, mode, rotate, on_grid, recipe)
@@ -162,6 +174,13 @@ def _plan(
 ) -> dict[tuple[QuantMode, _OpName, bool, bool], list[str]]:
     """Op scopes per (mode, op type, Hadamard-rotated, on a zero-point grid); quantized GATHER tables become
     EMBEDDING_LOOKUP on the way."""
+    return _survey(model, recipe, components)[0]
+
+
+def _survey(
+    model: qtyping.ModelT, recipe: QuantConfig, components: Mapping[str, str]
+) -> tuple[dict[tuple[QuantMode, _OpName, bool, bool], list[str]], dict[int, set[tuple[QuantMode, bool]]]]:
+    """The plan (`_plan`) and the (mode, rotated) pairs each weight op's weight buffer takes."""
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     plan: dict[tuple[QuantMode, _OpName, bool, bool], list[str]] = {}
     modes_per_buffer: dict[int, set[tuple[QuantMode, bool]]] = {}
@@ -208,7 +227,7 @@ def _plan(
             fallbacks,
             recipe.fallback.value,
         )
-    return plan
+    return plan, modes_per_buffer
 
 
 def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from zoo.export.lower import lower, tf_dtype, used_weights
+from zoo.export.weights import traceable
 
 Logits = Literal["none", "last", "all"]
 
@@ -65,7 +66,7 @@ def export_step(step: Step, signature: Signature, kv_cache_max: int, mask_as_inp
     caches = [c for pair in decoder.empty_cache(kv_cache_max) for c in pair]
     kwargs = {"mask": torch.zeros(1, 1, t, kv_cache_max)} if mask_as_input else {}
     args = (torch.zeros(1, t, dtype=torch.int64), torch.arange(t), caches)
-    with torch.no_grad():
+    with torch.no_grad(), traceable(step):
         return torch.export.export(step, args, kwargs, strict=False)
 
 
@@ -86,7 +87,8 @@ def tf_signature(
     """The lowered program as a concrete function with named inputs and a dict of named outputs.
 
     Every parameter and buffer it reads is an input too, named by torch state name: the converter then never holds
-    weight values, which zoo/export/bake.py puts in as shared constants afterwards.
+    weight values, which zoo/export/bake.py puts in as shared constants afterwards. `weights` gives only shapes
+    and dtypes (meta tensors will do).
     """
     used = used_weights(program)
     weights = {name: t for name, t in weights.items() if name in used}
@@ -166,7 +168,7 @@ def seq2seq_programs(model: nn.Module, encoder_len: int, kv_cache_max: int) -> l
     layers = model.arch.num_layers
     tokens, mask = torch.zeros(1, encoder_len, dtype=torch.int64), torch.ones(1, encoder_len, dtype=torch.int64)
     caches = [c for pair in model.empty_cache(kv_cache_max) for c in pair]
-    with torch.no_grad():
+    with torch.no_grad(), traceable(model):  # example values of the right shapes (a meta model's are garbage)
         cross = list(Encode(model)(tokens, mask)[1:])
     cache, cross_names = _names("kv_cache", layers), _names("cross", layers)
     return [
@@ -190,5 +192,5 @@ def encoder_programs(model: nn.Module, encoder_len: int) -> list[Program]:
 
 
 def export_program(program: Program) -> ExportedProgram:
-    with torch.no_grad():
+    with torch.no_grad(), traceable(program.step):
         return torch.export.export(program.step, program.args, strict=False)

@@ -70,11 +70,15 @@ class ModelKind(ABC):
         """The signatures: a step over the model, example inputs and the names of its inputs and outputs each."""
         raise NotImplementedError(f"kind {self.name}: give its signatures (programs) or its own export")
 
-    def export(self, model: nn.Module, path: Path, cfg: ZooConfig) -> list[str]:
-        """The multi-signature flatbuffer at `path`, quantized by cfg.quant; returns its signature names."""
+    def export(
+        self, model: nn.Module, path: Path, cfg: ZooConfig, weights: Mapping[str, np.ndarray] | None = None
+    ) -> list[str]:
+        """The multi-signature flatbuffer at `path`, quantized by cfg.quant; returns its signature names. `weights`:
+        the values of `model`'s meta parameters by state name, each read once (zoo/export/weights.py's
+        WeightSource); None: the model's own tensors."""
         from zoo.export.programs import export_programs
 
-        return export_programs(self.programs(model, cfg), path, cfg.quant, self.components)
+        return export_programs(self.programs(model, cfg), path, cfg.quant, self.components, weights)
 
     @abstractmethod
     def check(

@@ -3,8 +3,10 @@ cache, the signatures zoo's runtime, LiteRT-LM and the web bundle run."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from zoo import golden
@@ -52,7 +54,9 @@ class DecoderKind(ModelKind):
     def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
         return golden.compare_to_golden(model, arrays, cfg.export.kv_cache_max)
 
-    def export(self, model: nn.Module, path: Path, cfg: ZooConfig) -> list[str]:
+    def export(
+        self, model: nn.Module, path: Path, cfg: ZooConfig, weights: Mapping[str, np.ndarray] | None = None
+    ) -> list[str]:
         from zoo.export.convert import export_tflite
 
         export_tflite(
@@ -64,6 +68,7 @@ class DecoderKind(ModelKind):
             cfg.export.mask_as_input,
             cfg.quant,
             self.components,
+            weights,
         )
         return [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
 
