@@ -78,7 +78,7 @@ def run_check(
         positions.append(pos)
         if step < export.check_steps - 1:
             sequence.append(int(out["logits"][0][-1].argmax()))
-    (run,), _ = our_runs(model, weights, [sequence], export.kv_cache_max, stepwise=False)
+    (run,), _ = our_runs(model, weights, [sequence], export.kv_cache_max)
     return {"tflite": np.concatenate(got), "torch": run.logits[positions].numpy()}
 
 

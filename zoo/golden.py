@@ -220,12 +220,12 @@ def reference_runs(hf: nn.Module, prompts: list[list[int]], new_tokens: int) -> 
 
 @torch.no_grad()
 def our_runs(
-    model: nn.Module, weights: Source, sequences: list[list[int]], kv_max: int, stepwise: bool = True
+    model: nn.Module, weights: Source, sequences: list[list[int]], kv_max: int, prefills: list[int] | None = None
 ) -> tuple[list[Run], list]:
     """Our decoder over every sequence one layer at a time (each layer's weights read once, `stream.reading`, when
-    the model is streamed): the full forward of each sequence, and with `stepwise` the same sequence one token per
-    call through the KV cache as the decode signature runs it. Returns the full forwards' Runs and the cached
-    steps' logits [T, V] (none without `stepwise`)."""
+    the model is streamed): the full forward of each sequence, and with `prefills` the same sequence through the KV
+    cache as the signatures run it: its first `prefills[j]` tokens in one call, then one token per call. Returns
+    the full forwards' Runs and the cached calls' logits [T, V] (none without `prefills`)."""
     streaming = is_streamed(model)
 
     def block(module: nn.Module | None, prefix: str):
@@ -235,12 +235,14 @@ def our_runs(
     k_shape, v_shape = model.kv_shapes(kv_max)
     positions = [torch.arange(len(s)) for s in sequences]
     full_inputs = [model.layer_inputs(pos, kv_max) for pos in positions]
-    step_inputs = [
-        [model.layer_inputs(pos[t : t + 1], kv_max) for t in range(len(pos) * stepwise)] for pos in positions
+    calls = [
+        [(0, n), *((t, t + 1) for t in range(n, len(s)))] if prefills else []
+        for s, n in zip(sequences, prefills or [0] * len(sequences))
     ]
+    call_inputs = [[model.layer_inputs(pos[a:b], kv_max) for a, b in c] for pos, c in zip(positions, calls)]
     with block(m.embed_tokens, "model.embed_tokens"), block(m.embed_positions, "model.embed_positions"):
         xs = [model.embed(torch.tensor([s]), pos) for s, pos in zip(sequences, positions)]
-    steps = [[x[:, t : t + 1] for t in range(x.shape[1])] for x in xs]
+    steps = [[x[:, a:b] for a, b in c] for x, c in zip(xs, calls)]
     hidden = [[x[0]] for x in xs]
     for i, layer in enumerate(m.layers):
         with block(layer, f"model.layers.{i}"):
@@ -252,8 +254,8 @@ def our_runs(
                 if i < len(m.layers) - 1:
                     hidden[j].append(xs[j][0])
                 k, v = torch.zeros(k_shape), torch.zeros(v_shape)
-                for t, (ropes_t, slots_t) in enumerate(step_inputs[j]):
-                    steps[j][t], k, v = layer(steps[j][t], pos[t : t + 1], ropes_t[i], k, v, layout, slots_t, None)
+                for c, ((a, b), (ropes_c, slots_c)) in enumerate(zip(calls[j], call_inputs[j])):
+                    steps[j][c], k, v = layer(steps[j][c], pos[a:b], ropes_c[i], k, v, layout, slots_c, None)
     head = model.lm_head if model.lm_head is not None else m.embed_tokens
     head_name = "lm_head" if model.lm_head is not None else "model.embed_tokens"
     with block(m.norm, "model.norm"), block(head, head_name):
@@ -262,7 +264,7 @@ def our_runs(
             normed = m.norm(x)
             hidden[j].append(normed[0])
             runs.append(Run(model.logits(normed)[0], hidden[j]))
-            if stepwise:
+            if prefills:
                 stepped.append(model.logits(m.norm(torch.cat(steps[j], dim=1)))[0])
     return runs, stepped
 
@@ -272,12 +274,12 @@ def gate(
 ) -> GateResult:
     """Ours vs transformers layer by layer: the hidden state after every layer and the logits at every position of
     each prompt and its greedy continuation, the greedy tokens (ours, teacher-forced on transformers' continuation,
-    must pick the same token at every step: then a free-running greedy gives the same tokens), and our cached decode
-    vs our full forward. Holds one layer's weights at a time when the models are streamed (zoo/stream.py)."""
+    must pick the same token at every step: then a free-running greedy gives the same tokens), and our cached calls
+    (the prompt in one call, then a token per call, as prefill and decode run) vs our full forward. Holds one layer's weights at a time when the models are streamed (zoo/stream.py)."""
     result = GateResult(atol=golden.atol, decode_atol=golden.decode_atol)
     greedy, ref_runs = reference_runs(hf, prompts, golden.new_tokens)
     sequences = [p + g[:-1] for p, g in zip(prompts, greedy)]
-    runs, stepped = our_runs(model, weights, sequences, kv_max)
+    runs, stepped = our_runs(model, weights, sequences, kv_max, [len(p) for p in prompts])
     result.layers = [0.0] * len(runs[0].hidden)
     for p, (ids, ours, ref, steps) in enumerate(zip(prompts, runs, ref_runs, stepped)):
         diff = (ours.logits - ref.logits).abs()

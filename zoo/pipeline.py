@@ -207,16 +207,17 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
     return run_dir / f"{cfg.model.name}_{cfg.quant.name}_kv{cfg.export.kv_cache_max}.tflite"
 
 
-def export(cfg: ZooConfig, model: nn.Module, path: Path) -> Exported:
+def export(cfg: ZooConfig, loaded: Loaded, path: Path) -> Exported:
     """The multi-signature flatbuffer of the verified model (its kind's signatures), quantized by the recipe,
-    written atomically."""
+    written atomically; a streamed model's weights read one at a time as they are written."""
     with timed("export") as clock:
-        signatures = kind_of(cfg).export(model, path, cfg)
+        weights = loaded.weights.arrays() if is_streamed(loaded.model) else None
+        signatures = kind_of(cfg).export(loaded.model, path, cfg, weights)
     record = digest(path)
     return Exported(path, record["size_bytes"], record["sha256"], signatures, clock.timing)
 
 
-def cached_export(cfg: ZooConfig, model: nn.Module) -> Path:
+def cached_export(cfg: ZooConfig, loaded: Loaded) -> Path:
     """The flatbuffer of `cfg` from the export cache (zoo/cache.py), or exported into it now, without gate or check
     (quant=auto's candidates, all of the verified model); its report.json, written last, says `ok`."""
     from zoo.cache import artifact_dir
@@ -225,7 +226,7 @@ def cached_export(cfg: ZooConfig, model: nn.Module) -> Path:
     path = artifact_path(cfg, folder)
     if unfinished(folder) is not None:
         report = Report(folder / "report.json", cfg)
-        report.add(export(cfg, model, path))
+        report.add(export(cfg, loaded, path))
         report.finish(None)
     return path
 
@@ -298,13 +299,13 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
             if gate.failure:
                 raise GateFailed(gate.failure)
             if cfg.quant.candidates and cfg.export.enabled:  # quant=auto: the job goes on with the chosen recipe
-                chosen = report.add(choose(cfg, loaded, run_dir, lambda c: cached_export(c, loaded.model)))
+                chosen = report.add(choose(cfg, loaded, run_dir, lambda c: cached_export(c, loaded)))
                 if chosen.failure:
                     raise ConfigError(chosen.failure)
                 cfg = chosen.cfg
             if cfg.export.enabled:
                 with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
-                    exported = report.add(export(cfg, loaded.model, artifact_path(cfg, run_dir)))
+                    exported = report.add(export(cfg, loaded, artifact_path(cfg, run_dir)))
                     checked = report.add(check(cfg, loaded.model, loaded.weights, gate.section, exported.path))
                     if checked.failure:
                         if cfg.debug.on_fail:

@@ -111,9 +111,32 @@ class Weights(Mapping[str, torch.Tensor]):
             return self.tensors.get(name, dtype)
         return apply_rule(rule, self.tensors, dtype)
 
+    def arrays(self) -> Arrays:
+        """The same weights as float32 numpy arrays (what the export reads, zoo/export/weights.py)."""
+        return Arrays(self)
+
     def nbytes(self) -> int:
         """float32 bytes of the distinct parameters (a tied one counted once)."""
         return sum(4 * int(np.prod(self.shapes[n])) for n, r in self.rules.items() if r.tie is None)
+
+
+class Arrays(Mapping[str, np.ndarray]):
+    """A Weights read as float32 numpy arrays, each a fresh one."""
+
+    def __init__(self, weights: Weights):
+        self.weights = weights
+
+    def __iter__(self):
+        return iter(self.weights)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.weights.rules
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.weights.get(name).numpy()
 
 
 def plan(

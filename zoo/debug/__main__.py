@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         if gate.failure:
             raise GateFailed(gate.failure)
         with native_logs_captured():
-            exported = report.add(pipeline.export(cfg, loaded.model, pipeline.artifact_path(cfg, run_dir)))
+            exported = report.add(pipeline.export(cfg, loaded, pipeline.artifact_path(cfg, run_dir)))
             checked = report.add(pipeline.check(cfg, loaded.model, loaded.weights, gate.section, exported.path))
             print(f"check FAIL: {checked.failure}" if checked.failure else pipeline.check_line(checked.section()))
             found = report.add(pipeline.debug(cfg, pipeline.whole(loaded), gate.section, exported.path, run_dir))
