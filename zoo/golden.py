@@ -275,7 +275,8 @@ def gate(
     """Ours vs transformers layer by layer: the hidden state after every layer and the logits at every position of
     each prompt and its greedy continuation, the greedy tokens (ours, teacher-forced on transformers' continuation,
     must pick the same token at every step: then a free-running greedy gives the same tokens), and our cached calls
-    (the prompt in one call, then a token per call, as prefill and decode run) vs our full forward. Holds one layer's weights at a time when the models are streamed (zoo/stream.py)."""
+    (the prompt in one call, then a token per call, as prefill and decode run) vs our full forward. Holds one
+    layer's weights at a time when the models are streamed (zoo/stream.py)."""
     result = GateResult(atol=golden.atol, decode_atol=golden.decode_atol)
     greedy, ref_runs = reference_runs(hf, prompts, golden.new_tokens)
     sequences = [p + g[:-1] for p, g in zip(prompts, greedy)]

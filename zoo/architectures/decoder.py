@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,7 +48,8 @@ class DecoderModel(nn.Module):
         self.embed_tokens = nn.Embedding(arch.vocab_size, arch.dim)
         learned = Positions(arch.positions) is Positions.learned
         self.embed_positions = nn.Embedding(arch.max_positions, arch.dim) if learned else None
-        self.embed_scale = arch.dim**0.5 if arch.scale_embeddings else None
+        # sqrt(dim) rounded to float32 as transformers' float32 buffer holds it (the small variants' dims: exact)
+        self.embed_scale = float(np.float32(arch.dim**0.5)) if arch.scale_embeddings else None
         self.layers = nn.ModuleList(DecoderLayer(arch, i) for i in range(arch.num_layers))
         self.norm = Norm(arch.dim, arch.norm)
         rope = Positions(arch.positions) is Positions.rope
