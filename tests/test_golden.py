@@ -76,9 +76,9 @@ def test_ours_matches_golden(case):
     stored = dict(np.load(golden_path(case)))
     assert all(a.dtype == np.float64 for k, a in stored.items() if k.endswith("_value")), "regenerate: float64 values"
     assert [stored[f"p{i}_ids"].tolist() for i in range(len(prompts))] == prompts
-    loaded = pipeline.load_model(cfg, checkpoint)
-    with float64(loaded.model):
-        result = kind_of(cfg).compare(loaded.model, stored, cfg)
+    model = pipeline.whole(pipeline.load_model(cfg, checkpoint))
+    with float64(model):
+        result = kind_of(cfg).compare(model, stored, cfg)
     assert result["max_abs_diff"] <= cfg.golden.atol, result
     assert result["greedy_equal"] == result["greedy_total"], result
 

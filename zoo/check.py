@@ -17,6 +17,7 @@ from torch import nn
 
 from zoo.architectures.layers import attention_mask
 from zoo.config import ExportConfig, PrefillLogits, QuantCheck
+from zoo.resources import release_memory
 from zoo.stream import Source
 
 
@@ -48,10 +49,22 @@ def run_check(
 
     The flatbuffer prefills the prompt and then decodes `export.check_steps` tokens, each its own greedy choice;
     the PyTorch model then runs that whole sequence once, one layer at a time when streamed (zoo/golden.py
-    our_runs: its full forward, which the gate proved equal to its cached decode)."""
-    from ai_edge_litert.interpreter import Interpreter
-
+    our_runs: its full forward, which the gate proved equal to its cached decode). The interpreter (the file and
+    XNNPACK's packed weights) is gone before the PyTorch side reads a weight: the two never hold memory at once."""
     from zoo.golden import our_runs
+
+    got, positions, sequence = flatbuffer_greedy(path, model, prompt, export, threads)
+    release_memory()
+    (run,), _ = our_runs(model, weights, [sequence], export.kv_cache_max)
+    return {"tflite": got, "torch": run.logits[positions].numpy()}
+
+
+def flatbuffer_greedy(
+    path: Path, model: nn.Module, prompt: list[int], export: ExportConfig, threads: int
+) -> tuple[np.ndarray, list[int], list[int]]:
+    """The flatbuffer's logits [N, V] over the prompt's prefill and its own greedy decode steps, the positions they
+    are at, and the token sequence it read."""
+    from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     t = prefill_length(len(prompt), list(export.prefill_lens))
@@ -78,8 +91,7 @@ def run_check(
         positions.append(pos)
         if step < export.check_steps - 1:
             sequence.append(int(out["logits"][0][-1].argmax()))
-    (run,), _ = our_runs(model, weights, [sequence], export.kv_cache_max)
-    return {"tflite": np.concatenate(got), "torch": run.logits[positions].numpy()}
+    return np.concatenate(got), positions, sequence
 
 
 def cache_names(n: int) -> list[str]:

@@ -56,7 +56,9 @@ class LazyTensors(Mapping[str, torch.Tensor]):
             raise KeyError(name)
         tensor = self.read(name, dtype if self.meta[name].is_float else None)
         if tensor.is_floating_point() and name not in self.finite:
-            if not bool(torch.isfinite(tensor).all()):
+            rows = tensor.reshape(tensor.shape[0] if tensor.ndim else 1, -1)
+            step = max(1, (1 << 24) // max(1, rows.shape[1]))  # a mask of 16M at a time, not of the whole table
+            if not all(bool(torch.isfinite(rows[i : i + step]).all()) for i in range(0, rows.shape[0], step)):
                 raise CheckpointError(
                     f"checkpoint tensor {name} has values that are not finite (NaN or inf): the checkpoint is "
                     "corrupt; copy or download it again"
@@ -144,11 +146,14 @@ def first_line(err: Exception) -> str:
 # --- random weights, one tensor at a time ----------------------------------------------------------------------------
 
 
-def random_tensor(name: str, shape: tuple[int, ...], seed: int, std: float) -> torch.Tensor:
+def random_tensor(
+    name: str, shape: tuple[int, ...], seed: int, std: float, base: torch.Tensor | None = None
+) -> torch.Tensor:
     """Seeded by the run's seed and the tensor's name, so any reader gets the same values in any order: matrices and
-    tables N(0, std) as transformers initialises them; 1-D weights (norm gammas) 1 and biases 0, each with N(0, 0.1)
-    noise so that a wrong gamma or bias path shows. Rounded to bfloat16, what HF checkpoints ship; drawn in blocks of
-    rows so a 256k-row table never exists in float32 whole."""
+    tables N(0, std) as transformers initialises them; 1-D tensors (norm gammas, biases) `base`, transformers' own
+    constant init of them (ones, or zeros for Gemma's 1 + w norms), plus N(0, 0.1) noise so that a wrong gamma or
+    bias path shows. Rounded to bfloat16, what HF checkpoints ship; drawn in blocks of rows so a 256k-row table never
+    exists in float32 whole."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     out = torch.empty(shape, dtype=torch.bfloat16)
     flat = out.view(shape[0], -1) if len(shape) >= 2 else out.view(1, -1)
@@ -159,16 +164,17 @@ def random_tensor(name: str, shape: tuple[int, ...], seed: int, std: float) -> t
             block *= std
         else:
             block *= 0.1
-            block += 1.0 if name.endswith("weight") else 0.0
+            block += base.float().numpy().reshape(block.shape)
         flat[start : start + len(block)] = torch.from_numpy(block)
     return out
 
 
-def write_random(folder: Path, names: Mapping[str, tuple[int, ...]], config, seed: int) -> None:
-    """A HF snapshot of random weights in `folder`: config.json and bf16 safetensors shards of about a layer each
-    (with their index), written one shard at a time."""
+def write_random(folder: Path, names: Mapping[str, tuple[int, ...]], skeleton, seed: int) -> None:
+    """A HF snapshot of random weights for `skeleton` (the transformers model on the meta device) in `folder`:
+    config.json and bf16 safetensors shards of about a layer each (with their index), written one shard at a time."""
     from safetensors.torch import save_file
 
+    config = skeleton.config
     std = float(getattr(config, "initializer_range", 0.02) or 0.02)
     shards: dict[str, list[str]] = {}
     for name in names:
@@ -176,10 +182,25 @@ def write_random(folder: Path, names: Mapping[str, tuple[int, ...]], config, see
     weight_map = {}
     for i, (_, members) in enumerate(sorted(shards.items())):
         shard = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file({n: random_tensor(n, names[n], seed, std) for n in members}, folder / shard)
+        tensors = {
+            n: random_tensor(n, names[n], seed, std, initial(skeleton, n) if len(names[n]) < 2 else None)
+            for n in members
+        }
+        save_file(tensors, folder / shard)
         weight_map.update(dict.fromkeys(members, shard))
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     config.save_pretrained(folder)
+
+
+def initial(skeleton, name: str) -> torch.Tensor:
+    """transformers' own init of a small (1-D) parameter: its module copied off the meta device and initialised."""
+    import copy
+
+    owner, _, leaf = name.rpartition(".")
+    module = copy.deepcopy(skeleton.get_submodule(owner)).to_empty(device="cpu")
+    with torch.no_grad():
+        skeleton._init_weights(module)
+    return getattr(module, leaf).detach()
 
 
 def _shard_key(name: str) -> str:

@@ -104,7 +104,8 @@ def random_checkpoint(reference: ReferenceConfig, seed: int, cache: Path | None)
 
     model_cls, _ = hf_config_class(reference)
     config = reference_config(reference)
-    key = json.dumps([reference.hf_class, config.to_dict(), seed], sort_keys=True, default=str)
+    # the generator's version first: snapshots drawn another way are not reused
+    key = json.dumps([2, reference.hf_class, config.to_dict(), seed], sort_keys=True, default=str)
     folder = (
         (cache or cache_root(None)) / "random" / f"{reference.hf_class}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     )
@@ -119,7 +120,7 @@ def random_checkpoint(reference: ReferenceConfig, seed: int, cache: Path | None)
             names[f"{name}.weight"] = tuple(head.weight.shape)
         with atomic_path(folder) as tmp:
             tmp.mkdir()
-            write_random(tmp, names, config, seed)
+            write_random(tmp, names, skeleton, seed)
     checkpoint = folder_checkpoint(folder)
     return Checkpoint(checkpoint.tensors, checkpoint.config, f"random (seed {seed}, bf16, {folder})")
 
