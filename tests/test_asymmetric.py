@@ -9,13 +9,14 @@ import pytest
 import torch
 from ai_edge_litert.tools import flatbuffer_utils
 from test_export import SMALL_EXPORT
+from test_export_streamed import CountingWeights
 from torch import nn
 
 from zoo import pipeline
 from zoo.config import ModeOverride, QuantMode
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
 from zoo.export.quantize import zero_point_blocks
-from zoo.export.weights import CountingWeights, state_arrays
+from zoo.export.weights import state_arrays
 from zoo.kinds import kind_of
 
 from conftest import compose_cfg

@@ -3,16 +3,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 import pytest
 import torch
 
-from zoo.export.weights import CountingWeights, ModuleWeights, state_arrays, traceable
+from zoo.export.weights import ModuleWeights, state_arrays, traceable
 from zoo.kinds import kind_of
 
 from conftest import compose_cfg
 
 SMALL = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64"]
+
+
+class CountingWeights(Mapping[str, np.ndarray]):
+    """A weight source over arrays that counts the reads of each name and returns a fresh copy each time."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        self._weights, self.reads = weights, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return np.array(self._weights[name], copy=True)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def __contains__(self, name: object) -> bool:  # without a read
+        return name in self._weights
 
 
 def _models(overrides: list[str]):
@@ -63,6 +85,14 @@ def test_outlier_columns_cost_a_second_read_of_their_weights(tmp_path):
     assert streamed == eager
     assert set(reads) == names and set(reads.values()) == {1, 2}, reads
     assert all(".mlp." in name or ".self_attn." in name for name, n in reads.items() if n == 2)
+
+
+@pytest.mark.slow
+def test_rotate_residual_loads_the_float_model_and_gives_the_eager_file(tmp_path):
+    """The experimental offline rotation edits the float model: with meta parameters it is loaded whole first."""
+    eager, streamed, reads, names = _exports(tmp_path, ["quant=int8_dynamic", "quant.rotate_residual=true"])
+    assert streamed == eager
+    assert set(reads) == names and set(reads.values()) == {1}, reads
 
 
 @pytest.mark.slow

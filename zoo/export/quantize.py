@@ -84,8 +84,8 @@ def quantize(
 
     `pending` (a baked model's weights not read yet, zoo/export/bake.py): each weight that every reader quantizes
     is read once, quantized for all of them and dropped (private.StreamedParams), so memory holds the quantized
-    weights and one float weight; the weights some reader keeps float (norms, biases, tables of `tables: none`,
-    `keep_float`) are read first and stay, as they are in the output."""
+    weights and one float weight; the weights no reader quantizes (norms, biases, tables of `tables: none`,
+    `keep_float`, float zero-point matrices) are read once too and stay, as they are in the output."""
     if not isinstance(float_model, schema.ModelT):
         float_model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
     plan, modes = _survey(float_model, recipe, components)

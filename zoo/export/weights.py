@@ -82,26 +82,6 @@ class ModuleWeights(Mapping[str, np.ndarray]):
         return self._tensors[name]
 
 
-class CountingWeights(Mapping[str, np.ndarray]):
-    """A source that counts the reads of each name (tests: every weight read once)."""
-
-    def __init__(self, weights: Mapping[str, np.ndarray]):
-        self._weights, self.reads = weights, {}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        self.reads[name] = self.reads.get(name, 0) + 1
-        return np.array(self._weights[name], copy=True)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._weights)
-
-    def __len__(self) -> int:
-        return len(self._weights)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._weights
-
-
 @contextlib.contextmanager
 def traceable(module: nn.Module) -> Iterator[None]:
     """`module`'s meta parameters temporarily replaced by uninitialised CPU tensors of their shapes, for
