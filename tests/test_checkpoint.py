@@ -92,9 +92,9 @@ def test_a_parameter_reads_only_its_own_sources():
     reads = []
 
     class Counting(InMemory):
-        def read(self, name):
+        def read(self, name, dtype):
             reads.append(name)
-            return super().read(name)
+            return super().read(name, dtype)
 
     source = Counting({"a": torch.arange(6.0).view(2, 3), "b": torch.ones(1, 3), "c": torch.zeros(2, 2)})
     mapping = MappingConfig(identity=True, rules=[MappingRule(ours="ab", fuse=["a", "b"])])

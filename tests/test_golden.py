@@ -93,7 +93,9 @@ def test_live_gate(case):
         assert section["answer_ok"], section["answer"]
 
 
-@pytest.mark.parametrize("entry", entries_of("decoder"))
+@pytest.mark.parametrize(
+    "entry", [e if e in FAST else pytest.param(e, marks=pytest.mark.slow) for e in entries_of("decoder")]
+)
 def test_streamed_gate_equals_resident(entry):
     """resident_gib=0: both models stay on the meta device and are read a layer at a time (zoo/stream.py); the gate
     compares the hidden state after every layer and gives the resident run's figures."""
