@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
-from zoo.config import CONF_DIR, ComponentModes, ModeOverride, QuantConfig, QuantMode
+from zoo.config import CONF_DIR, ComponentModes, ModeOverride, QuantCheck, QuantConfig, QuantMode
 from zoo.errors import ConfigError
 from zoo.export.bake import write
 from zoo.export.quantize import _plan, quantize
@@ -364,3 +364,14 @@ def test_recipes_are_checked_against_the_models_weight_names():
             "minilm_l6",
         )
     check(hadamard=["qkv_proj", "down_proj"])
+
+
+def test_logit_cosine_and_top1_are_reported_not_bounded():
+    """Where a check measures distributions (KL) the logits' cosine and top-1 do not fail it (Gemma-2B's good int8
+    file: cosine 0.99638, KL 0.0030; Qwen2.5-0.5B random: top-1 0.84 at KL 0.00055); an encoder's cosine, its only
+    figure, is bounded; a broken file's KL still fails it."""
+    bounds = QuantCheck(min_cosine=0.9966, min_top1=0.94, max_kl=0.0088)
+    assert check_failures({"cosine": 0.99638, "top1": 1.0, "kl": 0.0030}, bounds) == []
+    assert check_failures({"cosine": 0.9985, "top1": 0.84375, "kl": 0.00055}, bounds) == []
+    assert check_failures({"cosine": 0.99, "max_abs_diff": 0.1}, bounds) == ["cosine 0.99 violates bound 0.9966"]
+    assert check_failures({"cosine": 0.9, "top1": 0.5, "kl": 0.4}, bounds) == ["kl 0.4 violates bound 0.0088"]

@@ -129,11 +129,18 @@ def check_failures(metrics: dict[str, float], check: QuantCheck) -> list[str]:
         ("similarity_max_diff", check.max_similarity_diff, lambda v, b: v <= b),
     ]
     # A kind's check measures what its outputs have (an encoder has no vocabulary: no top-1, no KL); a bound on a
-    # metric it does not measure does not apply to it.
+    # metric it does not measure does not apply to it. Where there are distributions (KL), the cosine of raw logits
+    # and the top-1 agreement are reported, not bounded: both depend on the model, not only on the file (Gemma-2B's
+    # good int8 file, KL 0.0030, has cosine 0.99638 under SmolLM2's 0.9966; Qwen2.5-0.5B's random weights give
+    # near-flat distributions whose near-ties flip: top-1 0.84 at KL 0.00055), so a good file would fail on one
+    # model and pass on another. KL means the same on every entry.
     return [
         f"{key} {metrics[key]:.6g} violates bound {bound}"
         for key, bound, ok in bounds
-        if bound is not None and key in metrics and not ok(metrics[key], bound)
+        if bound is not None
+        and key in metrics
+        and not ok(metrics[key], bound)
+        and not (key in ("cosine", "top1") and "kl" in metrics)
     ]
 
 
