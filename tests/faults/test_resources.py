@@ -22,5 +22,5 @@ def test_seven_billion_parameters_streamed_do_not_fit_a_lowered_limit(tmp_path):
 
 def test_a_lowered_limit_refuses_the_default_entry(tmp_path):
     result = run("zoo", "memory_limit_gib=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=300)
-    assert_user_error(result, "resources", "smollm2_135m needs ~2.", "memory_limit_gib is 1.0 GiB")
+    assert_user_error(result, "resources", "smollm2_135m needs ~3.", "memory_limit_gib is 1.0 GiB")
     assert not (tmp_path / "run").exists()
