@@ -122,8 +122,12 @@ def main(argv: list[str]) -> int:
     root = cache_root(args.dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: not a folder; give the cache folder (or set ZOO_CACHE)")
-    entries = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    # random/: the snapshots of `model.checkpoint=random` (zoo/checkpoint/sources.py), not exports; shown and
+    # cleared with them
+    snapshots = root / "random"
+    entries = sorted(p for p in root.iterdir() if p.is_dir() and p != snapshots) if root.is_dir() else []
     if args.clear:
+        remove(snapshots)
         for entry in entries:
             with locked(entry, log=lambda s: print(s, file=sys.stderr)):
                 remove(entry / "report.json")  # first: an interrupted clear leaves entries that read as unfinished
@@ -139,6 +143,10 @@ def main(argv: list[str]) -> int:
         total += size
         why = unfinished(entry)
         print(f"{size / 2**20:10.1f} MiB  {entry.name}  {'ok' if why is None else 'unfinished'}")
+    if snapshots.is_dir():
+        size = size_of(snapshots)
+        total += size
+        print(f"{size / 2**20:10.1f} MiB  random/  weight snapshots of model.checkpoint=random")
     print(f"{total / 2**20:10.1f} MiB  {root} ({len(entries)} entries; clear: python -m zoo.cache --clear)")
     return 0
 
