@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +71,6 @@ class LazyTensors(Mapping[str, torch.Tensor]):
         """The tensor as stored, converted to `dtype` (None: as stored), in memory of its own."""
         raise NotImplementedError
 
-    def nbytes(self, dtype: torch.dtype = torch.float32) -> int:
-        """The checkpoint's size if every float tensor were `dtype`."""
-        size = dtype.itemsize
-        return sum(int(np.prod(m.shape)) * (size if m.is_float else m.dtype.itemsize) for m in self.meta.values())
-
 
 class InMemory(LazyTensors):
     """Tensors a reader already gave whole (pytorch_model.bin, GGUF)."""
@@ -96,32 +92,20 @@ class Safetensors(LazyTensors):
 
         meta, self.file_of = {}, {}
         for path in files:
-            try:
-                with safe_open(path, "pt") as f:
-                    for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                        piece = f.get_slice(name)
-                        meta[name] = Meta(tuple(piece.get_shape()), _DTYPES.get(piece.get_dtype(), torch.uint8))
-                        self.file_of[name] = path
-            except Exception as err:
-                raise CheckpointError(
-                    f"{path}: not readable as safetensors ({first_line(err)}): the file is truncated or corrupt; "
-                    "copy or download it again"
-                ) from None
+            with unreadable(path, "safetensors"), safe_open(path, "pt") as f:
+                for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    piece = f.get_slice(name)
+                    meta[name] = Meta(tuple(piece.get_shape()), _DTYPES.get(piece.get_dtype(), torch.uint8))
+                    self.file_of[name] = path
         super().__init__(meta)
 
     def read(self, name: str, dtype: torch.dtype | None) -> torch.Tensor:
         from safetensors import safe_open
 
         path = self.file_of[name]
-        try:
-            with safe_open(path, "pt") as f:  # a copy of its own (converted on the way): the map closes with the file
-                tensor = f.get_tensor(name)
-                return tensor.to(dtype or tensor.dtype, copy=True)
-        except Exception as err:
-            raise CheckpointError(
-                f"{path}: tensor {name} not readable ({first_line(err)}): the file is truncated or corrupt; "
-                "copy or download it again"
-            ) from None
+        with unreadable(path, f"safetensors (tensor {name})"), safe_open(path, "pt") as f:
+            tensor = f.get_tensor(name)
+            return tensor.to(dtype or tensor.dtype, copy=True)  # its own memory: the map closes with the file
 
 
 _DTYPES = {
@@ -138,9 +122,19 @@ _DTYPES = {
 }
 
 
-def first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+@contextmanager
+def unreadable(path: Path, what: str) -> Iterator[None]:
+    """Any failure to parse `path` (truncated, corrupt, wrong format) as one CheckpointError naming the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as err:
+        text = str(err).strip()
+        first = (text.splitlines()[0] if text else type(err).__name__)[:200]
+        raise CheckpointError(
+            f"{path}: not readable as {what} ({first}): the file is truncated or corrupt; copy or download it again"
+        ) from None
 
 
 # --- random weights, one tensor at a time ----------------------------------------------------------------------------

@@ -9,14 +9,13 @@ from __future__ import annotations
 import enum
 import importlib.util
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zoo.checkpoint.lazy import InMemory, LazyTensors, Safetensors, write_random
+from zoo.checkpoint.lazy import InMemory, LazyTensors, Safetensors, unreadable, write_random
 from zoo.config import ReferenceConfig
 from zoo.errors import CheckpointError
 from zoo.files import atomic_path
@@ -133,21 +132,6 @@ def folder_checkpoint(folder: Path) -> Checkpoint:
     with unreadable(folder / "config.json", "a transformers config"):
         config = AutoConfig.from_pretrained(folder)
     return Checkpoint(read_weights(folder), config, str(folder), folder)
-
-
-@contextmanager
-def unreadable(path: Path, what: str):
-    """Any failure to parse `path` (truncated, corrupt, wrong format) as one CheckpointError naming the file."""
-    try:
-        yield
-    except CheckpointError:
-        raise
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: not readable as {what} ({first[:200]}): the file is truncated or corrupt; "
-            "copy or download it again"
-        ) from None
 
 
 def read_weights(folder: Path) -> LazyTensors:
