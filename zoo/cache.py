@@ -108,6 +108,12 @@ def open_generator(cfg: ZooConfig, path: Path) -> Generator:
     return Generator(model, tokenizer, stops, cfg.model.tokenizer.chat_template)
 
 
+def entries(root: Path) -> list[Path]:
+    """The export entries under `root`; its random/ folder holds the snapshots of `model.checkpoint=random`
+    (zoo/checkpoint/sources.py), not exports."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != "random") if root.is_dir() else []
+
+
 def size_of(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
@@ -122,23 +128,21 @@ def main(argv: list[str]) -> int:
     root = cache_root(args.dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: not a folder; give the cache folder (or set ZOO_CACHE)")
-    # random/: the snapshots of `model.checkpoint=random` (zoo/checkpoint/sources.py), not exports; shown and
-    # cleared with them
-    snapshots = root / "random"
-    entries = sorted(p for p in root.iterdir() if p.is_dir() and p != snapshots) if root.is_dir() else []
+    snapshots = root / "random"  # shown and cleared with the entries
+    found = entries(root)
     if args.clear:
         remove(snapshots)
-        for entry in entries:
+        for entry in found:
             with locked(entry, log=lambda s: print(s, file=sys.stderr)):
                 remove(entry / "report.json")  # first: an interrupted clear leaves entries that read as unfinished
                 for item in entry.iterdir():
                     if item.name != ".lock":
                         remove(item)
             remove(entry)
-        print(f"cleared {root}: {len(entries)} entries")
+        print(f"cleared {root}: {len(found)} entries")
         return 0
     total = 0
-    for entry in entries:
+    for entry in found:
         size = size_of(entry)
         total += size
         why = unfinished(entry)
@@ -147,7 +151,7 @@ def main(argv: list[str]) -> int:
         size = size_of(snapshots)
         total += size
         print(f"{size / 2**20:10.1f} MiB  random/  weight snapshots of model.checkpoint=random")
-    print(f"{total / 2**20:10.1f} MiB  {root} ({len(entries)} entries; clear: python -m zoo.cache --clear)")
+    print(f"{total / 2**20:10.1f} MiB  {root} ({len(found)} entries; clear: python -m zoo.cache --clear)")
     return 0
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from zoo.cache import entries
+
 import forked
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +102,7 @@ def generate_args(tokenizer: Path, cache: Path) -> list[str]:
 
 def entry(cache: Path) -> Path:
     """The one entry (folder) of an artifact cache."""
-    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    (folder,) = entries(cache)
     return folder
 
 
