@@ -206,6 +206,18 @@ def test_bad_tensor_met_while_streaming_is_one_line(snapshot_folder, tmp_path):
     assert_user_error(zoo_on(folder, tmp_path, "resident_gib=0", runner=run), "checkpoint", Q_PROJ, "not finite")
 
 
+def test_bf16_snapshot_with_one_float32_tensor_passes(snapshot_folder, tmp_path):
+    """HF ships bf16 checkpoints whose odd tensor is float32 (a norm kept wide): each tensor is read in its own
+    dtype, streamed, and the gate passes against transformers on the same file."""
+    folder = copy(snapshot_folder, tmp_path)
+    state = {name: t.to(torch.bfloat16) for name, t in tensors(folder).items()}
+    state["model.norm.weight"] = state["model.norm.weight"].float()
+    save(folder, state)
+    result = zoo_on(folder, tmp_path, "resident_gib=0", runner=run)
+    assert result.returncode == 0, result.stderr
+    assert "golden PASS" in result.stdout
+
+
 class Payload:
     """Unpickling this runs a command: a `.bin` must be refused without ever executing it."""
 

@@ -104,6 +104,15 @@ def test_disk_full_during_export_keeps_the_earlier_flatbuffer(tmp_path, small_ru
         assert report["status"] == "failed" and "No space left" in report["error"]
 
 
+def test_disk_too_small_for_the_random_weights(tmp_path):
+    """`model.checkpoint=random` writes its snapshot into the cache; a disk too small for it is refused before
+    writing, in one line with the size needed and the disk's free space; nothing is left there."""
+    with mount(tmp_path / "disk", size="256k") as disk:
+        result = run("zoo", *SMALL, f"cache_dir={disk}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+        assert_user_error(result, "resources", "snapshot needs", "MB free", str(disk), "cache_dir=")
+        assert [p for p in disk.rglob("*") if p.is_file()] == []
+
+
 def test_file_size_limit(tmp_path):
     """`ulimit -f` below the flatbuffer's size (EFBIG, with SIGXFSZ ignored as shells do not): one line naming
     the limit, no temp file left."""

@@ -9,6 +9,8 @@ transformers) are held as read: they are the small checkpoints here.
 from __future__ import annotations
 
 import json
+import os
+import re
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -180,7 +182,12 @@ def write_random(folder: Path, names: Mapping[str, tuple[int, ...]], skeleton, s
             n: random_tensor(n, names[n], seed, std, initial(skeleton, n) if len(names[n]) < 2 else None)
             for n in members
         }
-        save_file(tensors, folder / shard)
+        try:
+            save_file(tensors, folder / shard)
+        except Exception as err:  # safetensors gives the OS's refusal (a full disk) as text: make it an OSError again
+            if code := re.search(r"os error (\d+)", str(err)):
+                raise OSError(int(code[1]), os.strerror(int(code[1]))) from None
+            raise
         weight_map.update(dict.fromkeys(members, shard))
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     config.save_pretrained(folder)

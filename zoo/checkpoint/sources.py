@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 import importlib.util
 import json
+import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 
 from zoo.checkpoint.lazy import InMemory, LazyTensors, Safetensors, unreadable, write_random
 from zoo.config import ReferenceConfig
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ResourceError
 from zoo.files import atomic_path
 
 
@@ -117,11 +119,23 @@ def random_checkpoint(reference: ReferenceConfig, seed: int, cache: Path | None)
         if head is not None and not reference.hf_config.get("tie_word_embeddings", config.tie_word_embeddings):
             name = next(n for n, m in skeleton.named_modules() if m is head)
             names[f"{name}.weight"] = tuple(head.weight.shape)
+        room_for(folder.parent, sum(math.prod(shape) for shape in names.values()) * 2)
         with atomic_path(folder) as tmp:
             tmp.mkdir()
             write_random(tmp, names, skeleton, seed)
     checkpoint = folder_checkpoint(folder)
     return Checkpoint(checkpoint.tensors, checkpoint.config, f"random (seed {seed}, bf16, {folder})")
+
+
+def room_for(parent: Path, nbytes: int) -> None:
+    """Refuse a snapshot that its disk cannot take, before a minute of writing fills it."""
+    parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if nbytes > free:
+        raise ResourceError(
+            f"model.checkpoint=random: the bf16 snapshot needs {nbytes / 1e6:,.1f} MB in {parent} but its disk has "
+            f"{free / 1e6:,.1f} MB free: free some space or set cache_dir= (or $ZOO_CACHE) to a larger disk"
+        )
 
 
 def folder_checkpoint(folder: Path) -> Checkpoint:
