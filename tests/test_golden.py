@@ -112,6 +112,20 @@ def test_streamed_gate_equals_resident(entry):
     assert abs(streamed["max_abs_diff"] - resident["max_abs_diff"]) <= 1e-9
 
 
+@pytest.mark.parametrize("entry", ["gemma3_270m", "gemma_2b"])
+def test_streamed_gate_with_tables_kept_bf16(entry, monkeypatch):
+    """Tables past exact.WIDEN_BLOCK stay in the checkpoint's bf16 on both sides (Gemma's 256k rows at full size;
+    Gemma3 casts its embedding scale to the table's dtype): the gate still passes every layer at its tolerance."""
+    from zoo import exact
+
+    cfg = compose_cfg([f"model={entry}", "variant=small", "resident_gib=0"])
+    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    table = cfg.model.arch.vocab_size * cfg.model.arch.dim
+    monkeypatch.setattr(exact, "WIDEN_BLOCK", table // 4)  # larger than any layer's matrix, smaller than the table
+    section = pipeline.verify(cfg, loaded).section
+    assert section["passed"] and max(section["layers_max_rel_diff"]) <= cfg.golden.atol, section
+
+
 def test_streamed_gate_names_the_first_layer_that_differs():
     """A wrong weight in layer 0's MLP, read through the streamed path: the gate fails and names hidden state 1
     (after layer 0) as the first that differs."""
@@ -179,3 +193,26 @@ def test_large_tables_widen_by_the_rows_used(monkeypatch):
     assert torch.equal(rows, table.double()[[3, 7]])
     assert torch.allclose(logits, x.double() @ table.double().T, rtol=0, atol=1e-12)
     assert torch.allclose(keyword, x.double() @ table.double().T + 1, rtol=0, atol=1e-12)
+
+
+def test_streamed_bf16_table_widens_exactly_and_is_never_widened_whole(monkeypatch):
+    """A streamed table keeps its checkpoint's bf16 (zoo/stream.py): lookups and the tied head give the numbers of
+    the table widened whole, and asking its dtype or shape inside the float64 mode does not copy it."""
+    import torch.nn.functional as F
+
+    from zoo import exact
+
+    monkeypatch.setattr(exact, "WIDEN_BLOCK", 40)
+    table, x = torch.randn(50, 8).bfloat16(), torch.randn(3, 8)
+    widened = []
+    monkeypatch.setattr(torch.Tensor, "double", lambda t: widened.append(t.numel()) or t.to(torch.float64))
+    with float64():
+        assert (table.dtype, table.shape) == (torch.bfloat16, (50, 8))
+        assert widened == []
+        rows = F.embedding(torch.tensor([3, 7]), table)
+        logits = F.linear(x, table)
+        scale = torch.tensor(2.0).to(table.dtype)  # transformers' Gemma3 casts its embed scale to the table's dtype
+    assert max(widened) < table.numel()
+    assert rows.dtype == logits.dtype == scale.dtype == torch.float64
+    assert torch.equal(rows, table.double()[[3, 7]])
+    assert torch.allclose(logits, x.double() @ table.double().T, rtol=0, atol=1e-12)

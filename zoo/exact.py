@@ -5,13 +5,14 @@ channels in the thousands) that error reaches ~5e-3 in a logit: CPU GEMM kernels
 alignment and load, so the same call can round differently from one run to the next. In float64 the same
 reordering moves a logit by ~1e-12, so a fixed tolerance far below any real fault holds on every machine and run.
 
-`float64(*modules)` runs models in float64 without changing them: a torch function mode widens each float32 tensor
-an op receives and every float32 dtype an op asks for (`.float()`, `.to(torch.float32)`, `softmax(dtype=
-torch.float32)`: transformers' upcasts in norms, softmax and RoPE), and makes float64 the default dtype for the
-tensors the models create. The modules' weights are widened once up front while they fit a memory budget (a third of
-the available memory), the rest on each use, so a model too large to copy still runs, only slower. A table too
-large to widen whole (a 256k-token vocabulary) is widened by the rows an embedding lookup gathers and, as a linear
-layer's weight (a tied lm_head), in blocks of rows; both give the same numbers as widening it whole.
+`float64(*modules)` runs models in float64 without changing them: a torch function mode widens each float32 (or
+bf16 / fp16) tensor an op receives and every such dtype an op asks for (`.float()`, `.to(torch.float32)`,
+`softmax(dtype=torch.float32)`: transformers' upcasts in norms, softmax and RoPE), and makes float64 the default
+dtype for the tensors the models create. The modules' weights are widened once up front while they fit a memory
+budget (a third of the available memory), the rest on each use, so a model too large to copy still runs, only
+slower. A table too large to widen whole (a 256k-token vocabulary) is widened by the rows an embedding lookup
+gathers and, as a linear layer's weight (a tied lm_head), in blocks of rows; both give the same numbers as widening
+it whole.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from torch.overrides import TorchFunctionMode
 
 # Elements of a float32 weight widened in blocks rather than whole (64M: 512 MiB in float64).
 WIDEN_BLOCK = 1 << 26
+# Float dtypes widened: float32, and the bf16 / fp16 a streamed table keeps from its checkpoint (zoo/stream.py).
+NARROW = (torch.float32, torch.bfloat16, torch.float16)
+# Calls that read a tensor's metadata (`t.dtype`, `t.shape`: a property's __get__): run on the tensor as it is, or a
+# 256k-row table would be widened whole just to be asked its dtype.
+METADATA = {"__get__", "data_ptr", "numel", "size", "dim", "stride", "storage_offset", "is_floating_point"}
 _paused = [False]
 
 
@@ -47,23 +53,23 @@ class _Float64(TorchFunctionMode):
         self.widened = widened
 
     def widen(self, value):
-        if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+        if _narrow(value):
             done = self.widened.get(_key(value))
             return done if done is not None else value.double()
-        if value is torch.float32:
+        if isinstance(value, torch.dtype) and value in NARROW:
             return torch.float64
-        if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) or v is torch.float32 for v in value):
+        if isinstance(value, (list, tuple)) and any(isinstance(v, (torch.Tensor, torch.dtype)) for v in value):
             return type(value)(self.widen(v) for v in value)
         return value
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if _paused[0]:
+        if _paused[0] or getattr(func, "__name__", "") in METADATA:
             return func(*args, **kwargs)
-        if func is F.embedding and _float32(args[1] if len(args) > 1 else kwargs.get("weight")):
+        if func is F.embedding and _narrow(args[1] if len(args) > 1 else kwargs.get("weight")):
             return func(*args, **kwargs).double()  # the rows gathered, then widened
         weight = (args[1] if len(args) > 1 else kwargs.get("weight")) if func is F.linear else None
-        if _float32(weight) and weight.numel() > WIDEN_BLOCK and _key(weight) not in self.widened:
+        if _narrow(weight) and weight.numel() > WIDEN_BLOCK and _key(weight) not in self.widened:
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             return _linear_in_blocks(self.widen(args[0] if args else kwargs["input"]), weight, bias)
         kwargs = {k: self.widen(v) for k, v in kwargs.items()}
@@ -74,8 +80,8 @@ class _Float64(TorchFunctionMode):
         return func(*(self.widen(a) for a in args), **kwargs)
 
 
-def _float32(t) -> bool:
-    return isinstance(t, torch.Tensor) and t.dtype == torch.float32
+def _narrow(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype in NARROW
 
 
 def _linear_in_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
