@@ -57,6 +57,8 @@ def test_export_lands_in_cache_and_is_reused(small):
     cfg, path, _, _ = small
     assert path.parent == artifact_dir(cfg) and path.exists()
     assert ensure_export(cfg, log=pytest.fail) == path  # complete: not exported again
+    log = (path.parent / "pipeline.log").read_text()  # the stage lines, as `python -m zoo` writes its job log
+    assert "golden: started" in log and "check: started" in log and "peak RSS" in log
 
 
 def test_chunked_prefill_equals_single_prefill(small):

@@ -28,7 +28,7 @@ from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
 from zoo.config import DebugConfig, EvalBounds, EvalConfig, GenerateConfig, ZooConfig
 from zoo.errors import InputError, guarded
 from zoo.files import atomic_path, locked, remove, remove_stale, write_atomic
-from zoo.quiet import exit_quietly
+from zoo.quiet import exit_quietly, stages_logged_to
 from zoo.report import unfinished
 from zoo.runtime.generate import Generator
 from zoo.runtime.model import LiteModel
@@ -82,7 +82,8 @@ def ensure_export(cfg: ZooConfig, log=print) -> Path:
             else:
                 log(f"no export for this config in {folder}: running the pipeline (golden gate, export, check)")
             write_atomic(folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-            run(cfg, folder)
+            with stages_logged_to(folder / "pipeline.log"):
+                run(cfg, folder)
     return artifact_path(cfg, folder)
 
 

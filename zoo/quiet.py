@@ -53,6 +53,23 @@ def stages_to_log_file() -> None:
 
 
 @contextlib.contextmanager
+def stages_logged_to(path):
+    """The stage lines also into `path` for the block: a pipeline run outside Hydra's job (zoo.generate filling the
+    export cache) keeps the same record of where it is as `python -m zoo`'s log."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    stages = logging.getLogger("zoo.stages")
+    stages.setLevel(logging.INFO)
+    stages.propagate = False
+    stages.addHandler(handler)
+    try:
+        yield
+    finally:
+        stages.removeHandler(handler)
+        handler.close()
+
+
+@contextlib.contextmanager
 def native_logs_captured():
     """What native code writes to fd 2 during the block goes to a temp file, shown only if the block fails with
     something other than a user error (a bug's context), or always when verbose."""
