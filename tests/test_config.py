@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from zoo.config import ConfigError, KVLayout, LayerType, RopeScaling, Variant, head_dim
+from zoo.errors import error_line
 
 from conftest import compose_cfg
 
@@ -87,6 +88,32 @@ def test_config_errors_are_one_clear_line(override, pattern):
     with pytest.raises(ConfigError, match=pattern) as err:
         compose_cfg(overrides)
     assert "\n" not in str(err.value)
+
+
+def test_every_config_problem_is_reported_at_once():
+    """Problems in the architecture, the export, the bench and generate sections: one error that lists each, so
+    a user fixes them in one pass (the checks that divide by a size wait until that size is valid)."""
+    with pytest.raises(ConfigError) as err:
+        compose_cfg(
+            [
+                "model.arch.dim=0",
+                "model.arch.attention.num_kv_heads=4",
+                "export.kv_read_multiple=-1",
+                "bench.repeats=0",
+                "generate.max_new_tokens=0",
+            ]
+        )
+    assert str(err.value) == "4 problems in the config; fix each of:"
+    expected = [
+        "conf/model/smollm2_135m.yaml: model.arch.dim: must be positive, got 0",
+        "export.kv_read_multiple=-1 must be >= 0",
+        "bench.repeats: must be at least 1",
+        "generate.max_new_tokens must be >= 1",
+    ]
+    assert len(err.value.details) == 4
+    assert all(any(e in d for d in err.value.details) for e in expected), err.value.details
+    line, status = error_line("zoo", err.value)
+    assert status == 2 and line.count("\n  - ") == 4 and line.startswith("zoo: error [config]: 4 problems")
 
 
 def test_wrong_field_in_user_file_names_the_file(tmp_path):

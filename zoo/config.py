@@ -618,80 +618,98 @@ def layer_type(arch: ArchConfig, layer: int) -> LayerType:
 
 
 def validate(cfg: ZooConfig, source: str = "model") -> None:
-    """Checks that need several fields at once; raises ConfigError naming the field and `source` (the file)."""
+    """Checks that need several fields at once; raises one ConfigError with every problem found (each naming its
+    field, and for the architecture `source`, the file)."""
     from zoo.kinds import kind_of  # here: the kinds import the stages, which import this module
 
-    arch, att = cfg.model.arch, cfg.model.arch.attention
-
-    def fail(key: str, why: str) -> None:
-        raise ConfigError(f"{source}: model.arch.{key}: {why}")
-
-    for key in ("vocab_size", "num_layers", "dim", "max_positions"):
-        if getattr(arch, key) <= 0:
-            fail(key, f"must be positive, got {getattr(arch, key)}")
-    if att.num_heads <= 0 or att.num_kv_heads <= 0:
-        fail("attention.num_heads", f"heads must be positive, got {att.num_heads} / {att.num_kv_heads} kv")
-    if att.num_heads % att.num_kv_heads:
-        fail("attention.num_kv_heads", f"{att.num_kv_heads} does not divide num_heads={att.num_heads}")
-    if att.head_dim is None and arch.dim % att.num_heads:
-        fail("attention.head_dim", f"not set and dim={arch.dim} is not a multiple of num_heads={att.num_heads}")
-    if arch.positions is Positions.rope:
-        if not 0 < arch.rope.fraction <= 1:
-            fail("rope.fraction", f"must be in (0, 1], got {arch.rope.fraction}")
-        if rotary_dim(arch) % 2:
-            fail("rope.fraction", f"rotary dims {rotary_dim(arch)} of head_dim={head_dim(arch)} must be even")
-    if len(att.layer_types) > arch.num_layers:
-        fail("attention.layer_types", f"pattern of {len(att.layer_types)} is longer than num_layers={arch.num_layers}")
-    if LayerType.sliding in att.layer_types and not att.sliding_window:
-        fail("attention.sliding_window", "sliding layers in layer_types need a positive sliding_window")
-    if arch.mlp.hidden_dim <= 0:
-        fail("mlp.hidden_dim", f"must be positive, got {arch.mlp.hidden_dim}")
-    if arch.tie_embeddings and arch.lm_head_bias:
-        fail("lm_head_bias", "a tied lm_head has no bias of its own; set tie_embeddings=false")
-    if arch.positions is Positions.rope and arch.rope.scaling is RopeScaling.longrope:
-        for key in ("short_factor", "long_factor"):
-            if len(getattr(arch.rope, key)) != rotary_dim(arch) // 2:
-                fail(
-                    f"rope.{key}",
-                    f"longrope needs rotary_dim/2={rotary_dim(arch) // 2} values, got {len(getattr(arch.rope, key))}",
-                )
-    if arch.rope.local_theta is not None and LayerType.sliding not in att.layer_types:
-        fail("rope.local_theta", "set, but no layer is 'sliding'")
-    kind = kind_of(cfg)
-    kind.validate(cfg)
+    problems = arch_problems(cfg.model.arch, source)
+    try:
+        kind = kind_of(cfg)
+        kind.validate(cfg)
+    except ConfigError as err:
+        kind = None
+        problems += err.details or [str(err)]
     if cfg.export.kv_read_multiple < 0:  # above kv_cache_max it reads every slot, like 0 with a run-time size
-        raise ConfigError(
+        problems.append(
             f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be >= 0 (0 reads every cache slot)"
         )
     bench = cfg.bench
     for key in ("repeats", "decode_steps", "bandwidth_mib"):
         if getattr(bench, key) < 1:
-            raise ConfigError(f"bench.{key}: must be at least 1, got {getattr(bench, key)}")
+            problems.append(f"bench.{key}: must be at least 1, got {getattr(bench, key)}")
     if bench.warmup < 0:
-        raise ConfigError(f"bench.warmup: must be >= 0, got {bench.warmup}")
+        problems.append(f"bench.warmup: must be >= 0, got {bench.warmup}")
     if bench.enabled and bench.warmup + bench.decode_steps > cfg.export.kv_cache_max:
-        raise ConfigError(
+        problems.append(
             f"bench: warmup + decode_steps = {bench.warmup + bench.decode_steps} decode positions do not "
             f"fit export.kv_cache_max={cfg.export.kv_cache_max}"
         )
     if Bundle.litertlm in cfg.export.bundles and (
         cfg.export.kv_layout is not KVLayout.transposed or not cfg.export.mask_as_input
     ):
-        raise ConfigError(
+        problems.append(
             "export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
             "(use export=litertlm)"
         )
-    if Bundle.web in cfg.export.bundles and not kind.generates:
-        raise ConfigError(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.name}")
+    if Bundle.web in cfg.export.bundles and kind is not None and not kind.generates:
+        problems.append(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.name}")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":
-        raise ConfigError("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
+        problems.append("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
     if cfg.debug.top < 1 or cfg.debug.blame < 0:
-        raise ConfigError(f"debug: top must be >= 1 and blame >= 0, got {cfg.debug.top} and {cfg.debug.blame}")
+        problems.append(f"debug: top must be >= 1 and blame >= 0, got {cfg.debug.top} and {cfg.debug.blame}")
     problem = sampling_problem(cfg.generate.sampling)
     if problem:
-        raise ConfigError(f"generate.{problem}")
+        problems.append(f"generate.{problem}")
     if cfg.generate.max_new_tokens < 1:
-        raise ConfigError(f"generate.max_new_tokens must be >= 1, got {cfg.generate.max_new_tokens}")
+        problems.append(f"generate.max_new_tokens must be >= 1, got {cfg.generate.max_new_tokens}")
+    if problems:
+        raise ConfigError.of(problems)
+
+
+def arch_problems(arch: ArchConfig, source: str) -> list[str]:
+    """What is wrong with the architecture, each line naming `source` and the field; the checks that derive sizes
+    (head_dim, rotary dims) only once the sizes they divide by are valid."""
+    att, problems = arch.attention, []
+
+    def fail(key: str, why: str) -> None:
+        problems.append(f"{source}: model.arch.{key}: {why}")
+
+    for key in ("vocab_size", "num_layers", "dim", "max_positions"):
+        if getattr(arch, key) <= 0:
+            fail(key, f"must be positive, got {getattr(arch, key)}")
+    if att.num_heads <= 0 or att.num_kv_heads <= 0:
+        fail("attention.num_heads", f"heads must be positive, got {att.num_heads} / {att.num_kv_heads} kv")
+    if arch.mlp.hidden_dim <= 0:
+        fail("mlp.hidden_dim", f"must be positive, got {arch.mlp.hidden_dim}")
+    if arch.tie_embeddings and arch.lm_head_bias:
+        fail("lm_head_bias", "a tied lm_head has no bias of its own; set tie_embeddings=false")
+    if LayerType.sliding in att.layer_types and not att.sliding_window:
+        fail("attention.sliding_window", "sliding layers in layer_types need a positive sliding_window")
+    if arch.rope.local_theta is not None and LayerType.sliding not in att.layer_types:
+        fail("rope.local_theta", "set, but no layer is 'sliding'")
+    if problems:
+        return problems
+    if len(att.layer_types) > arch.num_layers:
+        fail("attention.layer_types", f"pattern of {len(att.layer_types)} is longer than num_layers={arch.num_layers}")
+    if att.num_heads % att.num_kv_heads:
+        fail("attention.num_kv_heads", f"{att.num_kv_heads} does not divide num_heads={att.num_heads}")
+    if att.head_dim is None and arch.dim % att.num_heads:
+        fail("attention.head_dim", f"not set and dim={arch.dim} is not a multiple of num_heads={att.num_heads}")
+        return problems
+    if arch.positions is Positions.rope:
+        if not 0 < arch.rope.fraction <= 1:
+            fail("rope.fraction", f"must be in (0, 1], got {arch.rope.fraction}")
+        elif rotary_dim(arch) % 2:
+            fail("rope.fraction", f"rotary dims {rotary_dim(arch)} of head_dim={head_dim(arch)} must be even")
+        elif arch.rope.scaling is RopeScaling.longrope:
+            for key in ("short_factor", "long_factor"):
+                if len(getattr(arch.rope, key)) != rotary_dim(arch) // 2:
+                    fail(
+                        f"rope.{key}",
+                        f"longrope needs rotary_dim/2={rotary_dim(arch) // 2} values, got "
+                        f"{len(getattr(arch.rope, key))}",
+                    )
+    return problems
 
 
 def compose_config(overrides: list[str]) -> ZooConfig:

@@ -17,12 +17,22 @@ from collections.abc import Callable
 
 class ZooError(Exception):
     code = "error"
+    details: tuple[str, ...] = ()  # lines printed under the error's own, one per problem
 
 
 class ConfigError(ZooError, ValueError):
     """A config that cannot describe a buildable model or a valid run; names the field and the file."""
 
     code = "config"
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        """Every problem found at once: one as the error itself, several as a count with a line each."""
+        if len(problems) == 1:
+            return cls(problems[0])
+        err = cls(f"{len(problems)} problems in the config; fix each of:")
+        err.details = tuple(problems)
+        return err
 
 
 class VersionError(ZooError):
@@ -132,7 +142,8 @@ def error_line(prog: str, err: BaseException) -> tuple[str, int]:
         return f"{prog}: interrupted [interrupted]: stopped by Ctrl-C; finished files are kept, temp files removed", 130
     user = as_user_error(err)
     if user is not None:
-        return f"{prog}: error [{user.code}]: {one_line(user)}", 2
+        details = "".join(f"\n  - {one_line(d)}" for d in user.details)
+        return f"{prog}: error [{user.code}]: {one_line(user)}{details}", 2
     return (
         f"{prog}: internal error [bug]: {type(err).__name__}: {one_line(err)} (a bug in zoo; rerun with "
         "verbose=true for the traceback)"
