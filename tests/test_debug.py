@@ -81,7 +81,7 @@ def test_an_outlier_under_int4_names_its_matrix_and_blame_finds_it(tmp_path):
     kind = kind_of(cfg)
     path = tmp_path / "model.tflite"
     kind.export(model, path, cfg)
-    section = run_finder(cfg, model, kind.golden_inputs(cfg, None), path, tmp_path)
+    section = run_finder(cfg, kind, model, kind.golden_inputs(cfg, None), path, tmp_path)
     assert section["worst"]["node"] == "model.layers.1.mlp.down_proj"
     assert section["blame"][0]["op"] == "model.layers.1.mlp.down_proj"
     assert section["blame"][0]["share"] > 0.9, section["blame"]

@@ -43,7 +43,7 @@ def test_model_explorer_shows_both_graphs_with_their_overlays(tmp_path):
     kind = kind_of(cfg)
     path = tmp_path / "model.tflite"
     kind.export(broken, path, cfg)
-    section = run_finder(cfg, model, kind.golden_inputs(cfg, None), path, tmp_path)
+    section = run_finder(cfg, kind, model, kind.golden_inputs(cfg, None), path, tmp_path)
     names = [m.rsplit("/", 1)[-1] for m in section["explorer"]["models"]]
     assert names == ["model.tflite", "prefill_16.pt2", "decode.pt2"]
     explorer = tmp_path / "explorer"

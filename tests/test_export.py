@@ -42,7 +42,7 @@ def test_every_entry_exports_int8_dynamic(decoder_entry, tmp_path):
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     prompt = golden.prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, chat=False)[0]
     exported = pipeline.export(cfg, loaded, pipeline.artifact_path(cfg, tmp_path))
-    metrics = pipeline.check(cfg, loaded.model, loaded.weights, {"check_prompt": prompt}, exported.path).metrics
+    metrics = pipeline.check(cfg, loaded, {"check_prompt": prompt}, exported.path).metrics
     assert metrics["cosine"] >= 0.998 and metrics["kl"] <= 0.01, metrics
 
 

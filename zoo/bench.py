@@ -249,10 +249,9 @@ def step_ops(path: Path) -> dict[str, dict]:
     return {s: {"total": sum(c.values()), "fully_connected": c["FULLY_CONNECTED"]} for s, c in counts.items()}
 
 
-def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
-    """The report's `bench` section; `hf_factory()` builds the transformers model when `bench.reference` asks."""
-    from zoo.kinds import kind_of  # not at the top: the timed child process imports this module without torch
-
+def run_bench(cfg, kind, model, hf_factory, path: Path, size_bytes: int) -> dict:
+    """The report's `bench` section; `hf_factory()` builds the transformers model when `bench.reference` asks;
+    `kind`: the entry's ModelKind (its quantization components)."""
     lite = run_runtime_bench(path, model, cfg.export, cfg.bench, cfg.threads)
     section = {
         "threads": cfg.threads,
@@ -268,7 +267,7 @@ def run_bench(cfg, model, hf_factory, path: Path, size_bytes: int) -> dict:
         "runtime": lite,
     }
     section["ops"] = step_ops(path)
-    weights = weight_bytes(model, cfg.quant, kind_of(cfg).components)
+    weights = weight_bytes(model, cfg.quant, kind.components)
     section |= {"weight_bytes": weights, "size_vs_weights": size_bytes / weights}
     bandwidth = read_bandwidth(cfg.bench.bandwidth_mib, cfg.threads)
     section["bandwidth"] = bandwidth_section(

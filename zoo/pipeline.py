@@ -17,7 +17,7 @@ from torch import nn
 
 from zoo import golden
 from zoo.bundle import bundle
-from zoo.checkpoint import Checkpoint, Weights, check_config, materialize, resolve, weights_for
+from zoo.checkpoint import Checkpoint, check_config, materialize, resolve, weights_for
 from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.config import Variant, ZooConfig
 from zoo.errors import CheckFailed, ConfigError, EvalFailed, GateFailed, ResourceError
@@ -26,7 +26,7 @@ from zoo.eval.auto import choose
 from zoo.exact import float64
 from zoo.files import digest
 from zoo.jobcache import JobCache
-from zoo.kinds import kind_of
+from zoo.kinds import ModelKind, kind_of
 from zoo.progress import stage_bar
 from zoo.quiet import native_logs_captured
 from zoo.report import Report, unfinished
@@ -44,11 +44,11 @@ LIBRARIES_GIB, WEIGHTS_FACTOR, EXPORT_MARGIN_GIB = 1.2, 1.7, 1.5
 BYTES_PER_WEIGHT = {"none": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.6}
 
 
-def memory_estimate(cfg: ZooConfig, model: nn.Module) -> tuple[float, str]:
+def memory_estimate(cfg: ZooConfig, kind: ModelKind, model: nn.Module) -> tuple[float, str]:
     """GiB a run of `cfg` needs at its peak, and how it runs (`in memory` or `streamed`); `model` on meta."""
     params = sum(p.numel() for p in model.parameters())
     f32 = 4 * params / 2**30
-    if not kind_of(cfg).streams or f32 <= cfg.resident_gib:
+    if not kind.streams or f32 <= cfg.resident_gib:
         return LIBRARIES_GIB + WEIGHTS_FACTOR * f32, "in memory"
     layer = max(sum(p.numel() for p in block.parameters()) for block in model.model.layers)
     table = model.model.embed_tokens.weight.numel()
@@ -68,7 +68,7 @@ def preflight(cfg: ZooConfig) -> None:
     with torch.device("meta"):
         model = kind.build(cfg.model.arch, cfg.export)
     check_recipe(cfg.quant, kind.components, model, cfg.model.name)
-    need, how = memory_estimate(cfg, model)
+    need, how = memory_estimate(cfg, kind, model)
     params = sum(p.numel() for p in model.parameters())
     limit = cfg.memory_limit_gib if cfg.memory_limit_gib is not None else psutil.virtual_memory().available / 2**30
     if need > limit:
@@ -104,13 +104,14 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint) -> Loaded:
             f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
             f"{cfg.model.arch.vocab_size} (model.arch.vocab_size): give the entry's own tokenizer"
         )
+    kind = kind_of(cfg)
     with timed("build") as building, torch.device("meta"):  # no init of weights the checkpoint replaces
-        model = kind_of(cfg).build(cfg.model.arch, cfg.export)
+        model = kind.build(cfg.model.arch, cfg.export)
     with timed("load") as loading:
         weights = weights_for(model, checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
-        if not kind_of(cfg).streams or weights.nbytes() <= cfg.resident_gib * 2**30:
+        if not kind.streams or weights.nbytes() <= cfg.resident_gib * 2**30:
             materialize(model, weights)
-    return Loaded(cfg.model.name, model, checkpoint, tokenizer, weights, building.timing, loading.timing)
+    return Loaded(kind, cfg.model.name, model, checkpoint, tokenizer, weights, building.timing, loading.timing)
 
 
 def whole(loaded: Loaded) -> nn.Module:
@@ -131,7 +132,7 @@ def verify(cfg: ZooConfig, loaded: Loaded, cache: JobCache | None = None) -> Gat
 def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
     """The gate's report section, by the entry's kind (zoo/kinds/): logit diffs, greedy agreement, cached decode,
     and for an entry with `expect_answer` its answer."""
-    kind = kind_of(cfg)
+    kind = loaded.kind
     resident = not is_streamed(loaded.model)
     hf = golden.reference_model(cfg.model.reference, loaded.checkpoint, resident)
     reading = (
@@ -212,7 +213,7 @@ def export(cfg: ZooConfig, loaded: Loaded, path: Path) -> Exported:
     written atomically; a streamed model's weights read one at a time as they are written."""
     with timed("export") as clock:
         weights = loaded.weights.arrays() if is_streamed(loaded.model) else None
-        signatures = kind_of(cfg).export(loaded.model, path, cfg, weights)
+        signatures = loaded.kind.export(loaded.model, path, cfg, weights)
     record = digest(path)
     return Exported(path, record["size_bytes"], record["sha256"], signatures, clock.timing)
 
@@ -231,26 +232,26 @@ def cached_export(cfg: ZooConfig, loaded: Loaded) -> Path:
     return path
 
 
-def check(cfg: ZooConfig, model: nn.Module, weights: Weights, gate_section: dict, path: Path) -> Checked:
+def check(cfg: ZooConfig, loaded: Loaded, gate_section: dict, path: Path) -> Checked:
     """The flatbuffer against the PyTorch model on the same inputs (what its kind compares, from the gate's
     section: the check prompt, reference values); past the recipe's bounds is the result's `failure`."""
     from zoo.check import check_failures
 
-    with timed("check") as clock, float64(model):
-        metrics, positions = kind_of(cfg).check(path, model, weights, gate_section, cfg)
+    with timed("check") as clock, float64(loaded.model):
+        metrics, positions = loaded.kind.check(path, loaded.model, loaded.weights, gate_section, cfg)
     failures = check_failures(metrics, cfg.quant.check)
     bounds = {k: v for k, v in vars(cfg.quant.check).items() if v is not None}
     failure = f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures)
     return Checked(metrics, positions, bounds, failures, failure if failures else None, clock.timing)
 
 
-def debug(cfg: ZooConfig, model: nn.Module, gate_section: dict, path: Path, run_dir: Path) -> Debugged:
+def debug(cfg: ZooConfig, loaded: Loaded, gate_section: dict, path: Path, run_dir: Path) -> Debugged:
     """The divergence finder (zoo/debug/) on the flatbuffer at `path`: its table printed, debug.json written in
     `run_dir`, and report.json's `debug` section (first node past the bounds, the node adding most error)."""
     from zoo.debug.run import run_finder
 
     with timed("debug") as clock:
-        section = run_finder(cfg, model, gate_section["prompts"], path, run_dir)
+        section = run_finder(cfg, loaded.kind, whole(loaded), gate_section["prompts"], path, run_dir)
     return Debugged(section, clock.timing)
 
 
@@ -261,6 +262,7 @@ def bench(cfg: ZooConfig, loaded: Loaded, exported: Exported) -> Benched:
     with timed("bench") as clock:
         section = run_bench(
             cfg,
+            loaded.kind,
             whole(loaded),
             lambda: golden.reference_model(cfg.model.reference, loaded.checkpoint),
             exported.path,
@@ -280,11 +282,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
+def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None, debug_anyway: bool = False) -> Report:
     """One job: load, verify, export, check, eval, bench; report.json is written from the stages' results even
     when a stage fails (with the sections of those before it, and the figures of a missed bound).
 
     `cache` (zoo/jobcache.py) lets jobs of a sweep in one process share the checkpoint and the gate's verdict.
+    `debug_anyway` (zoo.debug): the divergence finder runs after the check whatever its verdict, a failed check is
+    recorded rather than raised, and the job stops there.
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -306,13 +310,17 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None) -> Report:
             if cfg.export.enabled:
                 with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
                     exported = report.add(export(cfg, loaded, artifact_path(cfg, run_dir)))
-                    checked = report.add(check(cfg, loaded.model, loaded.weights, gate.section, exported.path))
+                    checked = report.add(check(cfg, loaded, gate.section, exported.path))
+                    if debug_anyway or (checked.failure and cfg.debug.on_fail):
+                        report.add(debug(cfg, loaded, gate.section, exported.path, run_dir))
+                    if debug_anyway:
+                        return report
                     if checked.failure:
-                        if cfg.debug.on_fail:
-                            report.add(debug(cfg, whole(loaded), gate.section, exported.path, run_dir))
                         raise CheckFailed(checked.failure)
                     if cfg.eval.enabled:
-                        evaluated = report.add(run_eval(cfg, exported.path, loaded.checkpoint, loaded.tokenizer))
+                        evaluated = report.add(
+                            run_eval(cfg, loaded.kind, exported.path, loaded.checkpoint, loaded.tokenizer)
+                        )
                         if evaluated.failure:
                             raise EvalFailed(evaluated.failure)
                     if cfg.export.bundles:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from zoo.checkpoint import Checkpoint, Weights
     from zoo.config import ZooConfig
+    from zoo.kinds.base import ModelKind
 
 
 class Result(Protocol):
@@ -44,6 +45,7 @@ class Resolved:
 class Loaded:
     """The `build` and `load` stages: our module filled strictly from the checkpoint, and the entry's tokenizer."""
 
+    kind: ModelKind  # resolved once, here, from model.kind: every later stage asks this one
     name: str
     model: nn.Module
     checkpoint: Checkpoint

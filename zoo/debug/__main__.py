@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from zoo.config import compose_config
-from zoo.errors import GateFailed, guarded
+from zoo.errors import guarded
 from zoo.quiet import exit_quietly
 
 
@@ -24,32 +24,16 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         return 0
     from zoo import pipeline
-    from zoo.quiet import native_logs_captured
-    from zoo.report import Report
 
     cfg = compose_config(argv)
     pipeline.preflight(cfg)
     run_dir = Path(cfg.debug.dir or f"runs/{cfg.model.name}/debug-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
-    pipeline.seed_everything(cfg.seed)
-    report = Report(run_dir / "report.json", cfg)
-    error = None
-    try:
-        loaded = report.add(pipeline.load_model(cfg, report.add(pipeline.resolve_checkpoint(cfg)).checkpoint))
-        gate = report.add(pipeline.verify(cfg, loaded))
-        if gate.failure:
-            raise GateFailed(gate.failure)
-        with native_logs_captured():
-            exported = report.add(pipeline.export(cfg, loaded, pipeline.artifact_path(cfg, run_dir)))
-            checked = report.add(pipeline.check(cfg, loaded.model, loaded.weights, gate.section, exported.path))
-            print(f"check FAIL: {checked.failure}" if checked.failure else pipeline.check_line(checked.section()))
-            found = report.add(pipeline.debug(cfg, pipeline.whole(loaded), gate.section, exported.path, run_dir))
-    except BaseException as err:
-        error = err
-        raise
-    finally:
-        report.finish(error)
-    print(f"debug: {run_dir / 'debug.json'} in {found.timing.seconds:.0f} s; report: {report.path}")
-    show(found.section["explorer"]["url"], cfg.debug.serve, cfg.debug.port)
+    report = pipeline.run(cfg, run_dir, debug_anyway=True)
+    checked = report["check"]
+    print(pipeline.check_line(checked) if checked["passed"] else f"check FAIL: {'; '.join(checked['failures'])}")
+    seconds = report["timings"]["debug"]["seconds"]
+    print(f"debug: {run_dir / 'debug.json'} in {seconds:.0f} s; report: {report.path}")
+    show(report["debug"]["explorer"]["url"], cfg.debug.serve, cfg.debug.port)
     return 0
 
 

@@ -11,13 +11,14 @@ from zoo.debug.blame import blame, blame_table
 from zoo.debug.explorer import write_overlays
 from zoo.debug.finder import find, table, write_json
 from zoo.export.residual import rotated
-from zoo.kinds import kind_of
+from zoo.kinds.base import ModelKind
 
 
-def run_finder(cfg: ZooConfig, model: nn.Module, inputs: list[list[int]], path: Path, run_dir: Path) -> dict:
+def run_finder(
+    cfg: ZooConfig, kind: ModelKind, model: nn.Module, inputs: list[list[int]], path: Path, run_dir: Path
+) -> dict:
     """Every signature call of the kind's debug programs on the first golden input; blame for the top suspects
     when the recipe quantizes (`debug.blame`); Model Explorer overlays of both graphs in `run_dir/explorer/`."""
-    kind = kind_of(cfg)
     programs = kind.debug_programs(rotated(model, cfg.quant)[0], inputs, cfg)  # the exported form's own values
     finding = find(path, programs, cfg.quant.check, cfg.threads)
     print(table(finding, cfg.debug.top), flush=True)

@@ -21,6 +21,7 @@ from zoo.config import ConfigError, ZooConfig, validate
 from zoo.errors import EvalError, EvalFailed, guarded
 from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
+from zoo.kinds import kind_of
 from zoo.quiet import exit_quietly
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
     path = Path(argv[0])
     cfg, saved = run_config(path, argv[1:])
     checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
-    evaluated = run_eval(cfg, path, checkpoint, load_tokenizer(cfg.model.tokenizer, checkpoint))
+    evaluated = run_eval(cfg, kind_of(cfg), path, checkpoint, load_tokenizer(cfg.model.tokenizer, checkpoint))
     saved["eval"] = evaluated.section()  # measured (within bounds or not): recorded in the run's report
     write_atomic(path.parent / "report.json", json.dumps(saved, indent=2, default=str) + "\n")
     print(eval_line(saved["eval"]))

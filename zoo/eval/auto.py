@@ -53,7 +53,9 @@ def choose(cfg: ZooConfig, loaded, run_dir: Path, flatbuffer: Callable[[ZooConfi
         candidates = [(q, flatbuffer(replace(cfg, quant=q))) for q in candidate_recipes(cfg.quant)]
         candidates.sort(key=lambda c: (c[1].stat().st_size, c[0].name))
         for recipe, path in candidates:
-            section = measure(replace(cfg, quant=recipe, eval=short), path, loaded.checkpoint, loaded.tokenizer)
+            section = measure(
+                replace(cfg, quant=recipe, eval=short), loaded.kind, path, loaded.checkpoint, loaded.tokenizer
+            )
             failures = eval_failures(section, recipe.eval)
             tried.append(
                 {

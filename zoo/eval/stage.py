@@ -9,17 +9,16 @@ from pathlib import Path
 from zoo.checkpoint import Checkpoint
 from zoo.config import EvalBounds, ZooConfig
 from zoo.eval.text import load_text
-from zoo.kinds import kind_of
+from zoo.kinds.base import ModelKind
 from zoo.resources import timed
 from zoo.results import Evaluated
 
 
-def measure(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer) -> dict:
+def measure(cfg: ZooConfig, kind: ModelKind, path: Path, checkpoint: Checkpoint, tokenizer) -> dict:
     """The eval section of the report: the figures of the entry's kind (zoo/kinds/), what was read and how it was
     cut."""
     from zoo.golden import reference_model
 
-    kind = kind_of(cfg)
     text = load_text(cfg.eval)
     start = time.perf_counter()
     hf = reference_model(cfg.model.reference, checkpoint)
@@ -60,11 +59,11 @@ def eval_failures(section: dict, bounds: EvalBounds) -> list[str]:
     return out
 
 
-def run_eval(cfg: ZooConfig, path: Path, checkpoint: Checkpoint, tokenizer) -> Evaluated:
+def run_eval(cfg: ZooConfig, kind: ModelKind, path: Path, checkpoint: Checkpoint, tokenizer) -> Evaluated:
     """Measure in a timed stage (time, peak RSS) and judge by the recipe's bounds: past one is the result's
     `failure`. Input the eval cannot take raises EvalError and leaves no result."""
     with timed("eval") as clock:
-        figures = measure(cfg, path, checkpoint, tokenizer)
+        figures = measure(cfg, kind, path, checkpoint, tokenizer)
     failures = eval_failures(figures, cfg.quant.eval)
     bounds = {k: v for k, v in vars(cfg.quant.eval).items() if v is not None}
     failure = f"eval of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures)
