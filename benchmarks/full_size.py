@@ -133,6 +133,7 @@ def quality(report: dict) -> str:
 
 
 def row(job: str, report: dict) -> dict:
+    nan = float("nan")
     timings = report.get("timings", {})
     peak = max((t["peak_rss_bytes"] for t in timings.values()), default=0) / 2**30
     size = report.get("export", {}).get("size_bytes", 0) / 1e9
@@ -146,7 +147,7 @@ def row(job: str, report: dict) -> dict:
         "budget_gib": size * 1e9 / 2**30 + 3 if size else None,
         "seconds": {s: timings[s]["seconds"] for s in STAGES if s in timings},
         "wall": report.get("wall_seconds"),
-        "gate": f"{gate.get('max_abs_diff', float('nan')):.1e} / {max(gate.get('layers_max_rel_diff', [float('nan')])):.1e}",
+        "gate": f"{gate.get('max_abs_diff', nan):.1e} / {max(gate.get('layers_max_rel_diff', [nan])):.1e}",
         "quality": quality(report),
         "exit": report.get("exit"),
         "error": " ".join(report.get("stderr_tail", [])),
