@@ -83,7 +83,9 @@ class LiteModel:
         self.close = weakref.finalize(self, held.release)  # `close()` releases now; else garbage collection or exit
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such file: give the path of a .tflite written by zoo")
-        if self.path.read_bytes()[4:8] != b"TFL3":  # the flatbuffer file identifier of every LiteRT model
+        with self.path.open("rb") as f:
+            identifier = f.read(8)[4:8]  # the flatbuffer file identifier of every LiteRT model (not the whole file)
+        if identifier != b"TFL3":
             raise InputError(
                 f"{self.path}: not a LiteRT flatbuffer (no TFL3 identifier): give a .tflite written by zoo"
             )
