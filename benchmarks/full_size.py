@@ -1,14 +1,16 @@
 """Full-size entries end to end on this machine, as a benchmark (not a test): each `python -m zoo` job in its own
 process, its report.json read back into one table and a size/time plot.
 
-    python benchmarks/full_size.py [--jobs model=gemma_2b,quant=int8_dynamic ...] [--out DIR] [--redo]
+    python benchmarks/full_size.py [--jobs model=gemma_2b,quant=int8_dynamic ...] [--out DIR] [--redo] [--render]
 
-Each job is `python -m zoo <overrides>` with its own run directory under --out (default runs/full_size); a job that
-fails is a row with its error. A file over 2 GB is also loaded by ai_edge_litert's Interpreter for one decode step.
-After every job, rows.json, table.md and size_time.png in --out are rewritten: an interrupted benchmark keeps its
-rows and the next one runs only the jobs without a row (all of them with --redo). The table: entry, parameters,
-recipe, whether it streamed, file size, the run's peak RSS (the largest stage peak) against the budget of file +
-3 GiB, seconds per stage, the gate's figures, the check's (and eval's). The plot: stage seconds against parameters.
+Each job is `python -m zoo <overrides>` with its own run directory under --out (default runs/full_size), or
+`generate:<overrides>`, `python -m zoo.generate` filling one artifact cache, --out/cache; a job that fails is a row
+with its error. A file over 2 GB is also loaded by ai_edge_litert's Interpreter for one decode step. Each job's
+flatbuffer and bundles are deleted once measured (--keep-files keeps them). After every job, rows.json, table.md
+and size_time.png in --out are rewritten: an interrupted benchmark keeps its rows and the next one runs only the
+jobs without a row (all of them with --redo). The table: entry, parameters, recipe, file size, the run's peak RSS
+(the largest stage peak, and its stage) against the budget of file + 3 GiB, seconds per stage, the gate's figures,
+the check's (and eval's). The plot: stage seconds against parameters.
 """
 
 from __future__ import annotations
@@ -62,14 +64,17 @@ def run_job(job: str, run_dir: Path) -> dict:
     into an artifact cache under `run_dir` and then generates from the file; its report read back either way."""
     generate = job.startswith("generate:")
     overrides = job.removeprefix("generate:").split(",")
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
+    cache = run_dir.parent / "cache"  # one for every generate job: Mistral's 14 GB random snapshot is written once
     if generate:
-        command = ["zoo.generate", *overrides, f"cache_dir={run_dir / 'cache'}", f"prompt={PROMPT}", "max_new_tokens=8"]
+        command = ["zoo.generate", *overrides, f"cache_dir={cache}", f"prompt={PROMPT}", "max_new_tokens=8"]
     else:
         command = ["zoo", *overrides, f"hydra.run.dir={run_dir}"]
     proc = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
-    found = list(run_dir.glob("cache/*/report.json" if generate else "report.json"))
-    report = json.loads(found[0].read_text()) if found else {}
+    found = sorted(
+        cache.glob("*/report.json") if generate else run_dir.glob("report.json"), key=lambda p: p.stat().st_mtime
+    )
+    report = json.loads(found[-1].read_text()) if found and found[-1].stat().st_mtime > started else {}
     report["wall_seconds"] = round(time.perf_counter() - start, 1)
     report["exit"] = proc.returncode
     report["stderr_tail"] = proc.stderr.strip().splitlines()[-1:] if proc.returncode else []
@@ -140,7 +145,7 @@ def quality(report: dict) -> str:
 def row(job: str, report: dict) -> dict:
     nan = float("nan")
     timings = report.get("timings", {})
-    peak = max((t["peak_rss_bytes"] for t in timings.values()), default=0) / 2**30
+    peaks = {s: round(t["peak_rss_bytes"] / 2**30, 2) for s, t in timings.items()}
     size = report.get("export", {}).get("size_bytes", 0) / 1e9
     gate = report.get("golden", {})
     return {
@@ -148,7 +153,9 @@ def row(job: str, report: dict) -> dict:
         "params_b": report.get("num_params", 0) / 1e9,
         "streamed": report.get("streamed"),
         "file_gb": size,
-        "peak_gib": peak,
+        "peak_gib": max(peaks.values(), default=0),
+        "peak_stage": max(peaks, key=peaks.get, default="-"),
+        "peaks": peaks,
         "budget_gib": size * 1e9 / 2**30 + 3 if size else None,
         "seconds": {s: timings[s]["seconds"] for s in STAGES if s in timings},
         "wall": report.get("wall_seconds"),
@@ -160,20 +167,36 @@ def row(job: str, report: dict) -> dict:
     }
 
 
+def label(job: str) -> str:
+    """`model quant (other overrides)`: the table's first column."""
+    parts = [p for p in job.split(":")[-1].split(",") if not p.startswith(("model.tokenizer", "eval."))]
+    named = [p.split("=", 1)[1] for p in parts if p.split("=", 1)[0] in ("model", "quant")]
+    rest = [p for p in parts if p.split("=", 1)[0] not in ("model", "quant")]
+    via = ["zoo.generate"] if job.startswith("generate:") else []
+    return " ".join(named) + (f" ({', '.join(rest + via)})" if rest or via else "")
+
+
+def result(r: dict) -> str:
+    if r["exit"] == 0:
+        return "; ".join(["ok", *r["probes"]])
+    check = re.search(r"\[check\]: .*failed: (.*)", r["error"])
+    return f"check FAIL: {check[1][:60]}" if check else f"exit {r['exit']}: {r['error'][:100]}"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| job | params (B) | streamed | file (GB) | peak RSS (GiB) | budget (GiB) | "
+        "| job | params (B) | file (GB) | peak RSS (GiB, stage) | budget (GiB) | "
         + " | ".join(f"{s} s" for s in STAGES)
         + " | wall s | gate: logits max diff / layers max rel diff | check (and eval) | result |",
-        "|" + "---|" * (11 + len(STAGES)),
+        "|" + "---|" * (10 + len(STAGES)),
     ]
     for r in rows:
         budget = f"{r['budget_gib']:.1f}" if r["budget_gib"] else "-"
         secs = " | ".join(f"{r['seconds'][s]:.0f}" if s in r["seconds"] else "-" for s in STAGES)
-        result = "; ".join(["ok", *r["probes"]]) if r["exit"] == 0 else f"exit {r['exit']}: {r['error'][:120]}"
         lines.append(
-            f"| {r['job']} | {r['params_b']:.2f} | {r['streamed']} | {r['file_gb']:.2f} | {r['peak_gib']:.2f} | "
-            f"{budget} | {secs} | {r['wall']:.0f} | {r['gate']} | {r['quality']} | {result} |"
+            f"| {label(r['job'])} | {r['params_b']:.2f} | {r['file_gb']:.2f} | {r['peak_gib']:.2f} "
+            f"({r.get('peak_stage', '-')}) | {budget} | {secs} | {r['wall']:.0f} | {r['gate']} | {r['quality']} | "
+            f"{result(r)} |"
         )
     return "\n".join(lines)
 
@@ -202,14 +225,16 @@ def main() -> None:
     parser.add_argument("--jobs", nargs="*", default=DEFAULT_JOBS, help="comma-separated overrides per job")
     parser.add_argument("--out", type=Path, default=Path("runs/full_size"))
     parser.add_argument("--redo", action="store_true", help="run jobs that already have a row in --out/rows.json")
+    parser.add_argument("--render", action="store_true", help="only rewrite table.md and the plot from rows.json")
+    parser.add_argument("--keep-files", action="store_true", help="keep each job's flatbuffer and bundles")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out / "rows.json"
     rows = {r["job"]: r for r in (json.loads(saved.read_text()) if saved.exists() else [])}
-    for job in args.jobs:
+    for job in [] if args.render else args.jobs:
         if job in rows and not args.redo:
             continue
-        run_dir = args.out / re.sub(r"[^\w.=-]+", "_", job.split(":")[-1]).replace("=", "-")[:120]
+        run_dir = run_dir_of(args.out, job)
         filled = job.format(tokenizer32k=tokenizer32k(args.out)) if "{tokenizer32k}" in job else job
         report = run_job(filled, run_dir)
         report.setdefault("probes", [])
@@ -219,11 +244,25 @@ def main() -> None:
             report["probes"].append(litert_lm_probe(Path(report["bundles"]["litertlm"]["path"])))
         rows[job] = row(job, report)
         print(markdown([rows[job]]).splitlines()[-1], flush=True)
-        # after every job: an interrupted benchmark keeps what it measured, and the next one resumes
-        ordered = [rows[j] for j in args.jobs if j in rows] + [r for j, r in rows.items() if j not in args.jobs]
-        saved.write_text(json.dumps(ordered, indent=1))
-        (args.out / "table.md").write_text(markdown(ordered) + "\n")
-        plot(ordered, args.out / "size_time.png")
+        if not args.keep_files:  # 2-7 GB each: the disk would not hold every job's (reports and logs stay)
+            made = [report.get("export", {}), *report.get("bundles", {}).values()]
+            for path in [Path(m["path"]) for m in made if "path" in m]:
+                for leftover in path.parent.glob(f"{path.name}*"):  # with LiteRT-LM's .xnnpack_cache beside it
+                    leftover.unlink()
+        write(rows, args.jobs, args.out)  # after every job: an interrupted benchmark keeps what it measured
+    write(rows, args.jobs, args.out)
+
+
+def run_dir_of(out: Path, job: str) -> Path:
+    return out / re.sub(r"[^\w.=-]+", "_", job.split(":")[-1]).replace("=", "-")[:120]
+
+
+def write(rows: dict[str, dict], jobs: list[str], out: Path) -> None:
+    """rows.json, table.md and size_time.png in `out`, the rows in `jobs` order (then any others)."""
+    ordered = [rows[j] for j in jobs if j in rows] + [r for j, r in rows.items() if j not in jobs]
+    (out / "rows.json").write_text(json.dumps(ordered, indent=1))
+    (out / "table.md").write_text(markdown(ordered) + "\n")
+    plot(ordered, out / "size_time.png")
 
 
 if __name__ == "__main__":
