@@ -116,6 +116,15 @@ def test_every_config_problem_is_reported_at_once():
     assert status == 2 and line.count("\n  - ") == 4 and line.startswith("zoo: error [config]: 4 problems")
 
 
+def test_a_check_prompt_longer_than_every_prefill_is_the_users_to_fix():
+    """Raised at the check, but a config the user fixes (exit 2, `[config]`), not a bug."""
+    from zoo.check import prefill_length
+
+    with pytest.raises(ConfigError, match=r"needs a prefill length >= 9, export.prefill_lens=\[4, 8\]: add one"):
+        prefill_length(10, [4, 8])
+    assert error_line("zoo", ConfigError("x"))[1] == 2
+
+
 def test_wrong_field_in_user_file_names_the_file(tmp_path):
     write_entry(tmp_path, GOOD.replace("num_layers: 2", "num_layerz: 2"))
     with pytest.raises(ConfigError, match=r"conf/model/mine.yaml: model.arch.num_layerz: Key 'num_layerz' not in"):

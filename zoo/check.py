@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.config import ExportConfig, PrefillLogits, QuantCheck
+from zoo.config import ConfigError, ExportConfig, PrefillLogits, QuantCheck
 from zoo.resources import release_memory
 from zoo.stream import Source
 
@@ -25,9 +25,9 @@ def prefill_length(prompt_len: int, prefill_lens: list[int]) -> int:
     """The smallest prefill signature that holds the prompt (all but its last token, which decode takes)."""
     fitting = [t for t in sorted(prefill_lens) if t >= prompt_len - 1]
     if not fitting:
-        raise ValueError(
+        raise ConfigError(
             f"check prompt of {prompt_len} tokens needs a prefill length >= {prompt_len - 1}, "
-            f"export.prefill_lens={prefill_lens}"
+            f"export.prefill_lens={prefill_lens}: add one that long"
         )
     return fitting[0]
 
@@ -141,7 +141,7 @@ def check_failures(metrics: dict[str, float], check: QuantCheck) -> list[str]:
 def padded(ids: list[int], length: int) -> dict[str, np.ndarray]:
     """`tokens` and `attention_mask` [1, length] of one input padded with id 0 (masked)."""
     if len(ids) > length:
-        raise ValueError(f"check input of {len(ids)} tokens exceeds export.encoder_len={length}")
+        raise ConfigError(f"check input of {len(ids)} tokens exceeds export.encoder_len={length}: raise it")
     pad = length - len(ids)
     return {
         "tokens": np.array([ids + [0] * pad], np.int32),

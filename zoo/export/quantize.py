@@ -30,7 +30,7 @@ from ai_edge_quantizer import qtyping
 from ai_edge_quantizer.algorithm_manager import AlgorithmName
 from torch import nn
 
-from zoo.config import QuantConfig, QuantMode
+from zoo.config import ConfigError, QuantConfig, QuantMode
 from zoo.export.bake import Pending, unpack
 from zoo.export.private import InMemoryQuantizer, flatbuffer_utils, schema, tfl_utils
 from zoo.export.recipe import component_of
@@ -98,7 +98,7 @@ def quantize(
             float_model.buffers[b].data = pending.read(b)
         if recipe.keep_float:  # every weight op kept float on purpose (the finder's blame): a float file
             return float_model
-        raise ValueError(f"quant {recipe.name}: no weight op to quantize")
+        raise ConfigError(f"quant {recipe.name}: no weight op of this model to quantize: choose another recipe")
     qz = InMemoryQuantizer(float_model, streamed, pending.read if pending is not None else None, kept)
     for (mode, op_name, rotate, on_grid), scopes in plan.items():
         regex = "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
@@ -210,7 +210,7 @@ def _survey(
         for modes in modes_per_buffer.values()
         for mode, _ in modes
     ):
-        raise ValueError(
+        raise ConfigError(
             f"quant {recipe.name}: hadamard rotates some uses of a shared weight (tied embedding?) but "
             "not others, which then read it rotated; match the weight's name (e.g. embed_tokens)"
         )
