@@ -211,7 +211,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for stage in ("golden", "export", "check"):
         points = sorted((r["params_b"], r["seconds"][stage]) for r in rows if stage in r["seconds"])
         if points:
-            ax.plot(*zip(*points), marker="o", label=stage)
+            ax.plot(*zip(*points), marker="o", linestyle="none", label=stage)  # every recipe of a size: points
     ax.set_xlabel("parameters (billions)")
     ax.set_ylabel("seconds")
     ax.set_title("zoo stage time against model size (2 cores)")
