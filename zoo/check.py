@@ -39,8 +39,8 @@ def run_check(
 
     The flatbuffer prefills the prompt and then decodes `export.check_steps` tokens, each its own greedy choice;
     the PyTorch model then runs that whole sequence once, one layer at a time when streamed (zoo/golden.py
-    our_runs: its full forward, which the gate proved equal to its cached decode). The interpreter (the file and
-    XNNPACK's packed weights) is gone before the PyTorch side reads a weight: the two never hold memory at once."""
+    our_runs: its full forward, which the gate proved equal to its cached decode). The runtime (XNNPACK's packed
+    weights) is closed before the PyTorch side reads a weight: the two never hold memory at once."""
     from zoo.golden import our_runs
 
     got, positions, sequence = flatbuffer_greedy(path, prompt, export, threads)

@@ -45,11 +45,15 @@ def quiet_python_logs() -> None:
 def stages_to_log_file() -> None:
     """Each stage's start and end (zoo/resources.py's `zoo.stages` records) into the job's log file that Hydra opened,
     as they happen: a long run shows where it is, and a killed one where it stopped. Not on the console."""
+    stages_logger().handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+def stages_logger() -> logging.Logger:
+    """zoo/resources.py's `zoo.stages` records: INFO and up, to its own handlers only (never the console)."""
     stages = logging.getLogger("zoo.stages")
     stages.setLevel(logging.INFO)
     stages.propagate = False
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    stages.handlers = files
+    return stages
 
 
 @contextlib.contextmanager
@@ -57,10 +61,8 @@ def stages_logged_to(path):
     """The stage lines also into `path` for the block: a pipeline run outside Hydra's job (zoo.generate filling the
     export cache) keeps the same record of where it is as `python -m zoo`'s log."""
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    stages = logging.getLogger("zoo.stages")
-    stages.setLevel(logging.INFO)
-    stages.propagate = False
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))  # Hydra's
+    stages = stages_logger()
     stages.addHandler(handler)
     try:
         yield

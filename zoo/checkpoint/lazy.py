@@ -1,8 +1,8 @@
 """Checkpoint tensors read one at a time: a name's shape and dtype are known without reading it, and its values are
 read (and widened to float32) only when asked for, so no stage needs the whole checkpoint in memory.
 
-Safetensors files are opened per read and closed again (`safe_open` maps the file; closing unmaps it, so the pages
-read do not stay resident). Formats whose readers only give everything at once (pytorch_model.bin, GGUF through
+Safetensors files are checked by safetensors once, then each tensor is read by plain file reads (no memory map
+whose pages would stay resident beside the converted copy). Formats whose readers only give everything at once (pytorch_model.bin, GGUF through
 transformers) are held as read: they are the small checkpoints here.
 """
 
@@ -98,15 +98,13 @@ class Safetensors(LazyTensors):
 
         meta, self.where = {}, {}
         for path in files:
-            with unreadable(path, "safetensors"), safe_open(path, "pt") as f:
-                for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    piece = f.get_slice(name)
-                    meta[name] = Meta(tuple(piece.get_shape()), _DTYPES.get(piece.get_dtype(), torch.uint8))
-            with path.open("rb") as f:  # the format's header: an 8-byte length, then JSON with each tensor's offsets
+            # safe_open checks the whole file; the format's header is then an 8-byte length and JSON of every tensor
+            with unreadable(path, "safetensors"), safe_open(path, "pt"), path.open("rb") as f:
                 size = int.from_bytes(f.read(8), "little")
                 header = json.loads(f.read(size))
             for name, entry in header.items():
                 if name != "__metadata__":
+                    meta[name] = Meta(tuple(entry["shape"]), _DTYPES.get(entry["dtype"], torch.uint8))
                     self.where[name] = (path, 8 + size + entry["data_offsets"][0])
         super().__init__(meta)
 
