@@ -2,8 +2,8 @@
 read (and widened to float32) only when asked for, so no stage needs the whole checkpoint in memory.
 
 Safetensors files are checked by safetensors once, then each tensor is read by plain file reads (no memory map
-whose pages would stay resident beside the converted copy). Formats whose readers only give everything at once (pytorch_model.bin, GGUF through
-transformers) are held as read: they are the small checkpoints here.
+whose pages would stay resident beside the converted copy). Formats whose readers only give everything at once
+(pytorch_model.bin, GGUF through transformers) are held as read: they are the small checkpoints here.
 """
 
 from __future__ import annotations
