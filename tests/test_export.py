@@ -29,21 +29,14 @@ def test_every_entry_exports_fp32_within_1e4(decoder_entry, tmp_path):
     )
 
 
-# conf/quant/int8_dynamic.yaml's bounds are tuned on SmolLM2's real weights. A seeded random small variant has nearly
-# flat logits (top-2 gaps ~1e-3), so int8 noise may flip the argmax at one of the 16 checked positions while the
-# distributions still agree: measured over all entries, cosine >= 0.9995, KL <= 1.1e-5, top-1 >= 0.9375. The recipe's
-# cosine and KL bounds stand; top-1 allows one flip in 16.
-SMALL_RANDOM_INT8 = ["quant=int8_dynamic", "quant.check.min_top1=0.93"]
-
-
 def test_every_entry_exports_int8_dynamic(decoder_entry, tmp_path):
     """Every entry's int8_dynamic flatbuffer passes the post-export check (the golden gate is test_golden's)."""
-    cfg = compose_cfg([f"model={decoder_entry}", *SMALL_EXPORT, *SMALL_RANDOM_INT8])
+    cfg = compose_cfg([f"model={decoder_entry}", *SMALL_EXPORT, "quant=int8_dynamic"])
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     prompt = golden.prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, chat=False)[0]
     exported = pipeline.export(cfg, loaded, pipeline.artifact_path(cfg, tmp_path))
-    metrics = pipeline.check(cfg, loaded, {"check_prompt": prompt}, exported.path).metrics
-    assert metrics["cosine"] >= 0.998 and metrics["kl"] <= 0.01, metrics
+    checked = pipeline.check(cfg, loaded, {"check_prompt": prompt}, exported.path)
+    assert checked.failure is None and checked.metrics["kl"] <= 0.01, checked.metrics
 
 
 @pytest.mark.parametrize("export", ["litertlm"])
@@ -65,7 +58,7 @@ def test_check_failure_stops_the_run(tmp_path):
 @pytest.mark.parametrize("recipe", ["fp16", "int8_weight_only", "int4_block32", "int4_block128"])
 def test_each_recipe_passes_its_check_on_smollm2(recipe, tmp_path):
     """The remaining recipes through the run's export and check stages on SmolLM2's small variant, each against
-    its own bounds (top-1 allowing one flip in 16, as SMALL_RANDOM_INT8 says why)."""
-    cfg = compose_cfg(["model=smollm2_135m", *SMALL_EXPORT, f"quant={recipe}", "quant.check.min_top1=0.93"])
+    its own bounds."""
+    cfg = compose_cfg(["model=smollm2_135m", *SMALL_EXPORT, f"quant={recipe}"])
     report = pipeline.run(cfg, tmp_path)
     assert report["status"] == "ok" and report["check"]["passed"], report["check"]

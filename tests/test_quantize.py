@@ -154,6 +154,12 @@ def _stack(logits: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([logits[s].reshape(-1, VOCAB) for s in sorted(logits)])
 
 
+def _keeps_its_answers(metrics: dict[str, float]) -> bool:
+    """A quantized toy model (no PyTorch side to simulate the recipe on, zoo/export/simulate.py) agrees on every
+    answer, at a KL far under what any recipe costs a real model (int4_block128 here: 0.0029)."""
+    return metrics["top1"] == 1.0 and metrics["kl"] < 0.01
+
+
 def _recipe(name: str) -> Path:
     return RECIPES[0].with_name(f"{name}.yaml")
 
@@ -200,7 +206,7 @@ def test_recipe_runs_within_its_thresholds(path, float_model, float_logits):
     logits = _logits(model)
     assert set(logits) == {f"prefill_{PREFILL}", "decode"}
     metrics = logit_metrics(_stack(float_logits), _stack(logits))
-    assert not check_failures(metrics, recipe.check), (recipe.name, metrics)
+    assert _keeps_its_answers(metrics), (recipe.name, metrics)
 
 
 @pytest.mark.parametrize(
@@ -275,7 +281,7 @@ def test_hadamard_rotates_only_the_matching_matrices(float_model, float_logits):
         added = _op_counts(model) - plain
         assert added == Counter(FULLY_CONNECTED=2 * rotated, RESHAPE=4 * rotated, TRANSPOSE=2 * rotated), patterns
         metrics = logit_metrics(_stack(float_logits), _stack(_logits(model)))
-        assert not check_failures(metrics, recipe.check), (patterns, metrics)
+        assert _keeps_its_answers(metrics), (patterns, metrics)
 
 
 def test_hadamard_max_caps_the_rotation_block(float_model):
@@ -320,7 +326,7 @@ def test_int4_table_in_a_zero_point_recipe(float_model, float_logits):
     tables = {(t.buffer, t.type) for sg in fb.subgraphs for t in sg.tensors if list(t.shape) == [VOCAB, DIM]}
     assert len(tables) == 1 and _TYPE[tables.pop()[1]] == "INT4"
     metrics = logit_metrics(_stack(float_logits), _stack(_logits(model)))
-    assert not check_failures(metrics, recipe.check), metrics
+    assert _keeps_its_answers(metrics), metrics
 
 
 def test_overrides_set_the_mode_of_matching_matrices(float_model):
@@ -370,8 +376,10 @@ def test_logit_cosine_and_top1_are_reported_not_bounded():
     """Where a check measures distributions (KL) the logits' cosine and top-1 do not fail it (Gemma-2B's good int8
     file: cosine 0.99638, KL 0.0030; Qwen2.5-0.5B random: top-1 0.84 at KL 0.00055); an encoder's cosine, its only
     figure, is bounded; a broken file's KL still fails it."""
-    bounds = QuantCheck(min_cosine=0.9966, min_top1=0.94, max_kl=0.0088)
-    assert check_failures({"cosine": 0.99638, "top1": 1.0, "kl": 0.0030}, bounds) == []
-    assert check_failures({"cosine": 0.9985, "top1": 0.84375, "kl": 0.00055}, bounds) == []
+    bounds = QuantCheck(min_cosine=0.9966)
+    assert check_failures({"cosine": 0.99638, "top1": 1.0, "kl": 0.0030, "simulated_kl": 0.0028}, bounds) == []
+    assert check_failures({"cosine": 0.9985, "top1": 0.84375, "kl": 0.00055, "simulated_kl": 0.0005}, bounds) == []
     assert check_failures({"cosine": 0.99, "max_abs_diff": 0.1}, bounds) == ["cosine 0.99 violates bound 0.9966"]
-    assert check_failures({"cosine": 0.9, "top1": 0.5, "kl": 0.4}, bounds) == ["kl 0.4 violates bound 0.0088"]
+    assert check_failures({"cosine": 0.9, "top1": 0.5, "kl": 0.4, "simulated_kl": 0.003}, bounds) == [
+        "kl 0.4 violates bound 0.0061"
+    ]

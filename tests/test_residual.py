@@ -78,7 +78,7 @@ def _rotations(path) -> list[str]:
 def test_rotated_int8_export_drops_the_readers_rotations(tmp_path):
     """SmolLM2's small variant in int8_dynamic with the stream rotated: the check passes; the online rotations of
     the norms' outputs (q/k/v and gate/up inputs) are gone, down_proj's input (the MLP's hidden units) keeps its."""
-    small = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", "quant.check.min_top1=0.93"]
+    small = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64"]
     rotations = {}
     for name, cfg in (
         ("plain", compose_cfg([*small, "quant=int8_dynamic"])),

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export import SMALL_RANDOM_INT8
 from web_browser import browser, bundle_page, floats
 
 from zoo import pipeline
@@ -71,7 +70,9 @@ def tiny(tmp_path_factory, smollm2_tokenizer):
 
 @pytest.fixture(scope="module")
 def tiny_int8(tmp_path_factory, smollm2_tokenizer):
-    cfg = compose_cfg(["model=smollm2_135m", *TINY, f"model.tokenizer.source={smollm2_tokenizer}", *SMALL_RANDOM_INT8])
+    cfg = compose_cfg(
+        ["model=smollm2_135m", *TINY, f"model.tokenizer.source={smollm2_tokenizer}", "quant=int8_dynamic"]
+    )
     return cfg, pipeline.run(cfg, tmp_path_factory.mktemp("web_tiny_int8"))
 
 

@@ -240,8 +240,12 @@ class QuantCheck:
 
     max_abs_diff: Optional[float] = None
     min_cosine: Optional[float] = None  # mean over positions
-    min_top1: Optional[float] = None  # share of positions whose argmax agrees
-    max_kl: Optional[float] = None  # mean KL(float || quantized) of the softmaxes, nats
+    # Decoders: the mean KL(float || flatbuffer) of the softmaxes, nats, at most `kl_over_simulated` times the KL of
+    # the recipe's rounding simulated on the PyTorch model (zoo/export/simulate.py: what the recipe costs this
+    # model, which a good file stays near on any model) plus `kl_slack` (float arithmetic), and at most `max_kl`
+    kl_over_simulated: Optional[float] = 2.0
+    kl_slack: float = 1e-4
+    max_kl: Optional[float] = None
     min_greedy: Optional[float] = None  # encoder_decoder: share of flatbuffer greedy tokens equal to transformers'
     max_similarity_diff: Optional[float] = None  # encoder: max |cosine similarity diff| between sentence pairs
 

@@ -198,9 +198,10 @@ def check_line(section: dict) -> str:
         )
         return f"check {'PASS' if section['passed'] else 'FAIL'} over {section['positions']} steps or inputs: {metrics}"
     greedy = f", flatbuffer greedy vs transformers {section['greedy']:.3f}" if "greedy" in section else ""
+    simulated = f" (recipe simulated in PyTorch: {section['simulated_kl']:.2e})" if "simulated_kl" in section else ""
     return (
         f"check PASS over {section['positions']} positions: max |logit diff| {section['max_abs_diff']:.2e}, cosine "
-        f"{section['cosine']:.5f}, top-1 {section['top1']:.3f}, KL {section['kl']:.2e}{greedy}"
+        f"{section['cosine']:.5f}, top-1 {section['top1']:.3f}, KL {section['kl']:.2e}{simulated}{greedy}"
     )
 
 
@@ -235,12 +236,14 @@ def cached_export(cfg: ZooConfig, loaded: Loaded) -> Path:
 def check(cfg: ZooConfig, loaded: Loaded, gate_section: dict, path: Path) -> Checked:
     """The flatbuffer against the PyTorch model on the same inputs (what its kind compares, from the gate's
     section: the check prompt, reference values); past the recipe's bounds is the result's `failure`."""
-    from zoo.check import check_failures
+    from zoo.check import check_failures, kl_bound
 
     with timed("check") as clock, float64(loaded.model):
         metrics, positions = loaded.kind.check(path, loaded.model, loaded.weights, gate_section, cfg)
     failures = check_failures(metrics, cfg.quant.check)
     bounds = {k: v for k, v in vars(cfg.quant.check).items() if v is not None}
+    if "kl" in metrics:
+        bounds["kl"] = kl_bound(metrics, cfg.quant.check)  # the one applied
     failure = f"post-export check of {path.name} ({cfg.quant.name}) failed: " + "; ".join(failures)
     return Checked(metrics, positions, bounds, failures, failure if failures else None, clock.timing)
 

@@ -38,9 +38,12 @@ def outlier_columns(w: torch.Tensor, outliers: float) -> list[int]:
     return torch.nonzero((w.abs() > outliers * w.pow(2).mean().sqrt()).any(0)).flatten().tolist()
 
 
-def split(w: torch.Tensor, block: int, columns: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def split(
+    w: torch.Tensor, block: int, columns: list[int], stored=lambda scale: scale
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`w` [out, in] as its symmetric int4-grid matrix [out, in] and the zero-point matrix [out, in/block +
-    len(columns)] (block zero points, then the outlier columns' residuals)."""
+    len(columns)] (block zero points, then the outlier columns' residuals); `stored`: the block scales as the
+    symmetric matrix applies them (zoo/export/simulate.py: as the kernels hold them)."""
     out_features, in_features = w.shape
     full = w
     if columns:
@@ -51,7 +54,7 @@ def split(w: torch.Tensor, block: int, columns: list[int]) -> tuple[torch.Tensor
     scale = ((hi - lo) / (LEVELS - 1)).clamp(min=torch.finfo(w.dtype).tiny)
     q = torch.round((blocks - lo) / scale).clamp(0, LEVELS - 1)
     centre = LEVELS // 2
-    symmetric = ((q - centre) * scale).reshape(out_features, in_features)
+    symmetric = ((q - centre) * stored(scale)).reshape(out_features, in_features)
     zero_point = (lo + centre * scale).squeeze(-1)
     dequantized = symmetric[:, columns] + zero_point[:, [c // block for c in columns]]
     return symmetric, torch.cat([zero_point, full[:, columns] - dequantized], 1)

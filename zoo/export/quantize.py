@@ -49,7 +49,7 @@ SYMMETRIC = r"\.symmetric\b"  # its int4 matrix, on the blocks' grid
 # The final norm's rotations around its gamma on a rotated residual stream (zoo/export/residual.py): kept float.
 ROTATION = r"\.rotation_(?:in|out)\b"
 
-_BLOCK = {QuantMode.int4_block32: 32, QuantMode.int4_block64: 64, QuantMode.int4_block128: 128}
+BLOCK_SIZE = {QuantMode.int4_block32: 32, QuantMode.int4_block64: 64, QuantMode.int4_block128: 128}
 _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
 
 
@@ -62,12 +62,33 @@ def zero_point_blocks(
         return {}
     blocks = {}
     for name, module in model.named_modules():
-        if any(re.search(pattern, name) for pattern in recipe.keep_float):
-            continue  # stays float: no zero-point blocks either
-        mode = _component_mode(recipe, _component_in(name, components), name)
-        if isinstance(module, nn.Linear) and mode in _BLOCK and module.in_features % _BLOCK[mode] == 0:
-            blocks[name] = (_BLOCK[mode], recipe.outliers)
+        mode = module_mode(recipe, components, name, module)
+        if isinstance(module, nn.Linear) and mode in BLOCK_SIZE:
+            blocks[name] = (BLOCK_SIZE[mode], recipe.outliers)
     return blocks
+
+
+def module_mode(recipe: QuantConfig, components: Mapping[str, str], name: str, module: nn.Module) -> QuantMode:
+    """The mode `recipe` gives the weight of module `name` (a Linear, an Embedding: its table), as the survey of the
+    flatbuffer's ops (`_survey`) resolves it for the op that module becomes; none for other modules."""
+    if any(re.search(pattern, name) for pattern in recipe.keep_float):
+        return QuantMode.none
+    component = _component_in(name, components)
+    if isinstance(module, nn.Embedding):
+        return _component_mode(recipe, component, name) if component == "embedding" else recipe.tables
+    if not isinstance(module, nn.Linear):
+        return QuantMode.none
+    mode = _component_mode(recipe, component, name)
+    return recipe.fallback if mode in BLOCK_SIZE and module.in_features % BLOCK_SIZE[mode] else mode
+
+
+def rotation_block(recipe: QuantConfig, names: str, mode: QuantMode, width: int) -> int:
+    """The Hadamard block the quantizer rotates a `width`-input weight op in (its largest power-of-two divisor,
+    capped by `hadamard_max`; DECOMPOSED_HADAMARD_ROTATION), or 0 when the recipe does not rotate it."""
+    if not _rotated(recipe, names, mode):
+        return 0
+    block = width & -width
+    return min(block, recipe.hadamard_max) if recipe.hadamard_max else block
 
 
 def quantize(
@@ -148,8 +169,8 @@ def _add_config(
         qz.add_weight_only_config(regex, op_name, num_bits=8)
         return
     bits, granularity = 8, qtyping.QuantGranularity.CHANNELWISE
-    if mode in _BLOCK:
-        bits, granularity = 4, qtyping.QuantGranularity[f"BLOCKWISE_{_BLOCK[mode]}"]
+    if mode in BLOCK_SIZE:
+        bits, granularity = 4, qtyping.QuantGranularity[f"BLOCKWISE_{BLOCK_SIZE[mode]}"]
     if not rotate:
         # zero points: weights already on their blocks' int4 grid, whose exact scales the recovery takes; other
         # int4 weights (a table, a matrix kept symmetric) get min-max blocks
@@ -190,7 +211,7 @@ def _survey(
             weight, op_name, mode = _weight_op(model, sg, op, codes[op.opcodeIndex], recipe, components)
             if weight is None:
                 continue
-            if mode in _BLOCK and weight.shape[-1] % _BLOCK[mode]:
+            if mode in BLOCK_SIZE and weight.shape[-1] % BLOCK_SIZE[mode]:
                 mode, fallbacks = recipe.fallback, fallbacks + 1
             scope = tfl_utils.get_op_scope(op, sg.tensors)
             if any(re.search(pattern, scope) for pattern in recipe.keep_float):
@@ -203,7 +224,7 @@ def _survey(
             if op_name is _OpName.EMBEDDING_LOOKUP:
                 _to_embedding_lookup(model, codes, sg, op)
             # the symmetric half of an asymmetric int4 matrix (zoo/export/asymmetric.py) is on its blocks' grid
-            on_grid = mode in _BLOCK and re.search(SYMMETRIC, _names(sg, op)) is not None
+            on_grid = mode in BLOCK_SIZE and re.search(SYMMETRIC, _names(sg, op)) is not None
             plan.setdefault((mode, op_name, rotate, on_grid), []).append(scope)
     if any(
         len({rotate for m, rotate in modes if m is mode}) > 1
@@ -242,7 +263,7 @@ def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
         return False  # reads the residual stream rotated offline (zoo/export/residual.py)
     if not any(re.search(pattern, names) for pattern in recipe.hadamard):
         return False
-    if recipe.zero_point and mode in _BLOCK:
+    if recipe.zero_point and mode in BLOCK_SIZE:
         log.info(
             "quant %s: %s not rotated: int4 with zero points (a rotation would move weights off their 4-bit grid)",
             recipe.name,

@@ -76,9 +76,14 @@ class DecoderKind(ModelKind):
         self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
         from zoo.check import logit_metrics, run_check
+        from zoo.export.simulate import roundings
 
-        logits = run_check(path, model, weights.get, gate_section["check_prompt"], cfg.export, cfg.threads)
-        return logit_metrics(logits["torch"], logits["tflite"]), len(logits["torch"])
+        rounds = roundings(model, cfg.quant, self.components)
+        logits = run_check(path, model, weights.get, gate_section["check_prompt"], cfg.export, cfg.threads, rounds)
+        metrics = logit_metrics(logits["torch"], logits["tflite"])
+        if "simulated" in logits:
+            metrics["simulated_kl"] = logit_metrics(logits["torch"], logits["simulated"])["kl"]
+        return metrics, len(logits["torch"])
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
         from zoo.debug.programs import decoder_debug_programs

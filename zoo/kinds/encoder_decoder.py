@@ -48,8 +48,9 @@ class EncoderDecoderKind(ModelKind):
         self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
         from zoo.check import run_seq2seq_check
+        from zoo.export.simulate import roundings
 
-        return run_seq2seq_check(path, model, gate_section, cfg)
+        return run_seq2seq_check(path, model, gate_section, cfg, roundings(model, cfg.quant, self.components))
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
         from zoo.debug.programs import seq2seq_debug_programs

@@ -1,0 +1,171 @@
+"""A quant recipe's rounding done on the PyTorch model: what the recipe costs this model, the check's yardstick.
+
+How far a good file's logits may be from the float model's depends on the model as much as on the recipe: the same
+int4_block32 file costs SmolLM2's real weights KL 0.02 and Mistral-7B's random ones 0.47. So the post-export check
+(zoo/check.py) also runs the PyTorch model with the recipe's rounding applied and bounds the file's KL by a multiple
+of that simulation's: a good file is near its simulation on any model, a wrong weight, op or cache write is not.
+
+Rounded as the quantizer and the kernels round (zoo/export/quantize.py resolves each module's mode as its survey
+of the flatbuffer does): weights per output channel to int8, in blocks to int4 (with zero points and exact outlier
+columns where the recipe asks, zoo/export/asymmetric.py), or to fp16, in the Hadamard basis where the recipe
+rotates; the inputs of dynamic-range ops per row to int8 (asymmetric, as XNNPACK's qd8 kernels do). Not simulated:
+a tied table's second mode when its lookup and lm_head differ (the lookup's mode serves both), rotate_residual's
+offline rotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from zoo import exact
+from zoo.config import QuantConfig, QuantMode
+from zoo.export.asymmetric import outlier_columns, split
+from zoo.export.quantize import BLOCK_SIZE, module_mode, rotation_block
+from zoo.export.rotation import hadamard
+
+DYNAMIC = (QuantMode.int8_dynamic, *BLOCK_SIZE)  # int8 inputs at run time
+ROWS = 1024  # weight rows rounded at a time: transients of one block, not of a 14336-row matrix
+
+
+@dataclass(frozen=True)
+class Rounding:
+    mode: QuantMode
+    rotation: int  # Hadamard block of the input dimension (0: none)
+    zero_point: bool  # int4 blocks with zero points (asymmetric)
+    outliers: float  # the recipe's outlier threshold for zero-point blocks
+
+    def weight(self, w: torch.Tensor) -> torch.Tensor:
+        """`w` [rows, inputs] rounded as the file stores it, back in w's dtype (in row blocks, float64)."""
+        if self.mode is QuantMode.none:
+            return w
+        with exact.paused():
+            columns = outlier_columns(w.double(), self.outliers) if self.zero_point else []
+            out = torch.empty_like(w)
+            for start in range(0, w.shape[0], ROWS):
+                part = _rotated(w[start : start + ROWS].double(), self.rotation)
+                out[start : start + ROWS] = _rotated(self._round(part, columns), self.rotation).to(w.dtype)
+        return out
+
+    def _round(self, w: torch.Tensor, columns: list[int]) -> torch.Tensor:
+        if self.mode is QuantMode.fp16:
+            return w.half().double()
+        if self.mode in BLOCK_SIZE:
+            block = BLOCK_SIZE[self.mode]
+            if self.zero_point:
+                symmetric, side = split(w, block, columns, _bf16)
+                rounded = symmetric + side[:, : w.shape[1] // block].repeat_interleave(block, 1)
+                rounded[:, columns] = w[:, columns]  # carried exactly by the zero-point matrix
+                return rounded
+            blocks = w.reshape(w.shape[0], -1, block)
+            return _symmetric(blocks, 7, -8, _bf16).reshape(w.shape)
+        return _symmetric(w, 127, -127)  # int8 per output channel
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A dynamic-range op's input as the kernel sees it: per row asymmetric int8 (in the rotated basis)."""
+        if self.mode not in DYNAMIC:
+            return x
+        with exact.paused():
+            r = _rotated(x.double(), self.rotation)
+            lo, hi = r.amin(-1, keepdim=True).clamp(max=0), r.amax(-1, keepdim=True).clamp(min=0)
+            scale = ((hi - lo) / 255).clamp(min=torch.finfo(torch.float64).tiny)
+            zero = torch.round(-128 - lo / scale)
+            q = (torch.round(r / scale) + zero).clamp(-128, 127)
+            return _rotated((q - zero) * scale, self.rotation).to(x.dtype)
+
+
+def _symmetric(w: torch.Tensor, top: int, bottom: int, stored=lambda s: s) -> torch.Tensor:
+    """Symmetric rounding over the last axis: one scale per row (max |w| / top, as `stored` keeps it), levels
+    bottom..top."""
+    scale = stored((w.abs().amax(-1, keepdim=True) / top).clamp(min=torch.finfo(w.dtype).tiny))
+    return torch.round(w / scale).clamp(bottom, top) * scale
+
+
+def _bf16(scale: torch.Tensor) -> torch.Tensor:
+    """A block scale as XNNPACK's blockwise int4 kernels hold it: bfloat16."""
+    return scale.bfloat16().to(scale.dtype)
+
+
+def _rotated(x: torch.Tensor, block: int) -> torch.Tensor:
+    """`x` [..., n] times the normalized Hadamard matrix in blocks of `block` (its own inverse)."""
+    if not block:
+        return x
+    h = torch.from_numpy(hadamard(block)).to(x.dtype)
+    return (x.reshape(*x.shape[:-1], -1, block) @ h).reshape(x.shape)
+
+
+def rows(out: torch.Tensor) -> torch.Tensor:
+    """A lookup's rows as a [rows, dim] float64 matrix of the table's rows, to round as the table's."""
+    with exact.paused():
+        return out.double().flatten(0, -2)
+
+
+def roundings(model: nn.Module, recipe: QuantConfig, components: Mapping[str, str]) -> dict[str, Rounding]:
+    """Module path -> its rounding under `recipe`, for every weight the recipe quantizes; a tied lm_head (the table
+    read by F.linear) as `lm_head`."""
+    out = {}
+    modules = list(model.named_modules())
+    if getattr(model, "lm_head", "absent") is None:
+        table = model.model.embed_tokens
+        modules.append(("lm_head", nn.Linear(table.embedding_dim, table.num_embeddings, bias=False, device="meta")))
+    for name, module in modules:
+        mode = module_mode(recipe, components, name, module)
+        if mode is QuantMode.none:
+            continue
+        width = module.in_features if isinstance(module, nn.Linear) else module.embedding_dim
+        zero_point = recipe.zero_point and isinstance(module, nn.Linear) and mode in BLOCK_SIZE
+        out[name] = Rounding(mode, rotation_block(recipe, name, mode, width), zero_point, recipe.outliers)
+    return out
+
+
+@contextmanager
+def simulated(model: nn.Module, rounds: dict[str, Rounding]) -> Iterator[nn.Module]:
+    """`model` running with `rounds` applied: each rounded Linear swaps in its rounded weight (read or resident)
+    and rounds its input for the duration of its call; an Embedding rounds the rows it returns; a tied lm_head
+    reads the table rounded and its input (the final norm's output) rounded."""
+    handles, swapped = [], []
+
+    def swap(module: nn.Module, rounding: Rounding) -> None:
+        rounded = nn.Parameter(rounding.weight(module.weight), requires_grad=False)
+        swapped.append((module, module._parameters["weight"], rounded))
+        module._parameters["weight"] = rounded
+
+    def restore(module: nn.Module) -> None:
+        for entry in [e for e in swapped if e[0] is module]:
+            if module._parameters["weight"] is entry[2]:  # else a streamed block already put its meta back
+                module._parameters["weight"] = entry[1]
+            swapped.remove(entry)
+
+    for name, module in model.named_modules():
+        rounding = rounds.get(name)
+        if rounding is None:
+            continue
+        if isinstance(module, nn.Linear):
+            handles.append(module.register_forward_pre_hook(lambda m, args, r=rounding: (swap(m, r), args)[1]))
+            handles.append(module.register_forward_pre_hook(lambda m, args, r=rounding: (r.inputs(args[0]),)))
+            handles.append(module.register_forward_hook(lambda m, args, out: restore(m)))
+        elif isinstance(module, nn.Embedding):
+            handles.append(module.register_forward_pre_hook(lambda m, args: restore(m)))
+            handles.append(
+                module.register_forward_hook(lambda m, args, out, r=rounding: r.weight(rows(out)).view(out.shape))
+            )
+    if "lm_head" in rounds and getattr(model, "lm_head", "absent") is None:
+        head, table = rounds["lm_head"], model.model.embed_tokens
+
+        def tied(module, args, out):
+            restore(table)
+            swap(table, head)
+            return head.inputs(out)
+
+        handles.append(model.model.norm.register_forward_hook(tied))
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in {id(e[0]): e[0] for e in swapped}.values():
+            restore(module)
