@@ -43,7 +43,7 @@ def test_weights_round_as_the_quantizer_rounds(mode, bits, granularity, block):
         block_size=block,
     )
     theirs = aeq.uniform_dequantize(aeq.uniform_quantize(w, params, is_blockwise_quant=bool(block)), params)
-    ours = Rounding(mode, 0, False, 0.0).weight(torch.from_numpy(w)).numpy()
+    ours = Rounding(mode, 0, None, 0.0).weight(torch.from_numpy(w)).numpy()
     assert np.abs(theirs - w).max() > 1e-3  # the rounding is real
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
 
@@ -56,11 +56,11 @@ def test_zero_point_blocks_sit_on_their_grid():
     levels = rng.integers(0, 16, size=(8, 4, 32))
     levels[..., 0], levels[..., 1] = 0, 15
     w = torch.from_numpy((lo + step * levels).reshape(8, 128))
-    rounded = Rounding(QuantMode.int4_block32, 0, True, 0.0).weight(w)
+    rounded = Rounding(QuantMode.int4_block32, 0, QuantMode.none, 0.0).weight(w)
     assert (rounded - w).abs().max() <= 2**-8 * 8 * step.max()
     spiked = w.clone()
     spiked[3, 77] = 50.0
-    rounded = Rounding(QuantMode.int4_block32, 0, True, 10.0).weight(spiked)
+    rounded = Rounding(QuantMode.int4_block32, 0, QuantMode.none, 10.0).weight(spiked)
     assert torch.equal(rounded[:, 77], spiked[:, 77])
 
 
@@ -69,8 +69,8 @@ def test_rotated_rounding_happens_in_the_hadamard_basis():
     its block, and less error remains than rounded in place."""
     w = torch.randn(16, 64, dtype=torch.float64) * 0.02
     w[:, 5] = 1.0
-    plain = Rounding(QuantMode.int8_dynamic, 0, False, 0.0)
-    rotated = Rounding(QuantMode.int8_dynamic, 64, False, 0.0)
+    plain = Rounding(QuantMode.int8_dynamic, 0, None, 0.0)
+    rotated = Rounding(QuantMode.int8_dynamic, 64, None, 0.0)
     assert (rotated.weight(w) - w).pow(2).sum() < (plain.weight(w) - w).pow(2).sum() / 4
     x = torch.randn(3, 64, dtype=torch.float64)
     x[:, 9] = 200.0
@@ -83,27 +83,31 @@ def test_the_modes_follow_the_recipe():
     cfg = compose_cfg(["quant=int4_block32", "variant=small"])
     loaded = load_model(cfg, resolve_checkpoint(cfg).checkpoint)
     rounds = roundings(loaded.model, cfg.quant, loaded.kind.components)
-    assert rounds["model.layers.0.mlp.down_proj"] == Rounding(QuantMode.int4_block32, 0, True, cfg.quant.outliers)
+    assert rounds["model.layers.0.mlp.down_proj"] == Rounding(
+        QuantMode.int4_block32, 0, QuantMode.none, cfg.quant.outliers
+    )
     qkv = rounds["model.layers.0.self_attn.qkv_proj"]
     assert qkv.mode is QuantMode.int8_dynamic and qkv.rotation == min(cfg.model.arch.dim, 512)
     assert rounds["model.embed_tokens"].mode is rounds["lm_head"].mode is QuantMode.int8_dynamic
 
 
 def test_the_kl_bound_scales_with_the_simulation():
-    """Twice the simulated KL plus the slack; `max_kl` caps it; a float recipe (nothing simulated) gets the slack."""
+    """Three times the simulated KL plus the slack; `max_kl` caps it; a float recipe (nothing simulated) gets the
+    slack."""
     bounds = QuantCheck()
-    assert kl_bound({"kl": 0.066, "simulated_kl": 0.0663}, bounds) == pytest.approx(0.1327)
+    assert kl_bound({"kl": 0.066, "simulated_kl": 0.0663}, bounds) == pytest.approx(0.1990)
     assert kl_bound({"kl": 1e-9}, bounds) == 1e-4
     assert kl_bound({"kl": 0.066, "simulated_kl": 0.0663}, QuantCheck(max_kl=0.05)) == 0.05
-    assert check_failures({"kl": 0.2, "simulated_kl": 0.0663}, bounds) == ["kl 0.2 violates bound 0.1327"]
-    assert check_failures({"kl": 0.00058, "simulated_kl": 2e-6}, bounds) == ["kl 0.00058 violates bound 0.000104"]
+    assert check_failures({"kl": 0.21, "simulated_kl": 0.0663}, bounds) == ["kl 0.21 violates bound 0.199"]
+    assert check_failures({"kl": 0.00058, "simulated_kl": 2e-6}, bounds) == ["kl 0.00058 violates bound 0.000106"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["int8_dynamic", "int4_block32"])
 def test_a_good_file_passes_near_its_simulation_and_a_broken_one_fails(recipe, tmp_path):
-    """A small random model's file measures within 2x of its simulated KL and passes; the same export with layer
-    0's and 1's down_proj swapped (a mapping mistake) fails on KL, its simulation unchanged."""
+    """A small random model's file measures within 2x of its simulated KL (any model, any recipe: 0.8-1.9x) and
+    passes; the same export with layer 0's and 1's down_proj swapped (a mapping mistake) fails on KL, its
+    simulation unchanged."""
     cfg = compose_cfg([f"quant={recipe}", "variant=small", "export.prefill_lens=[32]", "export.kv_cache_max=64"])
     loaded = load_model(cfg, resolve_checkpoint(cfg).checkpoint)
     section = {"check_prompt": loaded.kind.golden_inputs(cfg, loaded.tokenizer)[0]}

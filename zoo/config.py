@@ -243,7 +243,7 @@ class QuantCheck:
     # Decoders: the mean KL(float || flatbuffer) of the softmaxes, nats, at most `kl_over_simulated` times the KL of
     # the recipe's rounding simulated on the PyTorch model (zoo/export/simulate.py: what the recipe costs this
     # model, which a good file stays near on any model) plus `kl_slack` (float arithmetic), and at most `max_kl`
-    kl_over_simulated: Optional[float] = 2.0
+    kl_over_simulated: Optional[float] = 3.0  # good files measure 0.8-1.9x (docs/quantization.md)
     kl_slack: float = 1e-4
     max_kl: Optional[float] = None
     min_greedy: Optional[float] = None  # encoder_decoder: share of flatbuffer greedy tokens equal to transformers'

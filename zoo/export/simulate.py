@@ -36,7 +36,7 @@ ROWS = 1024  # weight rows rounded at a time: transients of one block, not of a 
 class Rounding:
     mode: QuantMode
     rotation: int  # Hadamard block of the input dimension (0: none)
-    zero_point: bool  # int4 blocks with zero points (asymmetric)
+    zero_points: QuantMode | None  # int4 blocks with zero points (asymmetric): the zero-point matrix's mode
     outliers: float  # the recipe's outlier threshold for zero-point blocks
 
     def weight(self, w: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ class Rounding:
         if self.mode is QuantMode.none:
             return w
         with exact.paused():
-            columns = outlier_columns(w.double(), self.outliers) if self.zero_point else []
+            columns = outlier_columns(w.double(), self.outliers) if self.zero_points is not None else []
             out = torch.empty_like(w)
             for start in range(0, w.shape[0], ROWS):
                 part = _rotated(w[start : start + ROWS].double(), self.rotation)
@@ -52,12 +52,15 @@ class Rounding:
         return out
 
     def _round(self, w: torch.Tensor, columns: list[int]) -> torch.Tensor:
+        if self.mode is QuantMode.none:
+            return w
         if self.mode is QuantMode.fp16:
             return w.half().double()
         if self.mode in BLOCK_SIZE:
             block = BLOCK_SIZE[self.mode]
-            if self.zero_point:
+            if self.zero_points is not None:
                 symmetric, side = split(w, block, columns, _bf16)
+                side = Rounding(self.zero_points, 0, None, 0.0)._round(side, [])
                 rounded = symmetric + side[:, : w.shape[1] // block].repeat_interleave(block, 1)
                 rounded[:, columns] = w[:, columns]  # carried exactly by the zero-point matrix
                 return rounded
@@ -117,8 +120,9 @@ def roundings(model: nn.Module, recipe: QuantConfig, components: Mapping[str, st
         if mode is QuantMode.none:
             continue
         width = module.in_features if isinstance(module, nn.Linear) else module.embedding_dim
-        zero_point = recipe.zero_point and isinstance(module, nn.Linear) and mode in BLOCK_SIZE
-        out[name] = Rounding(mode, rotation_block(recipe, name, mode, width), zero_point, recipe.outliers)
+        asymmetric = recipe.zero_point and isinstance(module, nn.Linear) and mode in BLOCK_SIZE
+        zero_points = recipe.zero_points if asymmetric else None
+        out[name] = Rounding(mode, rotation_block(recipe, name, mode, width), zero_points, recipe.outliers)
     return out
 
 
