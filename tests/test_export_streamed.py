@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pytest
 import torch
 
+from zoo.export import private
 from zoo.export.weights import ModuleWeights, state_arrays, traceable
 from zoo.kinds import kind_of
 
@@ -120,3 +122,26 @@ def test_traceable_touches_no_weight_memory():
     with traceable(meta):
         assert not any(p.is_meta for p in meta.parameters())
     assert all(p.is_meta for p in meta.parameters())
+
+
+@pytest.mark.parametrize("recipe", ["int8_dynamic", "int4_block32"])
+def test_weights_quantized_in_row_blocks_give_the_eager_file(recipe, tmp_path, monkeypatch):
+    """The quantizer's parameters computed on blocks of a few rows (private.in_row_blocks: what bounds a 7B export's
+    transients to one block) give the eager file, quantized whole, byte for byte: per-channel int8, the zero-point
+    recovery of int4 blocks and per-row tables alike."""
+    rows = []
+    blocked = private.in_row_blocks
+
+    def spying(tensor_params):
+        def spy(op_info, config, content=None, qsv=None):
+            if content is not None:
+                rows.append(id(content if content.base is None else content.base))
+            return tensor_params(op_info, config, content, qsv)
+
+        return blocked(spy)
+
+    monkeypatch.setattr(private, "ROW_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(private, "in_row_blocks", spying)
+    eager, streamed, _, _ = _exports(tmp_path, [f"quant={recipe}"])
+    assert streamed == eager
+    assert max(Counter(rows).values()) >= 4  # a weight was quantized in blocks of rows
