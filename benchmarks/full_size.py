@@ -139,6 +139,8 @@ def quality(report: dict) -> str:
     """The check's KL and top-1 against the PyTorch model, and the eval's KLD on real text when it ran."""
     check, ev = report.get("check", {}), report.get("eval", {})
     text = f"KL {check['kl']:.4f}, top-1 {check['top1']:.2f}" if "kl" in check else ""
+    if "simulated_kl" in check:
+        text += f"; simulated KL {check['simulated_kl']:.4f}, bound {check['bounds']['kl']:.4f}"
     return text + (f"; eval KLD {ev['kld_mean']:.4f}" if "kld_mean" in ev else "")
 
 
