@@ -16,16 +16,19 @@ offline rotation.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from zoo import exact
 from zoo.config import QuantConfig, QuantMode
 from zoo.export.asymmetric import outlier_columns, split
 from zoo.export.quantize import BLOCK_SIZE, module_mode, rotation_block
+from zoo.export.recipe import component_of
 from zoo.export.rotation import hadamard
 
 DYNAMIC = (QuantMode.int8_dynamic, *BLOCK_SIZE)  # int8 inputs at run time
@@ -108,13 +111,14 @@ def rows(out: torch.Tensor) -> torch.Tensor:
 
 
 def roundings(model: nn.Module, recipe: QuantConfig, components: Mapping[str, str]) -> dict[str, Rounding]:
-    """Module path -> its rounding under `recipe`, for every weight the recipe quantizes; a tied lm_head (the table
-    read by F.linear) as `lm_head`."""
-    out = {}
+    """Module path -> its rounding under `recipe`, for every weight the recipe quantizes; a tied lm_head (the
+    embedding table read by F.linear) as `lm_head`."""
     modules = list(model.named_modules())
-    if getattr(model, "lm_head", "absent") is None:
-        table = model.model.embed_tokens
-        modules.append(("lm_head", nn.Linear(table.embedding_dim, table.num_embeddings, bias=False, device="meta")))
+    tables = [m for n, m in modules if isinstance(m, nn.Embedding) and component_of(n, components) == "embedding"]
+    if getattr(model, "lm_head", "absent") is None and tables:
+        vocab, width = tables[0].weight.shape
+        modules.append(("lm_head", nn.Linear(width, vocab, bias=False, device="meta")))
+    out = {}
     for name, module in modules:
         mode = module_mode(recipe, components, name, module)
         if mode is QuantMode.none:
@@ -126,23 +130,37 @@ def roundings(model: nn.Module, recipe: QuantConfig, components: Mapping[str, st
     return out
 
 
+class _TiedHead(TorchFunctionMode):
+    """F.linear over an embedding table's own weight (a tied lm_head) with the table and its input rounded; the
+    rounded table is made once per weight object (a streamed model reads the table afresh for each block)."""
+
+    def __init__(self, tables: list[nn.Embedding], rounding: Rounding):
+        super().__init__()
+        self.tables, self.rounding, self.rounded = tables, rounding, (None, None)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and any(args[1] is t._parameters["weight"] for t in self.tables):
+            if self.rounded[0] is not args[1]:
+                self.rounded = (None, None)  # the former copy goes before the new one is made
+                self.rounded = (args[1], self.rounding.weight(args[1]))
+            return func(self.rounding.inputs(args[0]), self.rounded[1], *args[2:], **kwargs)
+        return func(*args, **kwargs)
+
+
 @contextmanager
 def simulated(model: nn.Module, rounds: dict[str, Rounding]) -> Iterator[nn.Module]:
     """`model` running with `rounds` applied: each rounded Linear swaps in its rounded weight (read or resident)
     and rounds its input for the duration of its call; an Embedding rounds the rows it returns; a tied lm_head
-    reads the table rounded and its input (the final norm's output) rounded."""
-    handles, swapped = [], []
+    (`lm_head`) reads the table rounded and its input rounded."""
+    handles, held = [], {}
 
     def swap(module: nn.Module, rounding: Rounding) -> None:
-        rounded = nn.Parameter(rounding.weight(module.weight), requires_grad=False)
-        swapped.append((module, module._parameters["weight"], rounded))
-        module._parameters["weight"] = rounded
+        held[id(module)] = module._parameters["weight"]
+        module._parameters["weight"] = nn.Parameter(rounding.weight(module.weight), requires_grad=False)
 
     def restore(module: nn.Module) -> None:
-        for entry in [e for e in swapped if e[0] is module]:
-            if module._parameters["weight"] is entry[2]:  # else a streamed block already put its meta back
-                module._parameters["weight"] = entry[1]
-            swapped.remove(entry)
+        module._parameters["weight"] = held.pop(id(module))
 
     for name, module in model.named_modules():
         rounding = rounds.get(name)
@@ -153,23 +171,15 @@ def simulated(model: nn.Module, rounds: dict[str, Rounding]) -> Iterator[nn.Modu
             handles.append(module.register_forward_pre_hook(lambda m, args, r=rounding: (r.inputs(args[0]),)))
             handles.append(module.register_forward_hook(lambda m, args, out: restore(m)))
         elif isinstance(module, nn.Embedding):
-            handles.append(module.register_forward_pre_hook(lambda m, args: restore(m)))
             handles.append(
                 module.register_forward_hook(lambda m, args, out, r=rounding: r.weight(rows(out)).view(out.shape))
             )
-    if "lm_head" in rounds and getattr(model, "lm_head", "absent") is None:
-        head, table = rounds["lm_head"], model.model.embed_tokens
-
-        def tied(module, args, out):
-            restore(table)
-            swap(table, head)
-            return head.inputs(out)
-
-        handles.append(model.model.norm.register_forward_hook(tied))
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    head = rounds.get("lm_head") if getattr(model, "lm_head", "absent") is None else None
+    tied = _TiedHead(tables, head) if head else None
     try:
-        yield model
+        with tied or nullcontext():
+            yield model
     finally:
         for handle in handles:
             handle.remove()
-        for module in {id(e[0]): e[0] for e in swapped}.values():
-            restore(module)
