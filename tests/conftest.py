@@ -12,7 +12,8 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import CONF_DIR as CONF
-from zoo.config import ZooConfig, composition_error, load
+from zoo.config import composition_error, load
+from zoo.schema import ZooConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "golden"

@@ -11,8 +11,10 @@ import torch
 
 from zoo import golden
 from zoo.checkpoint import load, resolve
-from zoo.config import ConfigError, LayerType, hf_layer_types
+from zoo.config import hf_layer_types
+from zoo.errors import ConfigError
 from zoo.kinds import kind_of
+from zoo.schema import LayerType
 
 from conftest import compose_cfg
 

@@ -13,11 +13,11 @@ from test_export_streamed import CountingWeights
 from torch import nn
 
 from zoo import pipeline
-from zoo.config import ModeOverride, QuantMode
 from zoo.export.asymmetric import AsymmetricLinear, with_zero_points
 from zoo.export.quantize import zero_point_blocks
 from zoo.export.weights import state_arrays
 from zoo.kinds import kind_of
+from zoo.schema import ModeOverride, QuantMode
 
 from conftest import compose_cfg
 

@@ -12,7 +12,7 @@ import pytest
 
 from zoo import pipeline
 from zoo.bench import target_records
-from zoo.config import BenchTarget, head_dim
+from zoo.schema import BenchTarget, head_dim
 
 from conftest import compose_cfg
 

@@ -10,7 +10,7 @@ import pytest
 from zoo import pipeline
 from zoo.bundle import BundleError, task
 from zoo.cache import open_generator
-from zoo.config import ConfigError
+from zoo.errors import ConfigError
 
 from conftest import compose_cfg
 from small_runtime import tiny_sentencepiece, tiny_tokenizer

@@ -12,7 +12,7 @@ from zoo import golden, pipeline
 from zoo.checkpoint import CheckpointError, MappingError, check_config, load, resolve
 from zoo.checkpoint.lazy import InMemory
 from zoo.checkpoint.mapping import Weights, plan
-from zoo.config import MappingConfig, MappingRule
+from zoo.schema import MappingConfig, MappingRule
 
 from conftest import compose_cfg
 

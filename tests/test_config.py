@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from zoo.config import ConfigError, KVLayout, LayerType, RopeScaling, Variant, head_dim
-from zoo.errors import error_line
+from zoo.errors import ConfigError, error_line
+from zoo.schema import KVLayout, LayerType, RopeScaling, Variant, head_dim
 
 from conftest import compose_cfg
 

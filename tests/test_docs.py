@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from zoo.config import ZooConfig
 from zoo.eval.__main__ import run_config
 from zoo.generate import compose_config
+from zoo.schema import ZooConfig
 
 import forked
 

@@ -14,7 +14,7 @@ from ai_edge_litert.interpreter import Interpreter
 from zoo import pipeline
 from zoo.architectures.encoder_decoder import relative_bucket
 from zoo.checkpoint import load
-from zoo.config import ConfigError
+from zoo.errors import ConfigError
 from zoo.export.convert import op_counts
 from zoo.export.lower import lower
 from zoo.kinds import kind_of

@@ -16,12 +16,12 @@ import torch
 
 from zoo import golden, pipeline
 from zoo.checkpoint.tokenizer import tokenizer_from
-from zoo.config import EvalBounds, EvalConfig
 from zoo.errors import EvalError, EvalFailed
 from zoo.eval import eval_line
 from zoo.eval.metrics import score, summarize
 from zoo.eval.stage import eval_failures
 from zoo.eval.text import load_text, sentences, windows
+from zoo.schema import EvalBounds, EvalConfig
 
 from conftest import ROOT, compose_cfg
 from small_runtime import tiny_tokenizer

@@ -11,9 +11,9 @@ import pytest
 
 from zoo import golden, pipeline
 from zoo.cache import artifact_dir, cache_root, ensure_export, open_generator
-from zoo.config import SamplingConfig
 from zoo.errors import InputError
 from zoo.runtime import LiteModel, stream
+from zoo.schema import SamplingConfig
 
 from conftest import ROOT, compose_cfg
 from small_runtime import tiny_tokenizer

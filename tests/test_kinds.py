@@ -11,12 +11,12 @@ from torch import nn
 from zoo import golden, pipeline
 from zoo.architectures.encoder import Encoder
 from zoo.check import padded
-from zoo.config import ArchConfig, ExportConfig, ZooConfig
 from zoo.errors import ConfigError
 from zoo.exact import float64
 from zoo.export.signatures import Program
 from zoo.kinds import KINDS, register
 from zoo.kinds.base import ModelKind, check_fixed_length
+from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 from conftest import compose_cfg
 

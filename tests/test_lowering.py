@@ -14,7 +14,11 @@ from tensorflow.python.eager.polymorphic_function.concrete_function import Concr
 from torch.export import ExportedProgram
 
 from zoo.architectures.layers import attention_mask
-from zoo.config import (
+from zoo.export.convert import export_tflite, op_counts
+from zoo.export.lower import LoweringError, lower
+from zoo.export.private import SavedModelConverter
+from zoo.kinds import KINDS
+from zoo.schema import (
     Activation,
     ArchConfig,
     AttentionConfig,
@@ -31,10 +35,6 @@ from zoo.config import (
     Residual,
     RopeConfig,
 )
-from zoo.export.convert import export_tflite, op_counts
-from zoo.export.lower import LoweringError, lower
-from zoo.export.private import SavedModelConverter
-from zoo.kinds import KINDS
 
 KV = 32
 PREFILL = 8

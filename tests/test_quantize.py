@@ -18,12 +18,13 @@ from omegaconf import OmegaConf
 from tensorflow.compiler.tf2xla.python import xla
 
 from zoo.check import check_failures, logit_metrics
-from zoo.config import CONF_DIR, ComponentModes, ModeOverride, QuantCheck, QuantConfig, QuantMode
+from zoo.config import CONF_DIR
 from zoo.errors import ConfigError
 from zoo.export.bake import write
 from zoo.export.quantize import _plan, quantize
 from zoo.export.recipe import check_recipe
 from zoo.kinds import KINDS, kind_of
+from zoo.schema import ComponentModes, ModeOverride, QuantCheck, QuantConfig, QuantMode
 
 from conftest import compose_cfg
 

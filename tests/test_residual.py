@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from zoo import pipeline
-from zoo.config import QuantConfig
 from zoo.errors import ConfigError
 from zoo.export.private import schema
 from zoo.export.recipe import check_recipe
 from zoo.export.residual import block_size, rotated, unrotatable
 from zoo.kinds import kind_of
+from zoo.schema import QuantConfig
 
 from conftest import compose_cfg
 

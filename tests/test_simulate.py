@@ -12,9 +12,9 @@ from ai_edge_quantizer import qtyping
 from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as aeq
 
 from zoo.check import check_failures, kl_bound
-from zoo.config import QuantCheck, QuantMode
 from zoo.export.simulate import Rounding, roundings
 from zoo.pipeline import check, load_model, resolve_checkpoint
+from zoo.schema import QuantCheck, QuantMode
 
 from conftest import compose_cfg
 

@@ -17,10 +17,11 @@ from zoo import pipeline
 from zoo.bundle import BundleError
 from zoo.cache import open_generator
 from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
-from zoo.config import ConfigError, SamplingConfig
+from zoo.errors import ConfigError
 from zoo.runtime.generate import Generator, stream
 from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import encode_prompt
+from zoo.schema import SamplingConfig
 from zoo.web.bundle import HEAP_LIMIT, check_heap
 from zoo.web.files import MANIFEST, VENDOR
 

@@ -28,8 +28,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.config import ConfigError, composition_error, load
-from zoo.errors import ResourceError, as_user_error, guarded
+from zoo.config import composition_error, load
+from zoo.errors import ConfigError, ResourceError, as_user_error, guarded
 from zoo.eval import eval_line
 from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache

@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zoo.config import Bundle, ZooConfig
 from zoo.errors import BundleError
 from zoo.files import atomic_path, digest, scratch
 from zoo.resources import timed
 from zoo.results import Bundled
 from zoo.runtime.tokenizer import special_ids
+from zoo.schema import Bundle, ZooConfig
 
 
 def save_tokenizer(tokenizer, folder: Path) -> Path:

@@ -25,7 +25,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
-from zoo.config import DebugConfig, EvalBounds, EvalConfig, GenerateConfig, ZooConfig
 from zoo.errors import InputError, guarded
 from zoo.files import atomic_path, locked, remove, remove_stale, write_atomic
 from zoo.quiet import exit_quietly, stages_logged_to
@@ -33,6 +32,7 @@ from zoo.report import unfinished
 from zoo.runtime.generate import Generator
 from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import special_ids
+from zoo.schema import DebugConfig, EvalBounds, EvalConfig, GenerateConfig, ZooConfig
 
 
 def cache_root(cache_dir: str | None) -> Path:

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.config import ConfigError, ExportConfig, PrefillLogits, QuantCheck
+from zoo.errors import ConfigError
 from zoo.resources import release_memory
+from zoo.schema import ExportConfig, PrefillLogits, QuantCheck
 from zoo.stream import Source
 
 if TYPE_CHECKING:

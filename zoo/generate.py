@@ -12,9 +12,9 @@ import dataclasses
 import sys
 
 from zoo import config
-from zoo.config import GenerateConfig, ZooConfig
 from zoo.errors import ConfigError, InputError, guarded
 from zoo.quiet import exit_quietly
+from zoo.schema import GenerateConfig, ZooConfig
 
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
 

@@ -15,15 +15,9 @@ from torch import nn
 
 from zoo.checkpoint import Checkpoint
 from zoo.checkpoint.sources import hf_config_class
-from zoo.config import (
-    GoldenConfig,
-    Pooling,
-    PoolingConfig,
-    ReferenceConfig,
-    ZooConfig,
-)
 from zoo.errors import CheckpointError, GateFailed
 from zoo.runtime.tokenizer import encode_prompt
+from zoo.schema import GoldenConfig, Pooling, PoolingConfig, ReferenceConfig, ZooConfig
 from zoo.stream import Source, is_streamed, reading
 
 TOP_K = 8

@@ -21,7 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.config import ZooConfig
+from zoo.schema import ZooConfig
 
 
 def _plain(value: Any) -> Any:

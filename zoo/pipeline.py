@@ -19,7 +19,6 @@ from zoo import golden
 from zoo.bundle import bundle
 from zoo.checkpoint import Checkpoint, check_config, materialize, resolve, weights_for
 from zoo.checkpoint.tokenizer import load_tokenizer
-from zoo.config import Variant, ZooConfig
 from zoo.errors import CheckFailed, ConfigError, EvalFailed, GateFailed, ResourceError
 from zoo.eval import run_eval
 from zoo.eval.auto import choose
@@ -32,6 +31,7 @@ from zoo.quiet import native_logs_captured
 from zoo.report import Report, unfinished
 from zoo.resources import timed
 from zoo.results import Benched, Checked, Debugged, Exported, Gate, Loaded, Resolved
+from zoo.schema import Variant, ZooConfig
 from zoo.stream import is_streamed, streamed
 from zoo.stream import reading as stream_reading
 

@@ -19,7 +19,7 @@ from zoo.files import changed, write_atomic
 from zoo.results import Result
 
 if TYPE_CHECKING:
-    from zoo.config import ZooConfig
+    from zoo.schema import ZooConfig
 
 PACKAGES = ("torch", "tensorflow-cpu", "ai-edge-litert", "ai-edge-quantizer", "transformers", "numpy", "hydra-core")
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from zoo.checkpoint import Checkpoint, Weights
-    from zoo.config import ZooConfig
     from zoo.kinds.base import ModelKind
+    from zoo.schema import ZooConfig
 
 
 class Result(Protocol):

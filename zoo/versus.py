@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 
 from zoo.bench import bench_child, bench_spec, read_bandwidth
-from zoo.config import KVLayout
 from zoo.errors import InputError, guarded
 from zoo.files import write_atomic
 from zoo.progress import progress
 from zoo.quiet import exit_quietly
 from zoo.runtime.model import LiteModel
+from zoo.schema import KVLayout
 
 WARMUP = 3  # untimed decode steps and prefill calls before each file's timed ones
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from zoo.architectures.layers import MLP, Attention, Norm, Rope, cache_slots
-from zoo.config import ArchConfig, KVLayout, LayerType, Positions, Residual, layer_type
-from zoo.config import head_dim as arch_head_dim
+from zoo.schema import ArchConfig, KVLayout, LayerType, Positions, Residual, layer_type
+from zoo.schema import head_dim as arch_head_dim
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from zoo.architectures.layers import ACTIVATIONS, Norm
 from zoo.architectures.mha import attend, padding_bias, split_heads
-from zoo.config import Activation, ArchConfig, Pooling
-from zoo.config import head_dim as arch_head_dim
+from zoo.schema import Activation, ArchConfig, Pooling
+from zoo.schema import head_dim as arch_head_dim
 
 
 class Embeddings(nn.Module):

@@ -18,8 +18,8 @@ from torch import nn
 from zoo.architectures.layers import ACTIVATIONS, Norm, cache_slots
 from zoo.architectures.layers import attention_mask as causal_mask
 from zoo.architectures.mha import attend, padding_bias, split_heads
-from zoo.config import Activation, ArchConfig, MLPType
-from zoo.config import head_dim as arch_head_dim
+from zoo.schema import Activation, ArchConfig, MLPType
+from zoo.schema import head_dim as arch_head_dim
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.config import (
+from zoo.schema import (
     Activation,
     ArchConfig,
     KVLayout,
@@ -26,7 +26,7 @@ from zoo.config import (
     layer_type,
     rotary_dim,
 )
-from zoo.config import head_dim as arch_head_dim
+from zoo.schema import head_dim as arch_head_dim
 
 # Large finite negative for masked scores: -inf tables crash the TFLite converter under int8 quantization.
 MASK_VALUE = -1e9

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from zoo.checkpoint.lazy import InMemory, LazyTensors, Meta
-from zoo.config import MappingConfig, MappingRule
 from zoo.errors import MappingError
+from zoo.schema import MappingConfig, MappingRule
 
 
 def expand(rules: list[MappingRule], num_layers: int) -> dict[str, MappingRule]:

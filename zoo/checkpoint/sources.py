@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from zoo.checkpoint.lazy import InMemory, LazyTensors, Safetensors, unreadable, write_random
-from zoo.config import ReferenceConfig
 from zoo.errors import CheckpointError, ResourceError
 from zoo.files import atomic_path
+from zoo.schema import ReferenceConfig
 
 
 @dataclass

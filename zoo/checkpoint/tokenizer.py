@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.checkpoint import Checkpoint
-from zoo.config import ConfigError, TokenizerConfig
+from zoo.errors import ConfigError
+from zoo.schema import TokenizerConfig
 
 
 def load_tokenizer(cfg: TokenizerConfig, checkpoint: Checkpoint):

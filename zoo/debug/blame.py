@@ -19,11 +19,11 @@ from pathlib import Path
 
 from torch import nn
 
-from zoo.config import QuantConfig, ZooConfig
 from zoo.debug.finder import Finding, metrics
 from zoo.debug.taps import flat_args, module_outputs
 from zoo.debug.tflite import op_outputs, run_signature
 from zoo.files import scratch
+from zoo.schema import QuantConfig, ZooConfig
 
 
 def suspects(finding: Finding, model: nn.Module, n: int) -> list[str]:

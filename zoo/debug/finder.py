@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.config import QuantCheck
 from zoo.debug.match import match
 from zoo.debug.taps import flat_args, module_outputs
 from zoo.debug.tflite import op_outputs, run_signature
 from zoo.errors import InputError
 from zoo.files import write_atomic
+from zoo.schema import QuantCheck
 
 
 @dataclass

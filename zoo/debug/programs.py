@@ -9,8 +9,8 @@ from torch import nn
 
 from zoo.architectures.layers import attention_mask
 from zoo.check import padded, prefill_length
-from zoo.config import ExportConfig
 from zoo.export.signatures import Program, Step, encoder_programs, io_names, seq2seq_programs
+from zoo.schema import ExportConfig
 
 
 def _long(a) -> torch.Tensor:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from torch import nn
 
-from zoo.config import ZooConfig
 from zoo.debug.blame import blame, blame_table
 from zoo.debug.explorer import write_overlays
 from zoo.debug.finder import find, table, write_json
 from zoo.export.residual import rotated
 from zoo.kinds.base import ModelKind
+from zoo.schema import ZooConfig
 
 
 def run_finder(

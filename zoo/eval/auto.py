@@ -16,11 +16,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.config import CONF_DIR, ConfigError, QuantConfig, ZooConfig
+from zoo.config import CONF_DIR
+from zoo.errors import ConfigError
 from zoo.eval.stage import eval_failures, measure
 from zoo.files import write_atomic
 from zoo.resources import timed
 from zoo.results import Chosen
+from zoo.schema import QuantConfig, ZooConfig
 
 
 def candidate_recipes(quant: QuantConfig) -> list[QuantConfig]:

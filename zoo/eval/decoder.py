@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.config import ZooConfig
 from zoo.eval.metrics import Scores, score
 from zoo.eval.text import EvalError, windows
 from zoo.progress import progress
 from zoo.runtime.model import LiteModel
+from zoo.schema import ZooConfig
 
 
 def open_model(cfg: ZooConfig, path: Path) -> LiteModel:

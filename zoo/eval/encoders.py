@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from zoo.check import cache_names, padded
-from zoo.config import ZooConfig
 from zoo.eval.metrics import Scores, score
 from zoo.eval.text import EvalError, sentences, windows
 from zoo.progress import progress
+from zoo.schema import ZooConfig
 
 
 def signatures(path: Path, threads: int, names: tuple[str, ...]) -> dict:

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 from zoo.checkpoint import Checkpoint
-from zoo.config import EvalBounds, ZooConfig
 from zoo.eval.text import load_text
 from zoo.kinds.base import ModelKind
 from zoo.resources import timed
 from zoo.results import Evaluated
+from zoo.schema import EvalBounds, ZooConfig
 
 
 def measure(cfg: ZooConfig, kind: ModelKind, path: Path, checkpoint: Checkpoint, tokenizer) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zoo.config import EvalConfig
 from zoo.errors import EvalError
+from zoo.schema import EvalConfig
 
 
 def text_path(spec: str) -> Path:

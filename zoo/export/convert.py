@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.export import ExportedProgram
 
-from zoo.config import QuantConfig, QuantMode
 from zoo.export.asymmetric import with_zero_points
 from zoo.export.bake import bake, write
 from zoo.export.private import SavedModelConverter, keep_mul_and_fc_apart, schema
@@ -40,6 +39,7 @@ from zoo.export.signatures import (
 from zoo.export.weights import ModuleWeights, WeightSource, state_arrays, state_tensors
 from zoo.files import scratch
 from zoo.resources import release_memory
+from zoo.schema import QuantConfig, QuantMode
 
 __all__ = ["export_signatures", "export_tflite", "op_counts", "state_arrays"]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.config import QuantConfig
 from zoo.export.convert import export_signatures
 from zoo.export.signatures import Program, export_program
 from zoo.export.weights import ModuleWeights, WeightSource
+from zoo.schema import QuantConfig
 
 
 def export_programs(

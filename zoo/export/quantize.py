@@ -30,12 +30,13 @@ from ai_edge_quantizer import qtyping
 from ai_edge_quantizer.algorithm_manager import AlgorithmName
 from torch import nn
 
-from zoo.config import ConfigError, QuantConfig, QuantMode
+from zoo.errors import ConfigError
 from zoo.export.bake import Pending, unpack
 from zoo.export.private import InMemoryQuantizer, flatbuffer_utils, schema, tfl_utils
 from zoo.export.recipe import component_of
 from zoo.export.residual import READERS
 from zoo.export.rotation import factor_rotations
+from zoo.schema import QuantConfig, QuantMode
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Optional
 
 from torch import nn
 
-from zoo.config import ComponentModes, QuantConfig, QuantMode
 from zoo.errors import ConfigError
+from zoo.schema import ComponentModes, QuantConfig, QuantMode
 
 BLOCKWISE = (QuantMode.int4_block32, QuantMode.int4_block64, QuantMode.int4_block128)
 ZERO_POINT_MODES = (QuantMode.none, QuantMode.fp16, QuantMode.int8_weight_only)

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from zoo.architectures.decoder import Decoder
-from zoo.config import NormType, QuantConfig
 from zoo.export.rotation import hadamard
+from zoo.schema import NormType, QuantConfig
 
 log = logging.getLogger(__name__)
 # A tied table's final-norm rotations read a float [b, b] block each step: 1 MiB at 512, 16 MiB at 2048.

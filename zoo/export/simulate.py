@@ -25,11 +25,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from zoo import exact
-from zoo.config import QuantConfig, QuantMode
 from zoo.export.asymmetric import outlier_columns, split
 from zoo.export.quantize import BLOCK_SIZE, module_mode, rotation_block
 from zoo.export.recipe import component_of
 from zoo.export.rotation import hadamard
+from zoo.schema import QuantConfig, QuantMode
 
 DYNAMIC = (QuantMode.int8_dynamic, *BLOCK_SIZE)  # int8 inputs at run time
 ROWS = 1024  # weight rows rounded at a time: transients of one block, not of a 14336-row matrix

@@ -9,12 +9,12 @@ kind while composing; `kind_of` does, right after, naming the registered kinds.
 
 from __future__ import annotations
 
-from zoo.config import ZooConfig
 from zoo.errors import ConfigError
 from zoo.kinds.base import ModelKind
 from zoo.kinds.decoder import DecoderKind
 from zoo.kinds.encoder import EncoderKind
 from zoo.kinds.encoder_decoder import EncoderDecoderKind
+from zoo.schema import ZooConfig
 
 KINDS: dict[str, ModelKind] = {}
 

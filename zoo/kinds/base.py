@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from torch import nn
 
-from zoo.config import ArchConfig, ExportConfig, KVLayout, ZooConfig
 from zoo.errors import ConfigError
+from zoo.schema import ArchConfig, ExportConfig, KVLayout, ZooConfig
 
 if TYPE_CHECKING:  # both import torch and TensorFlow machinery a config check does not need
     from zoo.checkpoint import Weights

@@ -12,9 +12,9 @@ from torch import nn
 from zoo import golden
 from zoo.architectures.decoder import Decoder
 from zoo.checkpoint import Weights
-from zoo.config import ArchConfig, ExportConfig, ZooConfig
 from zoo.errors import ConfigError, GateFailed
 from zoo.kinds.base import ModelKind, check_kv_cache
+from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
 class DecoderKind(ModelKind):

@@ -10,8 +10,8 @@ from torch import nn
 from zoo import golden
 from zoo.architectures.encoder import Encoder
 from zoo.checkpoint import Weights
-from zoo.config import ArchConfig, ExportConfig, ZooConfig
 from zoo.kinds.base import ModelKind, check_fixed_length
+from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
 class EncoderKind(ModelKind):

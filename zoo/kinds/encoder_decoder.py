@@ -10,8 +10,8 @@ from torch import nn
 from zoo import golden
 from zoo.architectures.encoder_decoder import EncoderDecoder
 from zoo.checkpoint import Weights
-from zoo.config import ArchConfig, ExportConfig, ZooConfig
 from zoo.kinds.base import ModelKind, check_fixed_length, check_kv_cache
+from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
 class EncoderDecoderKind(ModelKind):

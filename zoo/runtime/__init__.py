@@ -7,9 +7,9 @@ an object it is given, loaded by zoo/checkpoint/tokenizer.py or zoo/cache.py.
     gen.generate("What is the capital of France?", 32, SamplingConfig(), on_text=print)
 """
 
-from zoo.config import SamplingConfig
 from zoo.errors import InputError
 from zoo.runtime.generate import Generator, Result, Stats, stream
 from zoo.runtime.model import LiteModel
+from zoo.schema import SamplingConfig
 
 __all__ = ["Generator", "InputError", "LiteModel", "Result", "SamplingConfig", "Stats", "stream"]

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from zoo.config import SamplingConfig
 from zoo.errors import InputError
 from zoo.runtime.model import LiteModel
 from zoo.runtime.sampling import Sampler
+from zoo.schema import SamplingConfig
 
 
 @dataclass

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.config import KVLayout
 from zoo.errors import InputError
 from zoo.quiet import native_logs_captured
+from zoo.schema import KVLayout
 
 MASK_VALUE = -1e9  # zoo.architectures.layers.MASK_VALUE, without importing torch into the runtime
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.config import SamplingConfig, sampling_problem
 from zoo.errors import InputError
+from zoo.schema import SamplingConfig, sampling_problem
 
 
 class Sampler:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.config import KVLayout
 from zoo.errors import InputError
 from zoo.progress import progress
 from zoo.runtime.model import LiteModel
+from zoo.schema import KVLayout
 
 
 def _paired(model: LiteModel, signature: str, steps, warmup: int, desc: str) -> tuple[float, float, int]:

@@ -3,7 +3,8 @@ object it is given (transformers' API), so the runtime imports no transformers i
 
 from __future__ import annotations
 
-from zoo.config import ConfigError, TokenizerConfig
+from zoo.errors import ConfigError
+from zoo.schema import TokenizerConfig
 
 
 def encode_prompt(tokenizer, text: str, chat: bool) -> list[int]:

@@ -18,10 +18,10 @@ import shutil
 from pathlib import Path
 
 from zoo.bundle import prompt_affixes, save_tokenizer
-from zoo.config import ZooConfig
 from zoo.errors import BundleError
 from zoo.files import temp_path
 from zoo.runtime.tokenizer import special_ids
+from zoo.schema import ZooConfig
 from zoo.web.files import MANIFEST, NODE_MODULES, PAGE, TOKENIZER, VENDOR
 
 HEAP_LIMIT = 2**31  # wasm32 LiteRT.js: 2 GiB
