@@ -12,7 +12,8 @@ from ai_edge_quantizer import qtyping
 from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as aeq
 
 from zoo.check import check_failures, kl_bound
-from zoo.export.simulate import Rounding, roundings
+from zoo.export.rotation import hadamard
+from zoo.export.simulate import Rounding, _rotated, roundings
 from zoo.pipeline import check, load_model, resolve_checkpoint
 from zoo.schema import QuantCheck, QuantMode
 
@@ -65,8 +66,11 @@ def test_zero_point_blocks_sit_on_their_grid():
 
 
 def test_rotated_rounding_happens_in_the_hadamard_basis():
-    """A rotated weight is rounded after its Hadamard rotation and rotated back: one outlier's error spreads over
-    its block, and less error remains than rounded in place."""
+    """The rotation is the quantizer's Hadamard matrix in blocks; a rotated weight is rounded after it and rotated
+    back: one outlier's error spreads over its block, and less error remains than rounded in place."""
+    x = torch.randn(3, 256, dtype=torch.float64)
+    h = torch.from_numpy(hadamard(64)).double()  # the quantizer's own matrix
+    torch.testing.assert_close(_rotated(x, 64), (x.view(3, 4, 64) @ h).view(3, 256))
     w = torch.randn(16, 64, dtype=torch.float64) * 0.02
     w[:, 5] = 1.0
     plain = Rounding(QuantMode.int8_dynamic, 0, None, 0.0)

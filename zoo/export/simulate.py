@@ -15,6 +15,7 @@ offline rotation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from zoo import exact
 from zoo.export.asymmetric import outlier_columns, split
 from zoo.export.quantize import BLOCK_SIZE, module_mode, rotation_block
 from zoo.export.recipe import component_of
-from zoo.export.rotation import hadamard
 from zoo.schema import QuantConfig, QuantMode
 
 DYNAMIC = (QuantMode.int8_dynamic, *BLOCK_SIZE)  # int8 inputs at run time
@@ -97,11 +97,17 @@ def _bf16(scale: torch.Tensor) -> torch.Tensor:
 
 
 def _rotated(x: torch.Tensor, block: int) -> torch.Tensor:
-    """`x` [..., n] times the normalized Hadamard matrix in blocks of `block` (its own inverse)."""
+    """`x` [..., n] times the normalized Sylvester Hadamard matrix of `block` (the quantizer's, its own inverse), in
+    blocks along the last axis: log2(block) butterfly stages, not a block x block matmul per row."""
     if not block:
         return x
-    h = torch.from_numpy(hadamard(block)).to(x.dtype)
-    return (x.reshape(*x.shape[:-1], -1, block) @ h).reshape(x.shape)
+    y = x.reshape(-1, block)
+    half = 1
+    while half < block:
+        pairs = y.view(-1, block // (2 * half), 2, half)
+        y = torch.stack((pairs[:, :, 0] + pairs[:, :, 1], pairs[:, :, 0] - pairs[:, :, 1]), dim=2)
+        half *= 2
+    return y.reshape(x.shape) / math.sqrt(block)
 
 
 def rows(out: torch.Tensor) -> torch.Tensor:
