@@ -43,14 +43,15 @@ class Rounding:
     outliers: float  # the recipe's outlier threshold for zero-point blocks
 
     def weight(self, w: torch.Tensor) -> torch.Tensor:
-        """`w` [rows, inputs] rounded as the file stores it, back in w's dtype (in row blocks, float64)."""
+        """`w` [rows, inputs] rounded as the file stores it, back in w's dtype (in row blocks, in float32 as the
+        quantizer computes)."""
         if self.mode is QuantMode.none:
             return w
         with exact.paused():
-            columns = outlier_columns(w.double(), self.outliers) if self.zero_points is not None else []
+            columns = outlier_columns(w.float(), self.outliers) if self.zero_points is not None else []
             out = torch.empty_like(w)
             for start in range(0, w.shape[0], ROWS):
-                part = _rotated(w[start : start + ROWS].double(), self.rotation)
+                part = _rotated(w[start : start + ROWS].float(), self.rotation)
                 out[start : start + ROWS] = _rotated(self._round(part, columns), self.rotation).to(w.dtype)
         return out
 
@@ -58,7 +59,7 @@ class Rounding:
         if self.mode is QuantMode.none:
             return w
         if self.mode is QuantMode.fp16:
-            return w.half().double()
+            return w.half().float()
         if self.mode in BLOCK_SIZE:
             block = BLOCK_SIZE[self.mode]
             if self.zero_points is not None:
@@ -72,13 +73,14 @@ class Rounding:
         return _symmetric(w, 127, -127)  # int8 per output channel
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """A dynamic-range op's input as the kernel sees it: per row asymmetric int8 (in the rotated basis)."""
+        """A dynamic-range op's input as the kernel sees it: float32, per row asymmetric int8 (in the rotated
+        basis)."""
         if self.mode not in DYNAMIC:
             return x
         with exact.paused():
-            r = _rotated(x.double(), self.rotation)
+            r = _rotated(x.float(), self.rotation)
             lo, hi = r.amin(-1, keepdim=True).clamp(max=0), r.amax(-1, keepdim=True).clamp(min=0)
-            scale = ((hi - lo) / 255).clamp(min=torch.finfo(torch.float64).tiny)
+            scale = ((hi - lo) / 255).clamp(min=torch.finfo(torch.float32).tiny)
             zero = torch.round(-128 - lo / scale)
             q = (torch.round(r / scale) + zero).clamp(-128, 127)
             return _rotated((q - zero) * scale, self.rotation).to(x.dtype)
