@@ -70,17 +70,27 @@ def zero_point_blocks(
 
 
 def module_mode(recipe: QuantConfig, components: Mapping[str, str], name: str, module: nn.Module) -> QuantMode:
-    """The mode `recipe` gives the weight of module `name` (a Linear, an Embedding: its table), as the survey of the
-    flatbuffer's ops (`_survey`) resolves it for the op that module becomes; none for other modules."""
-    if any(re.search(pattern, name) for pattern in recipe.keep_float):
+    """The mode `recipe` gives the weight of module `name` (a Linear, an Embedding: its table), resolved as the
+    survey of the flatbuffer's ops (`_survey`) resolves it for the op that module becomes; none for other modules."""
+    if not isinstance(module, (nn.Linear, nn.Embedding)) or any(re.search(p, name) for p in recipe.keep_float):
         return QuantMode.none
-    component = _component_in(name, components)
     if isinstance(module, nn.Embedding):
-        return _component_mode(recipe, component, name) if component == "embedding" else recipe.tables
-    if not isinstance(module, nn.Linear):
-        return QuantMode.none
-    mode = _component_mode(recipe, component, name)
-    return recipe.fallback if mode in BLOCK_SIZE and module.in_features % BLOCK_SIZE[mode] else mode
+        return _weight_mode(recipe, components, name, table=True)
+    return _fitted(recipe, _weight_mode(recipe, components, name, table=False), module.in_features)
+
+
+def _weight_mode(recipe: QuantConfig, components: Mapping[str, str], names: str, table: bool) -> QuantMode:
+    """The mode of a weight op (or module) whose scope and input names (or module path) are `names`: a table
+    (GATHER) takes the embedding component's mode if it is the embedding, else `tables`; a matrix its component's."""
+    component = _component_in(names, components)
+    if table:
+        return _component_mode(recipe, component, names) if component == "embedding" else recipe.tables
+    return _component_mode(recipe, component, names)
+
+
+def _fitted(recipe: QuantConfig, mode: QuantMode, width: int) -> QuantMode:
+    """`mode`, or the recipe's fallback for a blockwise mode whose block does not divide the `width` inputs."""
+    return recipe.fallback if mode in BLOCK_SIZE and width % BLOCK_SIZE[mode] else mode
 
 
 def rotation_block(recipe: QuantConfig, names: str, mode: QuantMode, width: int) -> int:
@@ -212,7 +222,7 @@ def _survey(
             weight, op_name, mode = _weight_op(model, sg, op, codes[op.opcodeIndex], recipe, components)
             if weight is None:
                 continue
-            if mode in BLOCK_SIZE and weight.shape[-1] % BLOCK_SIZE[mode]:
+            if _fitted(recipe, mode, weight.shape[-1]) is not mode:
                 mode, fallbacks = recipe.fallback, fallbacks + 1
             scope = tfl_utils.get_op_scope(op, sg.tensors)
             if any(re.search(pattern, scope) for pattern in recipe.keep_float):
@@ -284,13 +294,10 @@ def _weight_op(
 ) -> tuple[Optional[qtyping.TensorT], Optional[_OpName], QuantMode]:
     """The op's constant weight (None if it has none), the quantizer's op type for it, and the recipe's mode."""
     if code == _Op.GATHER:
-        names = _names(sg, op)
-        component = _component_in(names, components)
-        mode = _component_mode(recipe, component, names) if component == "embedding" else recipe.tables
+        mode = _weight_mode(recipe, components, _names(sg, op), table=True)
         return _const(model, sg, op.inputs[0]), _OpName.EMBEDDING_LOOKUP, mode
     if code in _WEIGHT_OPS:
-        names = _names(sg, op)
-        mode = _component_mode(recipe, _component_in(names, components), names)
+        mode = _weight_mode(recipe, components, _names(sg, op), table=False)
         return _const(model, sg, op.inputs[1]), _WEIGHT_OPS[code], mode
     return None, None, QuantMode.none
 
