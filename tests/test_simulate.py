@@ -66,8 +66,9 @@ def test_zero_point_blocks_sit_on_their_grid():
 
 
 def test_rotated_rounding_happens_in_the_hadamard_basis():
-    """The rotation is the quantizer's Hadamard matrix in blocks; a rotated weight is rounded after it and rotated
-    back: one outlier's error spreads over its block, and less error remains than rounded in place."""
+    """The rotation is the quantizer's Hadamard matrix in blocks; a rotated weight is rounded after it: one outlier's
+    error spreads over its block, and less error remains than rounded in place. Weight and input are both kept in
+    the rotated basis, as the file computes: their product is the original basis' product."""
     x = torch.randn(3, 256, dtype=torch.float64)
     h = torch.from_numpy(hadamard(64)).double()  # the quantizer's own matrix
     torch.testing.assert_close(_rotated(x, 64), (x.view(3, 4, 64) @ h).view(3, 256))
@@ -78,7 +79,9 @@ def test_rotated_rounding_happens_in_the_hadamard_basis():
     assert (rotated.weight(w) - w).pow(2).sum() < (plain.weight(w) - w).pow(2).sum() / 4
     x = torch.randn(3, 64, dtype=torch.float64)
     x[:, 9] = 200.0
-    assert (rotated.inputs(x) - x).abs().max() < (plain.inputs(x) - x).abs().max()
+    assert (_rotated(rotated.inputs(x), 64) - x).abs().max() < (plain.inputs(x) - x).abs().max()
+    product = torch.nn.functional.linear(rotated.inputs(x), rotated.stored(w))
+    torch.testing.assert_close(product, torch.nn.functional.linear(_rotated(rotated.inputs(x), 64), rotated.weight(w)))
 
 
 def test_the_modes_follow_the_recipe():

@@ -51,19 +51,19 @@ def run_check(
 
     The flatbuffer prefills the prompt and then decodes `export.check_steps` tokens, each its own greedy choice;
     the PyTorch model then runs that whole sequence once, one layer at a time when streamed (zoo/golden.py
-    our_runs: its full forward, which the gate proved equal to its cached decode). The runtime (XNNPACK's packed
-    weights) is closed before the PyTorch side reads a weight: the two never hold memory at once."""
+    our_runs: its full forward, which the gate proved equal to its cached decode), plain and simulated from the
+    same read of each layer. The runtime (XNNPACK's packed weights) is closed before the PyTorch side reads a
+    weight: the two never hold memory at once."""
     from zoo.export.simulate import simulated
     from zoo.golden import our_runs
 
     got, positions, sequence = flatbuffer_greedy(path, prompt, export, threads)
     release_memory()
-    (run,), _ = our_runs(model, weights, [sequence], export.kv_cache_max)
-    logits = {"tflite": got, "torch": run.logits[positions].numpy()}
+    simulate = (lambda: simulated(model, rounds)) if rounds else None
+    runs, _ = our_runs(model, weights, [sequence], export.kv_cache_max, simulate=simulate)
+    logits = {"tflite": got, "torch": runs[0].logits[positions].numpy()}
     if rounds:
-        with simulated(model, rounds):
-            (run,), _ = our_runs(model, weights, [sequence], export.kv_cache_max)
-        logits["simulated"] = run.logits[positions].numpy()
+        logits["simulated"] = runs[1].logits[positions].numpy()
     return logits
 
 

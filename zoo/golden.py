@@ -6,7 +6,8 @@ touch our model); `golden/` files hold top-k logits and greedy tokens of that re
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,12 +215,19 @@ def reference_runs(hf: nn.Module, prompts: list[list[int]], new_tokens: int) -> 
 
 @torch.no_grad()
 def our_runs(
-    model: nn.Module, weights: Source, sequences: list[list[int]], kv_max: int, prefills: list[int] | None = None
+    model: nn.Module,
+    weights: Source,
+    sequences: list[list[int]],
+    kv_max: int,
+    prefills: list[int] | None = None,
+    simulate: Callable[[], AbstractContextManager] | None = None,
 ) -> tuple[list[Run], list]:
     """Our decoder over every sequence one layer at a time (each layer's weights read once, `stream.reading`, when
     the model is streamed): the full forward of each sequence, and with `prefills` the same sequence through the KV
-    cache as the signatures run it: its first `prefills[j]` tokens in one call, then one token per call. Returns
-    the full forwards' Runs and the cached calls' logits [T, V] (none without `prefills`)."""
+    cache as the signatures run it: its first `prefills[j]` tokens in one call, then one token per call. With
+    `simulate` (a context in which the model computes as a file rounds, zoo/export/simulate.py), each sequence's
+    full forward also runs inside it, from the same read of each layer. Returns the full forwards' Runs (the
+    simulated ones after the others) and the cached calls' logits [T, V] (none without `prefills`)."""
     streaming = is_streamed(model)
 
     def block(module: nn.Module | None, prefix: str):
@@ -227,26 +235,32 @@ def our_runs(
 
     m, layout = model.model, model.layout
     k_shape, v_shape = model.kv_shapes(kv_max)
+    n = len(sequences)
+    lanes = [(j, nullcontext) for j in range(n)] + [(j, simulate) for j in range(n) if simulate is not None]
     positions = [torch.arange(len(s)) for s in sequences]
     full_inputs = [model.layer_inputs(pos, kv_max) for pos in positions]
     calls = [
-        [(0, n), *((t, t + 1) for t in range(n, len(s)))] if prefills else []
-        for s, n in zip(sequences, prefills or [0] * len(sequences))
+        [(0, t), *((u, u + 1) for u in range(t, len(s)))] if prefills else []
+        for s, t in zip(sequences, prefills or [0] * n)
     ]
     call_inputs = [[model.layer_inputs(pos[a:b], kv_max) for a, b in c] for pos, c in zip(positions, calls)]
     with block(m.embed_tokens, "model.embed_tokens"), block(m.embed_positions, "model.embed_positions"):
-        xs = [model.embed(torch.tensor([s]), pos) for s, pos in zip(sequences, positions)]
+        xs = []
+        for j, inside in lanes:
+            with inside():
+                xs.append(model.embed(torch.tensor([sequences[j]]), positions[j]))
     steps = [[x[:, a:b] for a, b in c] for x, c in zip(xs, calls)]
     hidden = [[x[0]] for x in xs]
     for i, layer in enumerate(m.layers):
         with block(layer, f"model.layers.{i}"):
-            for j, pos in enumerate(positions):
+            for lane, (j, inside) in enumerate(lanes):
                 ropes, slots = full_inputs[j]
-                xs[j], _, _ = layer(
-                    xs[j], pos, ropes[i], torch.zeros(k_shape), torch.zeros(v_shape), layout, slots, None
-                )
+                zeros = torch.zeros(k_shape), torch.zeros(v_shape)
+                with inside():
+                    xs[lane], _, _ = layer(xs[lane], positions[j], ropes[i], *zeros, layout, slots, None)
                 if i < len(m.layers) - 1:
-                    hidden[j].append(xs[j][0])
+                    hidden[lane].append(xs[lane][0])
+            for j, pos in enumerate(positions):
                 k, v = torch.zeros(k_shape), torch.zeros(v_shape)
                 for c, ((a, b), (ropes_c, slots_c)) in enumerate(zip(calls[j], call_inputs[j])):
                     steps[j][c], k, v = layer(steps[j][c], pos[a:b], ropes_c[i], k, v, layout, slots_c, None)
@@ -254,12 +268,13 @@ def our_runs(
     head_name = "lm_head" if model.lm_head is not None else "model.embed_tokens"
     with block(m.norm, "model.norm"), block(head, head_name):
         runs, stepped = [], []
-        for j, x in enumerate(xs):
-            normed = m.norm(x)
-            hidden[j].append(normed[0])
-            runs.append(Run(model.logits(normed)[0], hidden[j]))
-            if prefills:
-                stepped.append(model.logits(m.norm(torch.cat(steps[j], dim=1)))[0])
+        for lane, (_, inside) in enumerate(lanes):
+            with inside():
+                normed = m.norm(xs[lane])
+                hidden[lane].append(normed[0])
+                runs.append(Run(model.logits(normed)[0], hidden[lane]))
+        if prefills:
+            stepped = [model.logits(m.norm(torch.cat(s, dim=1)))[0] for s in steps]
     return runs, stepped
 
 
