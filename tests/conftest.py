@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,8 +19,11 @@ from zoo.schema import ZooConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "golden"
-# no test writes into the user's own export cache (zoo/cache.py); subprocesses inherit this
-os.environ.setdefault("ZOO_CACHE", tempfile.mkdtemp(prefix="zoo-test-cache-"))
+# no test writes into the user's own export cache (zoo/cache.py); subprocesses inherit this. The session that made
+# it removes it at exit (a full-suite cache is several GB: left behind, they filled the disk).
+if "ZOO_CACHE" not in os.environ:
+    os.environ["ZOO_CACHE"] = tempfile.mkdtemp(prefix="zoo-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ZOO_CACHE"], ignore_errors=True)
 ENTRIES = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 

@@ -127,15 +127,16 @@ def test_traceable_touches_no_weight_memory():
 @pytest.mark.parametrize("recipe", ["int8_dynamic", "int4_block32"])
 def test_weights_quantized_in_row_blocks_give_the_eager_file(recipe, tmp_path, monkeypatch):
     """The quantizer's parameters computed on blocks of a few rows (private.in_row_blocks: what bounds a 7B export's
-    transients to one block) give the eager file, quantized whole, byte for byte: per-channel int8, the zero-point
-    recovery of int4 blocks and per-row tables alike."""
-    rows = []
+    transients to one block) give the eager file, quantized whole, byte for byte: per-channel int8, Hadamard-rotated
+    weights and tables (every weight of int8_dynamic), the zero-point recovery of int4 blocks and per-row tables
+    alike."""
+    rows = Counter()
     blocked = private.in_row_blocks
 
     def spying(tensor_params):
         def spy(op_info, config, content=None, qsv=None):
             if content is not None:
-                rows.append(id(content if content.base is None else content.base))
+                rows[(tensor_params.__module__, id(content if content.base is None else content.base))] += 1
             return tensor_params(op_info, config, content, qsv)
 
         return blocked(spy)
@@ -144,4 +145,9 @@ def test_weights_quantized_in_row_blocks_give_the_eager_file(recipe, tmp_path, m
     monkeypatch.setattr(private, "in_row_blocks", spying)
     eager, streamed, _, _ = _exports(tmp_path, [f"quant={recipe}"])
     assert streamed == eager
-    assert max(Counter(rows).values()) >= 4  # a weight was quantized in blocks of rows
+    most = Counter()
+    for (module, _), n in rows.items():
+        most[module.rsplit(".", 1)[-1]] = max(most[module.rsplit(".", 1)[-1]], n)
+    assert max(most.values()) >= 4  # a weight was quantized in blocks of rows
+    if recipe == "int8_dynamic":
+        assert most["hadamard_rotation"] >= 4  # rotated ones too

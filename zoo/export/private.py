@@ -23,7 +23,9 @@ carries no pyproject.toml to read them from). The entries, what each is and why 
   casting's cached float16 copy is not the one its results use), `_update_model_quant_results`,
   `_get_params_for_no_quant_op`, `_post_process_results`, `buffer_to_tensors`); int4 values packed early with
   transformation_utils.pack_data. For ROW_BLOCKED algorithms, the get_tensor_quant_params that algorithm_manager's
-  registered materialize partial carries (its first argument) is run on row blocks (in_row_blocks).
+  registered materialize partial carries (its first argument) is run on row blocks (in_row_blocks); the decomposed
+  Hadamard rotation's materializers call `hadamard_rotation.get_tensor_quant_params` by name, so that module
+  attribute is swapped for the row-blocked one during their call.
 - InMemoryQuantizer._get_quantized_model: ModelModifier with its performer's private
   `_transformation_registration[QUANTIZE_TENSOR]` wrapped: buffers packed early are marked in the performer's
   `buffer_origin` (so it skips packing them), and the unpacked values of the rest are let go once packed, through
@@ -98,6 +100,7 @@ from ai_edge_quantizer import (  # noqa: E402
     quantizer,
     recipe_manager,
 )
+from ai_edge_quantizer.algorithms.uniform_quantize import hadamard_rotation  # noqa: E402
 from ai_edge_quantizer.transformations import transformation_utils  # noqa: E402
 from ai_edge_quantizer.transformations.insert_decomposed_hadamard_rotation import (  # noqa: E402
     _make_hadamard_matrix,
@@ -200,14 +203,15 @@ _QUANTIZED_FIRST = (
 
 
 # Weight algorithms whose parameters are per output row (channel) or per block within a row (a Hadamard rotation
-# mixes the columns of each row), so a matrix gives the same parameters in row blocks as whole; their transients
-# are several float copies of the matrix (the zero-point recovery's abs/sort/diff/where, its validation's float64
-# dequantization, a rotated copy): Mistral-7B's 14336x4096 int4 MLP matrices took the export's peak from the file's
-# +3 GiB to +5.6 GiB, Gemma's 256k-row table in int8 reads 2.1 GB in float32.
+# mixes the columns of each row, OCTAV clips per channel), so a matrix gives the same parameters in row blocks as
+# whole; their transients are several float copies of the matrix (the zero-point recovery's abs/sort/diff/where,
+# its validation's float64 dequantization, a rotated copy and OCTAV's masks): Mistral-7B's 14336x4096 int4 MLP
+# matrices took the export's peak from the file's +3 GiB to +5.6 GiB, Gemma's rotated 256k-row table in int8 from
+# 2.4 to 6.0 GiB. ROW_BLOCKED's materializers carry their get_tensor_quant_params as a partial's first argument; the
+# decomposed Hadamard rotation's call it by its module-level name (StreamedParams._op_results swaps that).
 ROW_BLOCKED = (
     algorithm_manager.AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY,
     algorithm_manager.AlgorithmName.MIN_MAX_UNIFORM_QUANT,
-    algorithm_manager.AlgorithmName.DECOMPOSED_HADAMARD_ROTATION,
 )
 ROW_BLOCK_BYTES = 64 << 20
 
@@ -330,12 +334,19 @@ class StreamedParams(params_generator.ParamsGenerator):
         if algorithm in ROW_BLOCKED and isinstance(materialize, functools.partial) and materialize.args:
             tensor_params, *rest = materialize.args  # partial(materialize_*, get_tensor_quant_params)
             materialize = functools.partial(materialize.func, in_row_blocks(tensor_params), *rest)
-        return materialize(
-            op_info=qtyping.OpInfo(op, op_key, op_id, op_config),
-            graph_info=graph_info,
-            tensor_name_to_qsv={},
-            tensor_quant_params_cache=self._tensor_quant_params_cache,
-        )
+        rotating = algorithm == algorithm_manager.AlgorithmName.DECOMPOSED_HADAMARD_ROTATION
+        stock = hadamard_rotation.get_tensor_quant_params  # its materializers call it by its module-level name
+        if rotating:
+            hadamard_rotation.get_tensor_quant_params = in_row_blocks(stock)
+        try:
+            return materialize(
+                op_info=qtyping.OpInfo(op, op_key, op_id, op_config),
+                graph_info=graph_info,
+                tensor_name_to_qsv={},
+                tensor_quant_params_cache=self._tensor_quant_params_cache,
+            )
+        finally:
+            hadamard_rotation.get_tensor_quant_params = stock
 
     def _names(self, buffer: int) -> set[str]:
         """The names of the tensors (in every subgraph) on `buffer`."""
