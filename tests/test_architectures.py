@@ -14,6 +14,7 @@ from zoo.checkpoint import load, resolve
 from zoo.config import hf_layer_types
 from zoo.errors import ConfigError
 from zoo.kinds import kind_of
+from zoo.kinds.decoder.gate import our_prefill, our_stepwise, reference_logits
 from zoo.schema import LayerType
 
 from conftest import compose_cfg
@@ -41,8 +42,8 @@ def ours_and_reference(entry: str, overrides: tuple[str, ...] = (), arch_changes
 
 def prefill_diff(entry: str, overrides: tuple[str, ...] = (), arch_changes: dict | None = None) -> float:
     model, hf, ids = ours_and_reference(entry, overrides, arch_changes)
-    ours, _ = golden.our_prefill(model, ids, KV_MAX)
-    return float((ours - golden.reference_logits(hf, ids)).abs().max())
+    ours, _ = our_prefill(model, ids, KV_MAX)
+    return float((ours - reference_logits(hf, ids)).abs().max())
 
 
 # (entry, our arch field, a wrong value that keeps every parameter shape, overrides of the entry)
@@ -77,8 +78,8 @@ def test_sliding_window_decode_past_the_window(entry):
     model, hf, ids = ours_and_reference(entry)
     window = model.arch.attention.sliding_window
     assert window and len(ids) > 2 * window
-    stepwise = golden.our_stepwise(model, ids, KV_MAX)
-    assert float((stepwise - golden.reference_logits(hf, ids)).abs().max()) <= 1e-4
+    stepwise = our_stepwise(model, ids, KV_MAX)
+    assert float((stepwise - reference_logits(hf, ids)).abs().max()) <= 1e-4
 
 
 def test_longrope_switches_to_long_factors_past_the_original_context():

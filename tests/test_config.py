@@ -118,7 +118,7 @@ def test_every_config_problem_is_reported_at_once():
 
 def test_a_check_prompt_longer_than_every_prefill_is_the_users_to_fix():
     """Raised at the check, but a config the user fixes (exit 2, `[config]`), not a bug."""
-    from zoo.check import prefill_length
+    from zoo.kinds.decoder.check import prefill_length
 
     with pytest.raises(ConfigError, match=r"needs a prefill length >= 9, export.prefill_lens=\[4, 8\]: add one"):
         prefill_length(10, [4, 8])

@@ -90,14 +90,6 @@ def test_outlier_columns_cost_a_second_read_of_their_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_rotate_residual_loads_the_float_model_and_gives_the_eager_file(tmp_path):
-    """The experimental offline rotation edits the float model: with meta parameters it is loaded whole first."""
-    eager, streamed, reads, names = _exports(tmp_path, ["quant=int8_dynamic", "quant.rotate_residual=true"])
-    assert streamed == eager
-    assert set(reads) == names and set(reads.values()) == {1}, reads
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["t5_small", "minilm_l6"])
 def test_streamed_export_of_encoder_kinds(entry, tmp_path):
     eager, streamed, reads, names = _exports(tmp_path, [f"model={entry}", "quant=int8_dynamic"])

@@ -9,9 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from zoo import golden, pipeline
-from zoo.cache import artifact_dir, cache_root, ensure_export, open_generator
+from zoo import pipeline
+from zoo.artifacts import artifact_dir
+from zoo.cache import ensure_export, open_generator
 from zoo.errors import InputError
+from zoo.files import cache_root
+from zoo.kinds.decoder.gate import our_greedy, our_prefill
 from zoo.runtime import LiteModel, stream
 from zoo.schema import SamplingConfig
 
@@ -73,7 +76,7 @@ def test_chunked_prefill_equals_single_prefill(small):
     both = LiteModel(path, cfg.export.kv_layout)
     assert both.prefill_plan(0, 40) == [("prefill_32", 32), ("prefill_8", 8)]
     steps = LiteModel(path, cfg.export.kv_layout, prefill_lens=[])
-    torch_logits = golden.our_prefill(model, prompt, cfg.export.kv_cache_max)[0][-1].numpy()
+    torch_logits = our_prefill(model, prompt, cfg.export.kv_cache_max)[0][-1].numpy()
     for lite in (chunked, both, steps):
         np.testing.assert_allclose(first_logits(lite, prompt), torch_logits, atol=1e-4)
     np.testing.assert_allclose(first_logits(chunked, prompt), first_logits(both, prompt), atol=1e-5)
@@ -84,7 +87,7 @@ def test_greedy_generate_equals_torch_greedy(small):
     prompt = ids(20, seed=1)
     lite = LiteModel(path, cfg.export.kv_layout)
     ours = list(stream(lite, prompt, 24, SamplingConfig()))
-    assert ours == golden.our_greedy(model, prompt, 24, cfg.export.kv_cache_max)
+    assert ours == our_greedy(model, prompt, 24, cfg.export.kv_cache_max)
     assert list(stream(lite, prompt, 24, SamplingConfig())) == ours  # a second run on the same interpreter
 
 

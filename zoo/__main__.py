@@ -29,12 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import composition_error, load
-from zoo.errors import ConfigError, ResourceError, as_user_error, guarded
+from zoo.errors import ConfigError, ResourceError, as_user_error
 from zoo.eval import eval_line
 from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache
 from zoo.pipeline import check_line, gate_line, preflight, run
-from zoo.quiet import exit_quietly, quiet_python_logs
+from zoo.quiet import exit_quietly, guarded, quiet_python_logs
 from zoo.report import Report, unfinished
 
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)

@@ -16,52 +16,21 @@ it (`tokenizer/`) so later runs skip the slow GGUF tokenizer conversion.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from zoo.artifacts import artifact_dir
 from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
-from zoo.errors import InputError, guarded
-from zoo.files import atomic_path, locked, remove, remove_stale, write_atomic
-from zoo.quiet import exit_quietly, stages_logged_to
+from zoo.errors import InputError
+from zoo.files import atomic_path, cache_root, locked, remove, remove_stale, write_atomic
+from zoo.quiet import exit_quietly, guarded, stages_logged_to
 from zoo.report import unfinished
 from zoo.runtime.generate import Generator
 from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import special_ids
-from zoo.schema import DebugConfig, EvalBounds, EvalConfig, GenerateConfig, ZooConfig
-
-
-def cache_root(cache_dir: str | None) -> Path:
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("ZOO_CACHE"):
-        return Path(os.environ["ZOO_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "zoo"
-
-
-def config_hash(cfg: ZooConfig) -> str:
-    shaping = replace(
-        cfg,
-        generate=GenerateConfig(),
-        debug=DebugConfig(),
-        eval=EvalConfig(),
-        quant=replace(cfg.quant, eval=EvalBounds()),
-        threads=0,
-        cache_dir=None,
-    )
-    text = OmegaConf.to_yaml(OmegaConf.structured(shaping))
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def artifact_dir(cfg: ZooConfig) -> Path:
-    name = f"{cfg.model.name}_{cfg.quant.name}_kv{cfg.export.kv_cache_max}"
-    if cfg.variant.value != "full":
-        name += f"_{cfg.variant.value}"
-    return cache_root(cfg.cache_dir) / f"{name}_{config_hash(cfg)}"
+from zoo.schema import ZooConfig
 
 
 def ensure_export(cfg: ZooConfig, log=print) -> Path:

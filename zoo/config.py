@@ -84,7 +84,7 @@ def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
         raise ConfigError(describe(err, choices)) from None
     if extra:  # `+key=value` adds keys past the schema, which to_object would drop without a word
         raise ConfigError(f"{extra[0]}: not a field of the schema (zoo/schema.py): remove it or fix its name")
-    if obj.eval.enabled or obj.quant.candidates:  # the eval scores every prefill position (zoo/eval/decoder.py)
+    if obj.eval.enabled or obj.quant.candidates:  # the eval scores every prefill position (zoo/kinds/decoder/eval.py)
         obj.export.prefill_logits = PrefillLogits.all
     validate(obj, source_file("model", choices))
     if obj.generate.prompt_file is not None:

@@ -10,9 +10,6 @@ their temp files (zoo/files.py).
 from __future__ import annotations
 
 import errno
-import sys
-import traceback
-from collections.abc import Callable
 
 
 class ZooError(Exception):
@@ -148,24 +145,3 @@ def error_line(prog: str, err: BaseException) -> tuple[str, int]:
         f"{prog}: internal error [bug]: {type(err).__name__}: {one_line(err)} (a bug in zoo; rerun with "
         "verbose=true for the traceback)"
     ), 1
-
-
-def verbose_requested(argv: list[str]) -> bool:
-    return any(a.lower() in ("verbose=true", "verbose=1", "+verbose=true") for a in argv)
-
-
-def guarded(prog: str, main: Callable[[], int | None], argv: list[str]) -> int:
-    """Run a command's `main`; any failure becomes one line on stderr and an exit status (see error_line)."""
-    from zoo.quiet import quiet_libraries
-
-    quiet_libraries(verbose_requested(argv))
-    try:
-        return main() or 0
-    except SystemExit as done:
-        return done.code if isinstance(done.code, int) else 1
-    except BaseException as err:
-        line, status = error_line(prog, err)
-        if verbose_requested(argv) and status != 130:
-            traceback.print_exception(err)
-        print(line, file=sys.stderr, flush=True)
-        return status

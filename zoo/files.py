@@ -119,3 +119,11 @@ def locked(folder: Path, log: Callable[[str], object]) -> Iterator[None]:
             log(f"waiting for another process writing {folder}")
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("ZOO_CACHE"):
+        return Path(os.environ["ZOO_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "zoo"

@@ -12,8 +12,8 @@ import dataclasses
 import sys
 
 from zoo import config
-from zoo.errors import ConfigError, InputError, guarded
-from zoo.quiet import exit_quietly
+from zoo.errors import ConfigError, InputError
+from zoo.quiet import exit_quietly, guarded
 from zoo.schema import GenerateConfig, ZooConfig
 
 SHORT = {f.name for f in dataclasses.fields(GenerateConfig)}
@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
-    from zoo.cache import artifact_dir, cached_tokenizer, ensure_export, open_generator
+    from zoo.artifacts import artifact_dir
+    from zoo.cache import cached_tokenizer, ensure_export, open_generator
     from zoo.pipeline import preflight
     from zoo.runtime.generate import prompt_ids
 

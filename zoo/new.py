@@ -31,8 +31,9 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import CONF_DIR
-from zoo.errors import ConfigError, guarded
+from zoo.errors import ConfigError
 from zoo.files import write_atomic
+from zoo.quiet import guarded
 
 CONF = Path("conf")  # the user's own config folder in the working directory: python -m zoo finds it (hydra.searchpath)
 

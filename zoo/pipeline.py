@@ -26,6 +26,7 @@ from zoo.exact import float64
 from zoo.files import digest
 from zoo.jobcache import JobCache
 from zoo.kinds import ModelKind, kind_of
+from zoo.kinds.decoder.gate import our_greedy
 from zoo.progress import stage_bar
 from zoo.quiet import native_logs_captured
 from zoo.report import Report, unfinished
@@ -84,7 +85,7 @@ def resolve_checkpoint(cfg: ZooConfig, cache: JobCache | None = None) -> Resolve
     """The entry's checkpoint, checked against the architecture the entry states (reused from `cache` if there)."""
 
     def make() -> Checkpoint:
-        from zoo.cache import cache_root
+        from zoo.files import cache_root
 
         checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed, cache_root(cfg.cache_dir))
         check_config(cfg.model.reference, checkpoint)
@@ -157,7 +158,7 @@ def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str
     embedding table, which a tied head also reads outside the table's own forward, for the whole answer)."""
     model, source = loaded.model, loaded.weights.get
     with stream_reading(model.model.embed_tokens, source, "model.embed_tokens"), streamed(model, source):
-        out = golden.our_greedy(model, ids, tokens, kv_max)
+        out = our_greedy(model, ids, tokens, kv_max)
     eos = loaded.tokenizer.eos_token_id
     return loaded.tokenizer.decode(out[: out.index(eos)] if eos in out else out, skip_special_tokens=True)
 
@@ -222,7 +223,7 @@ def export(cfg: ZooConfig, loaded: Loaded, path: Path) -> Exported:
 def cached_export(cfg: ZooConfig, loaded: Loaded) -> Path:
     """The flatbuffer of `cfg` from the export cache (zoo/cache.py), or exported into it now, without gate or check
     (quant=auto's candidates, all of the verified model); its report.json, written last, says `ok`."""
-    from zoo.cache import artifact_dir
+    from zoo.artifacts import artifact_dir
 
     folder = artifact_dir(cfg)
     path = artifact_path(cfg, folder)

@@ -11,9 +11,11 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 import warnings
+from collections.abc import Callable
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, error_line
 
 
 def is_verbose() -> bool:
@@ -104,3 +106,22 @@ def exit_quietly(code: int) -> None:
     sys.stderr.flush()
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     sys.exit(code)
+
+
+def verbose_requested(argv: list[str]) -> bool:
+    return any(a.lower() in ("verbose=true", "verbose=1", "+verbose=true") for a in argv)
+
+
+def guarded(prog: str, main: Callable[[], int | None], argv: list[str]) -> int:
+    """Run a command's `main`; any failure becomes one line on stderr and an exit status (see error_line)."""
+    quiet_libraries(verbose_requested(argv))
+    try:
+        return main() or 0
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    except BaseException as err:
+        line, status = error_line(prog, err)
+        if verbose_requested(argv) and status != 130:
+            traceback.print_exception(err)
+        print(line, file=sys.stderr, flush=True)
+        return status

@@ -288,11 +288,6 @@ class QuantConfig:
     # Largest Hadamard block (a power of two); 0: the largest power of two dividing the input size (SmolLM2's
     # down_proj: 512, TinyLlama's q/k/v: 2048).
     hadamard_max: int = 0
-    # Decoders with RMSNorm pre-norm blocks: the residual stream rotated offline (QuaRot; zoo/export/residual.py),
-    # norms' gammas folded into the matrices reading them, so q/k/v, gate/up, lm_head and the tied table read
-    # rotated inputs with no op of their own and their `hadamard` patterns are skipped (blocks as `hadamard_max`
-    # says). Other architectures keep the `hadamard` list as written. Not with zero_point.
-    rotate_residual: bool = False
     # Weight ops whose scope (e.g. `decoder.model.layers.11.mlp.down_proj/MatMul`) or module path (without the
     # export step's prefix: `model.layers.11.mlp.down_proj`, for zero points) matches one of these regexes stay
     # float: what the finder's per-op blame (zoo/debug/blame.py) sets, one op at a time. Empty: none.

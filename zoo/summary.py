@@ -22,9 +22,10 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from zoo.errors import InputError, guarded
+from zoo.errors import InputError
 from zoo.eval.scoreboard import EVAL_KEYS, eval_columns, write_scoreboard
 from zoo.files import write_atomic
+from zoo.quiet import guarded
 
 COLUMNS = [
     "job",

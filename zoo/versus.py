@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 from zoo.bench import bench_child, bench_spec, read_bandwidth
-from zoo.errors import InputError, guarded
+from zoo.errors import InputError
 from zoo.files import write_atomic
 from zoo.progress import progress
-from zoo.quiet import exit_quietly
+from zoo.quiet import exit_quietly, guarded
 from zoo.runtime.model import LiteModel
 from zoo.schema import KVLayout
 

@@ -41,18 +41,12 @@ class Norm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim) if cfg.zero_centered else torch.ones(dim))
         has_bias = self.norm_type is NormType.layer and cfg.bias
         self.bias = nn.Parameter(torch.zeros(dim)) if has_bias else None
-        # x -> x Q^T and back around gamma, for an input on a rotated residual stream (zoo/export/residual.py)
-        self.rotation_in: nn.Module | None = None
-        self.rotation_out: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gamma = 1.0 + self.weight if self.zero_centered else self.weight
         if self.norm_type is NormType.layer:
             return F.layer_norm(x, x.shape[-1:], gamma, self.bias, self.eps)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        if self.rotation_in is None:
-            return x * gamma
-        return self.rotation_out(self.rotation_in(x) * gamma)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * gamma
 
 
 def rope_inv_freq(arch: ArchConfig, theta: float, factors: list[float] | None = None) -> torch.Tensor:

@@ -101,7 +101,7 @@ def random_checkpoint(reference: ReferenceConfig, seed: int, cache: Path | None)
     """
     import hashlib
 
-    from zoo.cache import cache_root
+    from zoo.files import cache_root
 
     model_cls, _ = hf_config_class(reference)
     config = reference_config(reference)

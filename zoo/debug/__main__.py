@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 from zoo.config import compose_config
-from zoo.errors import guarded
-from zoo.quiet import exit_quietly
+from zoo.quiet import exit_quietly, guarded
 
 
 def main(argv: list[str]) -> int:

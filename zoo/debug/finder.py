@@ -123,7 +123,8 @@ class Finding:
 
 
 def find(path: Path, programs: Sequence, bounds: QuantCheck, threads: int) -> Finding:
-    """Every signature call of `programs` (zoo/debug/programs.py) through PyTorch and the flatbuffer at `path`."""
+    """Every signature call of `programs` (each kind's zoo/kinds/<kind>/programs.py) through PyTorch and the
+    flatbuffer at `path`."""
     graphs = op_outputs(path)
     nodes = []
     for program in programs:

@@ -9,7 +9,6 @@ from torch import nn
 from zoo.debug.blame import blame, blame_table
 from zoo.debug.explorer import write_overlays
 from zoo.debug.finder import find, table, write_json
-from zoo.export.residual import rotated
 from zoo.kinds.base import ModelKind
 from zoo.schema import ZooConfig
 
@@ -19,7 +18,7 @@ def run_finder(
 ) -> dict:
     """Every signature call of the kind's debug programs on the first golden input; blame for the top suspects
     when the recipe quantizes (`debug.blame`); Model Explorer overlays of both graphs in `run_dir/explorer/`."""
-    programs = kind.debug_programs(rotated(model, cfg.quant)[0], inputs, cfg)  # the exported form's own values
+    programs = kind.debug_programs(model, inputs, cfg)
     finding = find(path, programs, cfg.quant.check, cfg.threads)
     print(table(finding, cfg.debug.top), flush=True)
     rows = blame(cfg, model, programs, path, finding, kind) if cfg.debug.blame else []

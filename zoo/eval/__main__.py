@@ -18,11 +18,11 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo.checkpoint import resolve
 from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.config import validate
-from zoo.errors import ConfigError, EvalError, EvalFailed, guarded
+from zoo.errors import ConfigError, EvalError, EvalFailed
 from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
 from zoo.kinds import kind_of
-from zoo.quiet import exit_quietly
+from zoo.quiet import exit_quietly, guarded
 from zoo.schema import ZooConfig
 
 

@@ -10,7 +10,6 @@ read one weight at a time as the quantizer or the writer needs it: memory is the
 
 from __future__ import annotations
 
-import copy
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +18,6 @@ from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
-import torch
 from torch import nn
 from torch.export import ExportedProgram
 
@@ -27,7 +25,6 @@ from zoo.export.asymmetric import with_zero_points
 from zoo.export.bake import bake, write
 from zoo.export.private import SavedModelConverter, keep_mul_and_fc_apart, schema
 from zoo.export.quantize import quantize, zero_point_blocks
-from zoo.export.residual import rotated
 from zoo.export.signatures import (
     Logits,
     Step,
@@ -135,10 +132,6 @@ def export_tflite(
     `model`'s meta parameters by state name (zoo/export/weights.py), each read once (twice for zero points with
     `outliers`); None: the model's own tensors."""
     recipe = recipe or QuantConfig()
-    if recipe.rotate_residual and any(p.is_meta for p in model.parameters()):
-        model = _loaded(model, weights)  # the experimental offline rotation edits the float model: held whole
-        weights = None
-    model, recipe = rotated(model, recipe)
     source = ModuleWeights(model, weights)
     model, source = with_zero_points(model, zero_point_blocks(model, recipe, components), source)
     steps = [(signature, Step(model, signature.logits)) for signature in plan(prefill_lens, prefill_logits)]
@@ -153,14 +146,3 @@ def export_tflite(
     step = steps[-1][1]
     export_signatures(step, programs, Path(path), recipe, components, ModuleWeights(step, source, inner=model))
     return Path(path)
-
-
-def _loaded(model: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Module:
-    """A copy of `model` with its meta parameters made real from `weights` (the whole float model in memory)."""
-    clone = copy.deepcopy(model)
-    for name, p in list(clone.named_parameters()):
-        if p.is_meta:
-            parent, _, leaf = name.rpartition(".")
-            value = torch.from_numpy(np.array(weights[name], np.float32))
-            setattr(clone.get_submodule(parent), leaf, nn.Parameter(value, requires_grad=False))
-    return clone

@@ -34,7 +34,6 @@ from zoo.errors import ConfigError
 from zoo.export.bake import Pending, unpack
 from zoo.export.private import InMemoryQuantizer, flatbuffer_utils, schema, tfl_utils
 from zoo.export.recipe import component_of
-from zoo.export.residual import READERS
 from zoo.export.rotation import factor_rotations
 from zoo.schema import QuantConfig, QuantMode
 
@@ -47,8 +46,6 @@ _OpName = qtyping.TFLOperationName
 # The float matrix over block sums of an asymmetric int4 weight (zoo/export/asymmetric.py): small, kept float.
 ZERO_POINT = r"\.zero_point\b"
 SYMMETRIC = r"\.symmetric\b"  # its int4 matrix, on the blocks' grid
-# The final norm's rotations around its gamma on a rotated residual stream (zoo/export/residual.py): kept float.
-ROTATION = r"\.rotation_(?:in|out)\b"
 
 BLOCK_SIZE = {QuantMode.int4_block32: 32, QuantMode.int4_block64: 64, QuantMode.int4_block128: 128}
 _WEIGHT_OPS = {_Op.FULLY_CONNECTED: _OpName.FULLY_CONNECTED, _Op.BATCH_MATMUL: _OpName.BATCH_MATMUL}
@@ -270,8 +267,6 @@ def _rotated(recipe: QuantConfig, names: str, mode: QuantMode) -> bool:
     rotated both or neither: a pattern on the table's name (e.g. `embed_tokens`) matches both."""
     if mode in (QuantMode.fp16, QuantMode.int8_weight_only) or re.search(ZERO_POINT, names):
         return False
-    if recipe.rotate_residual and re.search(READERS, names):
-        return False  # reads the residual stream rotated offline (zoo/export/residual.py)
     if not any(re.search(pattern, names) for pattern in recipe.hadamard):
         return False
     if recipe.zero_point and mode in BLOCK_SIZE:
@@ -312,11 +307,9 @@ def _names(sg: qtyping.SubGraphT, op: qtyping.OperatorT) -> str:
 
 def _component_in(names: str, components: Mapping[str, str]) -> Optional[str]:
     """The component whose pattern is found first in `names` (an op's scope and input names, or a module path);
-    ZERO_POINT and ROTATION before all (their matrices have their own modes)."""
+    ZERO_POINT before all (its matrices have their own mode)."""
     if re.search(ZERO_POINT, names):
         return ZERO_POINT
-    if re.search(ROTATION, names):
-        return ROTATION
     return component_of(names, components)
 
 
@@ -325,8 +318,6 @@ def _component_mode(recipe: QuantConfig, component: Optional[str], names: str = 
     zero-point matrices' own, else the first matching `overrides` entry, the component's, the recipe's."""
     if component == ZERO_POINT:
         return recipe.zero_points
-    if component == ROTATION:
-        return QuantMode.none
     override = next((o.mode for o in recipe.overrides if re.search(o.pattern, names)), None)
     return override or (getattr(recipe.components, component) if component else None) or recipe.mode
 

@@ -49,11 +49,6 @@ def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.M
         raise ConfigError(
             f"{where}: quant.hadamard_max must be a power of two (or 0: no cap), got {recipe.hadamard_max}"
         )
-    if recipe.rotate_residual and recipe.zero_point:
-        raise ConfigError(
-            f"{where}: quant.rotate_residual moves int4 weights off their zero-point grid: "
-            "set quant.zero_point=false or quant.rotate_residual=false"
-        )
     names = weight_names(model)
     example = f"its weights are named like {', '.join(names[:4])}"
     for pattern in recipe.hadamard:

@@ -119,7 +119,7 @@ class Program:
     outputs: list[str]
 
 
-def _pairs(flat: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def kv_pairs(flat: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(flat[0::2], flat[1::2]))
 
 
@@ -135,60 +135,8 @@ class Encode(nn.Module):
         return (states, *(t for pair in self.model.cross_kv(states) for t in pair))
 
 
-class Seq2SeqDecode(nn.Module):
-    """One decoder token over the self-attention cache and the precomputed cross K/V -> logits, updated cache."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, input_pos, caches: list[torch.Tensor], cross: list[torch.Tensor], attention_mask):
-        logits, kv = self.model(tokens, input_pos, _pairs(caches), _pairs(cross), attention_mask)
-        return (logits, *(t for pair in kv for t in pair))
-
-
-class Embed(nn.Module):
-    """tokens, attention_mask [1, S] -> pooled (normalised, per the entry) sentence embedding [1, dim]."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, attention_mask) -> torch.Tensor:
-        return self.model(tokens, attention_mask)
-
-
-def _names(prefix: str, layers: int) -> list[str]:
+def layer_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("k", "v")]
-
-
-def seq2seq_programs(model: nn.Module, encoder_len: int, kv_cache_max: int) -> list[Program]:
-    """`encode` and `decode`. Decode takes the cross-attention K/V that encode computed once, so a step projects
-    only its own token: no per-step K/V projection of all encoder states."""
-    layers = model.arch.num_layers
-    tokens, mask = torch.zeros(1, encoder_len, dtype=torch.int64), torch.ones(1, encoder_len, dtype=torch.int64)
-    caches = [c for pair in model.empty_cache(kv_cache_max) for c in pair]
-    with torch.no_grad(), traceable(model):  # example values of the right shapes (a meta model's are garbage)
-        cross = list(Encode(model)(tokens, mask)[1:])
-    cache, cross_names = _names("kv_cache", layers), _names("cross", layers)
-    return [
-        Program(
-            "encode", Encode(model), (tokens, mask), ["tokens", "attention_mask"], ["encoder_states", *cross_names]
-        ),
-        Program(
-            "decode",
-            Seq2SeqDecode(model),
-            (torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), caches, cross, mask),
-            ["tokens", "input_pos", *cache, *cross_names, "attention_mask"],
-            ["logits", *cache],
-        ),
-    ]
-
-
-def encoder_programs(model: nn.Module, encoder_len: int) -> list[Program]:
-    """`embed`: one sentence padded to encoder_len, with its attention mask."""
-    tokens, mask = torch.zeros(1, encoder_len, dtype=torch.int64), torch.ones(1, encoder_len, dtype=torch.int64)
-    return [Program("embed", Embed(model), (tokens, mask), ["tokens", "attention_mask"], ["embedding"])]
 
 
 def export_program(program: Program) -> ExportedProgram:

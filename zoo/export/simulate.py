@@ -9,8 +9,7 @@ Rounded as the quantizer and the kernels round (zoo/export/quantize.py resolves 
 of the flatbuffer does): weights per output channel to int8, in blocks to int4 (with zero points and exact outlier
 columns where the recipe asks, zoo/export/asymmetric.py), or to fp16, in the Hadamard basis where the recipe
 rotates; the inputs of dynamic-range ops per row to int8 (asymmetric, as XNNPACK's qd8 kernels do). Not simulated:
-a tied table's second mode when its lookup and lm_head differ (the lookup's mode serves both), rotate_residual's
-offline rotation.
+a tied table's second mode when its lookup and lm_head differ (the lookup's mode serves both).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What a model kind is: the one object the stages ask about everything that differs between kinds of model
-(decoder, encoder-decoder, encoder ...), so that adding a kind is adding one module to zoo/kinds/.
+(decoder, encoder-decoder, encoder ...), so that adding a kind is adding one package (or module) to zoo/kinds/.
 
-The heavy code stays where its job is (architectures/ the modules, golden.py the reference comparisons,
-export/signatures.py the export programs, check.py the flatbuffer checks, eval/ the figures); a kind wires it.
+A kind's package holds its own gate, check, eval and programs (zoo/kinds/decoder/ ...); what they share without
+knowing any kind stays below them: architectures/ the modules, golden.py the reference model and GateResult,
+check.py the logit metrics and bounds, eval/ the text and its metrics, export/ the lowering and the converter.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ModelKind(ABC):
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
         """The module with freshly initialised parameters (the checkpoint fills them next), in eval mode."""
 
-    # --- the golden gate (zoo/golden.py) ---
+    # --- the golden gate (its gate.py, over zoo/golden.py) ---
     @abstractmethod
     def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
         """The fixed inputs of the gate and of golden/ files."""

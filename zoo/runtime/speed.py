@@ -134,7 +134,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     import sys
 
-    from zoo.errors import guarded
-    from zoo.quiet import exit_quietly
+    from zoo.quiet import exit_quietly, guarded
 
     exit_quietly(guarded("zoo.runtime.speed", lambda: main(sys.argv[1:]), sys.argv[1:]))

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.errors import InputError, guarded
+from zoo.errors import InputError
+from zoo.quiet import guarded
 from zoo.web.serve import check_bundle, server, url
 
 

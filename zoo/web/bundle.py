@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from zoo.bundle import prompt_affixes, save_tokenizer
+from zoo.checkpoint.tokenizer import prompt_affixes, save_tokenizer
 from zoo.errors import BundleError
 from zoo.files import temp_path
 from zoo.runtime.tokenizer import special_ids

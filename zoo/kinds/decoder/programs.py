@@ -1,6 +1,6 @@
-"""The signature calls the finder compares, per kind (wired in zoo/kinds/): each a `Program` whose `args` are the
-real inputs of one call, so the step module (whose module paths are the flatbuffer's name scopes) and the
-signature get exactly the same values."""
+"""The decoder's signature calls for the divergence finder (zoo/debug/): each a `Program` whose `args` are the
+real inputs of one call, so the step module (whose module paths are the flatbuffer's name scopes) and the signature
+get exactly the same values."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import torch
 from torch import nn
 
 from zoo.architectures.layers import attention_mask
-from zoo.check import padded, prefill_length
-from zoo.export.signatures import Program, Step, encoder_programs, io_names, seq2seq_programs
+from zoo.export.signatures import Program, Step, io_names
+from zoo.kinds.decoder.check import prefill_length
 from zoo.schema import ExportConfig
-
-
-def _long(a) -> torch.Tensor:
-    return torch.from_numpy(a).long()
 
 
 def _mask(positions: torch.Tensor, export: ExportConfig) -> torch.Tensor | None:
@@ -50,29 +46,3 @@ def decoder_debug_programs(model: nn.Module, prompt: list[int], export: ExportCo
             *io_names(layers, "all", export.mask_as_input),
         ),
     ]
-
-
-@torch.no_grad()
-def seq2seq_debug_programs(model: nn.Module, prompt: list[int], export: ExportConfig) -> list[Program]:
-    """`encode` of the check prompt (padded, masked), then the first `decode` step over the cross K/V that
-    PyTorch's encode computed."""
-    feed = padded(prompt, export.encoder_len)
-    tokens, mask = _long(feed["tokens"]), _long(feed["attention_mask"])
-    encode, decode = seq2seq_programs(model, export.encoder_len, export.kv_cache_max)
-    cross = list(encode.step(tokens, mask)[1:])
-    caches = [c for pair in model.empty_cache(export.kv_cache_max) for c in pair]
-    start = torch.tensor([[model.arch.decoder_start_token]])
-    return [
-        Program(encode.name, encode.step, (tokens, mask), encode.inputs, encode.outputs),
-        Program(
-            decode.name, decode.step, (start, torch.tensor([0]), caches, cross, mask), decode.inputs, decode.outputs
-        ),
-    ]
-
-
-def encoder_debug_programs(model: nn.Module, prompt: list[int], export: ExportConfig) -> list[Program]:
-    """`embed` of the first golden input (padded, masked)."""
-    feed = padded(prompt, export.encoder_len)
-    (embed,) = encoder_programs(model, export.encoder_len)
-    args = (_long(feed["tokens"]), _long(feed["attention_mask"]))
-    return [Program(embed.name, embed.step, args, embed.inputs, embed.outputs)]

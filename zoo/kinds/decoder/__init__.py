@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from zoo import golden
 from zoo.architectures.decoder import Decoder
 from zoo.checkpoint import Weights
 from zoo.errors import ConfigError, GateFailed
+from zoo.golden import GateResult, prompt_ids
 from zoo.kinds.base import ModelKind, check_kv_cache
+from zoo.kinds.decoder.gate import compare_to_golden, decoder_gate, reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
@@ -35,24 +36,22 @@ class DecoderKind(ModelKind):
         return Decoder(arch, export.kv_layout, export.kv_read_multiple).eval()
 
     def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
-        return golden.prompt_ids(
-            cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, cfg.model.tokenizer.chat_template
-        )
+        return prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, cfg.model.tokenizer.chat_template)
 
     def gate(
         self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
-    ) -> golden.GateResult:
+    ) -> GateResult:
         kv_max = cfg.export.kv_cache_max
         longest = max(len(p) for p in inputs) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
         if longest > kv_max:
             raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
-        return golden.gate(model, weights.get, hf, inputs, cfg.golden, kv_max)
+        return decoder_gate(model, weights.get, hf, inputs, cfg.golden, kv_max)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
-        return golden.reference_arrays(hf, inputs, cfg.golden.new_tokens)
+        return reference_arrays(hf, inputs, cfg.golden.new_tokens)
 
     def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
-        return golden.compare_to_golden(model, arrays, cfg.export.kv_cache_max)
+        return compare_to_golden(model, arrays, cfg.export.kv_cache_max)
 
     def export(
         self, model: nn.Module, path: Path, cfg: ZooConfig, weights: Mapping[str, np.ndarray] | None = None
@@ -75,8 +74,9 @@ class DecoderKind(ModelKind):
     def check(
         self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
-        from zoo.check import logit_metrics, run_check
+        from zoo.check import logit_metrics
         from zoo.export.simulate import roundings
+        from zoo.kinds.decoder.check import run_check
 
         rounds = roundings(model, cfg.quant, self.components)
         logits = run_check(path, model, weights.get, gate_section["check_prompt"], cfg.export, cfg.threads, rounds)
@@ -86,14 +86,14 @@ class DecoderKind(ModelKind):
         return metrics, len(logits["torch"])
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
-        from zoo.debug.programs import decoder_debug_programs
+        from zoo.kinds.decoder.programs import decoder_debug_programs
 
         return decoder_debug_programs(model, inputs[0], cfg.export)
 
     def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
-        from zoo.eval.decoder import decoder_scores
         from zoo.eval.metrics import summarize
         from zoo.eval.text import tokens_of
+        from zoo.kinds.decoder.eval import decoder_scores
 
         tokens = tokens_of(text, tokenizer)
         scores, windows = decoder_scores(cfg, path, hf, tokens)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from torch import nn
 
-from zoo import golden
 from zoo.architectures.encoder_decoder import EncoderDecoder
 from zoo.checkpoint import Weights
+from zoo.golden import GateResult, prompt_ids
 from zoo.kinds.base import ModelKind, check_fixed_length, check_kv_cache
+from zoo.kinds.encoder_decoder.gate import seq2seq_compare, seq2seq_gate, seq2seq_reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
@@ -26,41 +27,41 @@ class EncoderDecoderKind(ModelKind):
         return EncoderDecoder(arch, export.kv_read_multiple).eval()
 
     def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
-        return golden.prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, False)
+        return prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, False)
 
     def gate(
         self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
-    ) -> golden.GateResult:
-        return golden.seq2seq_gate(model, hf, inputs, cfg)
+    ) -> GateResult:
+        return seq2seq_gate(model, hf, inputs, cfg)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
-        return golden.seq2seq_reference_arrays(hf, inputs, cfg)
+        return seq2seq_reference_arrays(hf, inputs, cfg)
 
     def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
-        return golden.seq2seq_compare(model, arrays, cfg)
+        return seq2seq_compare(model, arrays, cfg)
 
     def programs(self, model: nn.Module, cfg: ZooConfig) -> list:
-        from zoo.export.signatures import seq2seq_programs
+        from zoo.kinds.encoder_decoder.programs import seq2seq_programs
 
         return seq2seq_programs(model, cfg.export.encoder_len, cfg.export.kv_cache_max)
 
     def check(
         self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
-        from zoo.check import run_seq2seq_check
         from zoo.export.simulate import roundings
+        from zoo.kinds.encoder_decoder.check import run_seq2seq_check
 
         return run_seq2seq_check(path, model, gate_section, cfg, roundings(model, cfg.quant, self.components))
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
-        from zoo.debug.programs import seq2seq_debug_programs
+        from zoo.kinds.encoder_decoder.programs import seq2seq_debug_programs
 
         return seq2seq_debug_programs(model, inputs[0], cfg.export)
 
     def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
-        from zoo.eval.encoders import seq2seq_scores
         from zoo.eval.metrics import summarize
         from zoo.eval.text import tokens_of
+        from zoo.kinds.encoder_decoder.eval import seq2seq_scores
 
         tokens = tokens_of(text, tokenizer)
         scores, windows = seq2seq_scores(cfg, path, hf, tokens)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from torch import nn
 
-from zoo import golden
 from zoo.architectures.encoder import Encoder
 from zoo.checkpoint import Weights
+from zoo.golden import GateResult
 from zoo.kinds.base import ModelKind, check_fixed_length
+from zoo.kinds.encoder.gate import encoder_compare, encoder_gate, encoder_inputs, encoder_reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
@@ -25,38 +26,38 @@ class EncoderKind(ModelKind):
         return Encoder(arch).eval()
 
     def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
-        return golden.encoder_inputs(cfg, tokenizer)
+        return encoder_inputs(cfg, tokenizer)
 
     def gate(
         self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
-    ) -> golden.GateResult:
-        return golden.encoder_gate(model, hf, inputs, cfg)
+    ) -> GateResult:
+        return encoder_gate(model, hf, inputs, cfg)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
-        return golden.encoder_reference_arrays(hf, inputs, cfg)
+        return encoder_reference_arrays(hf, inputs, cfg)
 
     def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
-        return golden.encoder_compare(model, arrays, cfg)
+        return encoder_compare(model, arrays, cfg)
 
     def programs(self, model: nn.Module, cfg: ZooConfig) -> list:
-        from zoo.export.signatures import encoder_programs
+        from zoo.kinds.encoder.programs import encoder_programs
 
         return encoder_programs(model, cfg.export.encoder_len)
 
     def check(
         self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
-        from zoo.check import run_encoder_check
+        from zoo.kinds.encoder.check import run_encoder_check
 
         return run_encoder_check(path, model, gate_section, cfg)
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
-        from zoo.debug.programs import encoder_debug_programs
+        from zoo.kinds.encoder.programs import encoder_debug_programs
 
         return encoder_debug_programs(model, inputs[0], cfg.export)
 
     def eval_figures(self, cfg: ZooConfig, path: Path, hf: nn.Module, text: str, tokenizer) -> dict:
-        from zoo.eval.encoders import encoder_figures
+        from zoo.kinds.encoder.eval import encoder_figures
 
         ctx = min(cfg.eval.ctx, cfg.export.encoder_len, cfg.export.kv_cache_max)
         return {"text_tokens": 0, "ctx": ctx, **encoder_figures(cfg, path, hf, text, tokenizer)}
