@@ -4,7 +4,7 @@
 
 Loads the default entry (SmolLM2-135M, real weights) once, starts a process that keeps the machine busy with
 float32 matrix products (the load under which the float32 gate flaked), then runs the run's own gate
-(`pipeline.gate_section`) `--runs` times and records each max |logit diff|. Then it finds the smallest fault the gate
+(`pipeline.gate_result`) `--runs` times and records each max |logit diff|. Then it finds the smallest fault the gate
 still catches: one weight of layer 15's down_proj perturbed by 10^-k for growing k until the gate passes.
 Prints and writes a JSON summary.
 """
@@ -52,10 +52,11 @@ def main() -> None:
     try:
         for i in range(args.runs):
             start = time.perf_counter()
-            section = pipeline.gate_section(cfg, loaded)
+            result = pipeline.gate_result(cfg, loaded)
+            section = result.to_report()
             seconds.append(time.perf_counter() - start)
             diffs.append(section["max_abs_diff"])
-            failures += not (section["passed"] and section.get("answer_ok", True))
+            failures += not result.passed
             print(
                 f"run {i + 1}: max |diff| {section['max_abs_diff']:.3e} "
                 f"decode {section['decode_vs_full_max_abs_diff']:.3e}"
@@ -68,7 +69,7 @@ def main() -> None:
         caught = {}
         for k in range(2, 9):
             weight.data[0, 0] = original + 10.0**-k
-            section = pipeline.gate_section(cfg, loaded)
+            section = pipeline.gate_result(cfg, loaded).to_report()
             caught[f"1e-{k}"] = {"max_abs_diff": section["max_abs_diff"], "caught": not section["passed"]}
             print(
                 f"fault 1e-{k} on down_proj[15][0,0]: max |diff| {section['max_abs_diff']:.3e} "

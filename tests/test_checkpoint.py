@@ -132,7 +132,7 @@ def test_hf_folder_safetensors_passes_gate(small, tmp_path, kwargs):
     assert (tmp_path / ("model.safetensors.index.json" if kwargs else "model.safetensors")).exists()
     cfg.model.checkpoint = str(tmp_path)
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
-    assert pipeline.verify(cfg, loaded).section["passed"]
+    assert pipeline.verify(cfg, loaded).result.passed
 
 
 def test_pytorch_bin_loads_weights_only(small, tmp_path):

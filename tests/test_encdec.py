@@ -145,7 +145,7 @@ def test_untied_head_checkpoint_passes_gate(tmp_path):
     cfg.model.checkpoint = str(tmp_path)
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     assert torch.equal(loaded.model.lm_head.weight, tensors["lm_head.weight"])
-    assert pipeline.verify(cfg, loaded).section["passed"]
+    assert pipeline.verify(cfg, loaded).result.passed
 
 
 def test_kind_config_errors():

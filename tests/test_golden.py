@@ -87,7 +87,7 @@ def test_ours_matches_golden(case):
 def test_live_gate(case):
     """The run's own gate: ours vs transformers live, greedy tokens, cached decode vs full forward."""
     cfg, checkpoint, _prompts = setup(case)
-    section = pipeline.verify(cfg, pipeline.load_model(cfg, checkpoint)).section
+    section = pipeline.verify(cfg, pipeline.load_model(cfg, checkpoint)).result.to_report()
     assert section["passed"] and section["max_abs_diff"] <= cfg.golden.atol, section
     if cfg.model.expect_answer and case[1] == "full":
         assert section["answer_ok"], section["answer"]
@@ -103,8 +103,8 @@ def test_streamed_gate_equals_resident(entry):
     checkpoint = pipeline.resolve_checkpoint(cfg).checkpoint
     loaded = pipeline.load_model(cfg, checkpoint)
     assert all(p.is_meta for p in loaded.model.parameters())
-    streamed = pipeline.verify(cfg, loaded).section
-    resident = pipeline.verify(cfg, pipeline.load_model(replace(cfg, resident_gib=2.0), checkpoint)).section
+    streamed = pipeline.verify(cfg, loaded).result.to_report()
+    resident = pipeline.verify(cfg, pipeline.load_model(replace(cfg, resident_gib=2.0), checkpoint)).result.to_report()
     assert streamed["passed"], streamed
     assert len(streamed["layers_max_rel_diff"]) == cfg.model.arch.num_layers + 1
     assert max(streamed["layers_max_rel_diff"]) <= cfg.golden.atol
@@ -122,7 +122,7 @@ def test_streamed_gate_with_tables_kept_bf16(entry, monkeypatch):
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     table = cfg.model.arch.vocab_size * cfg.model.arch.dim
     monkeypatch.setattr(exact, "WIDEN_BLOCK", table // 4)  # larger than any layer's matrix, smaller than the table
-    section = pipeline.verify(cfg, loaded).section
+    section = pipeline.verify(cfg, loaded).result.to_report()
     assert section["passed"] and max(section["layers_max_rel_diff"]) <= cfg.golden.atol, section
 
 
@@ -141,7 +141,7 @@ def test_streamed_gate_names_the_first_layer_that_differs():
 
     weights = Wrong(loaded.weights.rules, loaded.weights.tensors, loaded.weights.shapes)
     gate = pipeline.verify(cfg, replace(loaded, weights=weights))
-    assert gate.failure.startswith("golden FAIL") and gate.section["first_layer_off"] == 1, gate.section
+    assert gate.failure.startswith("golden FAIL") and gate.result.figures.first_layer_off == 1, gate.result
     assert "after layer 0" in gate.failure
 
 
@@ -153,7 +153,7 @@ def test_gate_catches_a_wrong_weight():
     weight.data = weight.data.clone()
     weight.data[0, 0] += 0.05
     gate = pipeline.verify(cfg, loaded)
-    assert gate.failure.startswith("golden FAIL") and gate.section["max_abs_diff"] > cfg.golden.atol
+    assert gate.failure.startswith("golden FAIL") and gate.result.figures.max_abs_diff > cfg.golden.atol
 
 
 def test_gate_catches_a_wrong_rope_theta():

@@ -3,6 +3,8 @@ zoo, and runs through the pipeline's own stages: build, golden gate, export, che
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from zoo.exact import float64
 from zoo.export.signatures import Program
 from zoo.kinds import KINDS, register
 from zoo.kinds.base import ModelKind, check_fixed_length
+from zoo.results import Gate
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 from conftest import compose_cfg
@@ -45,6 +48,15 @@ class States(nn.Module):
         return self.model.hidden(tokens, attention_mask)
 
 
+@dataclass(frozen=True)
+class StatesGate(golden.GateResult):
+    """The toy kind's verdict and its own line."""
+
+    def line(self) -> str:
+        f = self.figures
+        return f"golden {'PASS' if self.passed else 'FAIL'}: max |hidden state diff| {f.max_abs_diff:.2e}"
+
+
 class TokenStates(ModelKind):
     """Per-token features of a BERT encoder (what a token classifier's head reads), built from the encoder
     module: another kind on an existing architecture, with its own reference, signature and check."""
@@ -62,13 +74,12 @@ class TokenStates(ModelKind):
         gen = torch.Generator().manual_seed(cfg.seed)
         return [torch.randint(cfg.model.arch.vocab_size, (n,), generator=gen).tolist() for n in (5, 9)]
 
-    def gate(self, model, weights, hf, inputs, cfg) -> golden.GateResult:
-        result = golden.GateResult(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
-        result.max_abs_diff = max(
+    def gate(self, model, weights, hf, inputs, cfg, tokenizer) -> StatesGate:
+        figures = golden.GateFigures(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
+        figures.max_abs_diff = max(
             float((our_states(model, ids) - reference_states(hf, ids)).abs().max()) for ids in inputs
         )
-        result.summary = f"max |hidden state diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e})"
-        return result
+        return StatesGate(figures, tuple(inputs))
 
     def reference_arrays(self, hf, inputs, cfg) -> dict[str, np.ndarray]:
         return {f"p{p}_states_value": reference_states(hf, ids).numpy() for p, ids in enumerate(inputs)}
@@ -85,12 +96,12 @@ class TokenStates(ModelKind):
         example = (torch.zeros(1, n, dtype=torch.int64), torch.ones(1, n, dtype=torch.int64))
         return [Program("states", States(model), example, ["tokens", "attention_mask"], ["states"])]
 
-    def check(self, path, model, weights, gate_section, cfg) -> tuple[dict[str, float], int]:
+    def check(self, path, model, weights, gate, cfg) -> tuple[dict[str, float], int]:
         from ai_edge_litert.interpreter import Interpreter
 
         run = Interpreter(model_path=str(path), num_threads=cfg.threads).get_signature_runner("states")
         diffs = []
-        for ids in gate_section["prompts"]:
+        for ids in gate.inputs:
             feed = padded(ids, cfg.export.encoder_len)
             lite = run(**feed)["states"][0, : len(ids)]
             ours = model.hidden(*(torch.from_numpy(v).long() for v in feed.values()))[0, : len(ids)]
@@ -118,7 +129,8 @@ def test_a_registered_kind_runs_through_the_pipeline(token_states, tmp_path):
     pipeline.preflight(cfg)
     report = pipeline.run(cfg, tmp_path)
     assert report["status"] == "ok"
-    assert report["golden"]["passed"] and report["golden"]["summary"].startswith("max |hidden state diff|")
+    assert report["golden"]["passed"] and report["golden"]["prompts"] == token_states.golden_inputs(cfg, None)
+    assert report.results[Gate].result.line().startswith("golden PASS: max |hidden state diff|")
     assert report["export"]["signatures"] == ["states"]
     assert report["check"]["passed"] and report["check"]["positions"] == 2
     assert report["check"]["max_abs_diff"] <= 1e-4, report["check"]

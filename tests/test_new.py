@@ -37,7 +37,7 @@ def drafts_and_passes(config, tmp_path, conf) -> None:
     assert full.model.reference.hf_class == hf_type(config.model_type, conf).hf_class
     cfg = compose_cfg(["model=drafted", "variant=small"], search_path=conf)
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
-    result = pipeline.verify(cfg, loaded).section
+    result = pipeline.verify(cfg, loaded).result.to_report()
     assert result["passed"] and result["max_abs_diff"] <= cfg.golden.atol
 
 

@@ -33,9 +33,10 @@ from zoo.errors import ConfigError, ResourceError, as_user_error
 from zoo.eval import eval_line
 from zoo.files import remove_stale, write_atomic
 from zoo.jobcache import JobCache
-from zoo.pipeline import check_line, gate_line, preflight, run
+from zoo.pipeline import check_line, preflight, run
 from zoo.quiet import exit_quietly, guarded, quiet_python_logs
 from zoo.report import Report, unfinished
+from zoo.results import Gate
 
 CACHE = JobCache()  # shared by the jobs this process runs (the basic launcher runs a whole sweep here)
 log = logging.getLogger("zoo")
@@ -72,7 +73,7 @@ def main(cfg: DictConfig) -> str:
             raise
         return job_failed(run_dir, err)
     print(f"{report['model']}: {report['num_params'] / 1e6:.1f}M parameters from {report['checkpoint']}")
-    print(gate_line(report["golden"]))
+    print(report.results[Gate].result.line())
     if "export" in report.data:
         exp, chk = report["export"], report["check"]
         print(

@@ -82,7 +82,9 @@ def prompt_ids(golden: GoldenConfig, tokenizer, vocab_size: int, seed: int, chat
 
 
 @dataclass
-class GateResult:
+class GateFigures:
+    """What a gate measures, filled in as it goes (each kind's gate.py), then frozen into the kind's GateResult."""
+
     max_abs_diff: float = 0.0
     worst: dict = field(default_factory=dict)
     greedy_equal: int = 0
@@ -93,8 +95,6 @@ class GateResult:
     # hidden state after each layer (index 0: the embeddings, i: after layer i-1, last: the final norm), ours vs
     # transformers, as max |diff| / max(1, max |reference|); empty for kinds that do not compare layers
     layers: list[float] = field(default_factory=list)
-    summary: str = ""  # the gate line of kinds whose checks are not the decoder's (empty: the decoder's line)
-    extra: dict = field(default_factory=dict)  # kind-specific report entries
 
     @property
     def greedy_match(self) -> bool:
@@ -122,15 +122,40 @@ class GateResult:
             "decode_vs_full_max_abs_diff": self.decode_vs_full_max_abs_diff,
             "decode_atol": self.decode_atol,
             **({"layers_max_rel_diff": self.layers, "first_layer_off": self.first_layer_off} if self.layers else {}),
-            **({"summary": self.summary} if self.summary else {}),
-            **self.extra,
         }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A kind's gate verdict as the later stages take it: its figures and the golden inputs in the kind's own type
+    (the check and the divergence finder run them again). Each kind subclasses it with what its check reads and
+    says its own line (zoo/kinds/<kind>/gate.py); report.json's `golden` section is `to_report()`."""
+
+    figures: GateFigures
+    inputs: tuple
+
+    @property
+    def passed(self) -> bool:
+        return self.figures.passed
+
+    def line(self) -> str:
+        """One line: PASS or FAIL and the figures that decide it."""
+        f = self.figures
+        return f"golden {'PASS' if self.passed else 'FAIL'}: max |diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e})"
+
+    def inputs_report(self) -> list:
+        """The inputs as report.json holds them (token lists as they are)."""
+        return [list(i) for i in self.inputs]
+
+    def to_report(self) -> dict:
+        prompts = self.inputs_report()
+        return {**self.figures.report(), "check_prompt": prompts[0], "prompts": prompts, "dtype": "float64"}
 
 
 # --- encoder_decoder (T5): encoder states, teacher-forced decoder logits, greedy seq2seq tokens ----------------------
 
 
-def worst_at(result: GateResult, diff: torch.Tensor, ours: torch.Tensor, ref: torch.Tensor, **where) -> None:
+def worst_at(result: GateFigures, diff: torch.Tensor, ours: torch.Tensor, ref: torch.Tensor, **where) -> None:
     """Record diff's maximum in result when it is the worst so far (row, column of a 2-D diff)."""
     if float(diff.max()) >= result.max_abs_diff:
         row, col = divmod(int(diff.argmax()), diff.shape[-1])

@@ -69,11 +69,11 @@ def gate_key(cfg: ZooConfig) -> str:
 
 
 class JobCache:
-    """The last checkpoint and the gate sections by key (copied on the way in and out)."""
+    """The last checkpoint and the gate results by key (copied on the way in and out)."""
 
     def __init__(self) -> None:
         self._checkpoint: tuple[str, Any] | None = None
-        self._gates: dict[str, dict] = {}
+        self._gates: dict[str, Any] = {}
         self.hits: dict[str, int] = {"checkpoint": 0, "gate": 0}
 
     def checkpoint(self, cfg: ZooConfig, make: Callable[[], Any]) -> Any:
@@ -86,8 +86,9 @@ class JobCache:
         self._checkpoint = (key, value)
         return value
 
-    def gate(self, cfg: ZooConfig, make: Callable[[], dict]) -> dict:
-        """The golden gate's report section for this config; `make` runs the gate (and may raise GateFailed)."""
+    def gate(self, cfg: ZooConfig, make: Callable[[], Any]) -> Any:
+        """The golden gate's result (the kind's GateResult) for this config; `make` runs the gate (and may raise
+        GateFailed)."""
         key = gate_key(cfg)
         if key in self._gates:
             self.hits["gate"] += 1

@@ -24,9 +24,9 @@ from zoo.eval import run_eval
 from zoo.eval.auto import choose
 from zoo.exact import float64
 from zoo.files import digest
+from zoo.golden import GateResult
 from zoo.jobcache import JobCache
 from zoo.kinds import ModelKind, kind_of
-from zoo.kinds.decoder.gate import our_greedy
 from zoo.progress import stage_bar
 from zoo.quiet import native_logs_captured
 from zoo.report import Report, unfinished
@@ -34,7 +34,6 @@ from zoo.resources import timed
 from zoo.results import Benched, Checked, Debugged, Exported, Gate, Loaded, Resolved
 from zoo.schema import Variant, ZooConfig
 from zoo.stream import is_streamed, streamed
-from zoo.stream import reading as stream_reading
 
 # Peak memory of a run. A model held in memory: the libraries (torch, TensorFlow, LiteRT) plus a multiple of its
 # float32 weights (measured: SmolLM2 1.9-2.2 GiB for 0.54 GB of weights, TinyLlama 6.7 GiB for 4.4 GB; this
@@ -125,14 +124,13 @@ def verify(cfg: ZooConfig, loaded: Loaded, cache: JobCache | None = None) -> Gat
     """The golden gate against the entry's transformers class (its verdict reused from `cache` when the same
     weights were gated with the same inputs); a miss is the result's `failure`."""
     with timed("golden") as clock:
-        section = cache.gate(cfg, lambda: gate_section(cfg, loaded)) if cache else gate_section(cfg, loaded)
-    passed = section["passed"] and section.get("answer_ok", True)
-    return Gate(section, None if passed else gate_line(section), clock.timing)
+        result = cache.gate(cfg, lambda: gate_result(cfg, loaded)) if cache else gate_result(cfg, loaded)
+    return Gate(result, None if result.passed else result.line(), clock.timing)
 
 
-def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
-    """The gate's report section, by the entry's kind (zoo/kinds/): logit diffs, greedy agreement, cached decode,
-    and for an entry with `expect_answer` its answer."""
+def gate_result(cfg: ZooConfig, loaded: Loaded) -> GateResult:
+    """The kind's gate (zoo/kinds/<kind>/gate.py) on its golden inputs, in float64, the transformers reference
+    streamed a layer at a time when ours is."""
     kind = loaded.kind
     resident = not is_streamed(loaded.model)
     hf = golden.reference_model(cfg.model.reference, loaded.checkpoint, resident)
@@ -141,54 +139,9 @@ def gate_section(cfg: ZooConfig, loaded: Loaded) -> dict:
         if resident
         else streamed(hf, golden.reference_source(hf, loaded.checkpoint, cfg.model.reference.hf_class))
     )
-    prompts = kind.golden_inputs(cfg, loaded.tokenizer)
+    inputs = kind.golden_inputs(cfg, loaded.tokenizer)
     with float64(loaded.model, hf), reading:  # zoo/exact.py: no float32 rounding for a kernel's choice to flip
-        result = kind.gate(loaded.model, loaded.weights, hf, prompts, cfg)
-        del hf
-        section = {**result.report(), "check_prompt": prompts[0], "prompts": prompts, "dtype": "float64"}
-        expect = cfg.model.expect_answer
-        if expect and loaded.tokenizer is not None:
-            answer = answer_text(loaded, prompts[0], cfg.golden.answer_tokens, cfg.export.kv_cache_max)
-            section["answer"], section["expect"], section["answer_ok"] = answer, expect, expect in answer
-    return section
-
-
-def answer_text(loaded: Loaded, ids: list[int], tokens: int, kv_max: int) -> str:
-    """Our model's greedy answer, cut at the end-of-sequence token (a streamed model reads each layer per step; its
-    embedding table, which a tied head also reads outside the table's own forward, for the whole answer)."""
-    model, source = loaded.model, loaded.weights.get
-    with stream_reading(model.model.embed_tokens, source, "model.embed_tokens"), streamed(model, source):
-        out = our_greedy(model, ids, tokens, kv_max)
-    eos = loaded.tokenizer.eos_token_id
-    return loaded.tokenizer.decode(out[: out.index(eos)] if eos in out else out, skip_special_tokens=True)
-
-
-def gate_line(section: dict) -> str:
-    verdict = "PASS" if section["passed"] and section.get("answer_ok", True) else "FAIL"
-    if "summary" in section:  # kinds other than the decoder say what they compared
-        return f"golden {verdict}: {section['summary']}"
-    worst = section["worst"]
-    line = (
-        f"golden {verdict}: max |logit diff| {section['max_abs_diff']:.2e} (atol {section['atol']:.0e}; worst at "
-        f"prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), greedy "
-        f"{section['greedy_tokens_equal']}, cached decode vs full forward {section['decode_vs_full_max_abs_diff']:.2e} "
-        f"(atol {section['decode_atol']:.0e})"
-    )
-    off = section.get("first_layer_off")
-    if off is not None:
-        where = (
-            "the embeddings"
-            if off == 0
-            else "the final norm"
-            if off == len(section["layers_max_rel_diff"]) - 1
-            else f"layer {off - 1}"
-        )
-        rel = section["layers_max_rel_diff"][off]
-        line += f"; first hidden state that differs: after {where} (relative diff {rel:.2e})"
-    if "answer" in section:
-        verdict = "contains" if section["answer_ok"] else "MISSING"
-        line += f"\nanswer: {section['answer']!r} ({verdict} {section['expect']!r})"
-    return line
+        return kind.gate(loaded.model, loaded.weights, hf, inputs, cfg, loaded.tokenizer)
 
 
 def check_line(section: dict) -> str:
@@ -234,13 +187,13 @@ def cached_export(cfg: ZooConfig, loaded: Loaded) -> Path:
     return path
 
 
-def check(cfg: ZooConfig, loaded: Loaded, gate_section: dict, path: Path) -> Checked:
-    """The flatbuffer against the PyTorch model on the same inputs (what its kind compares, from the gate's
-    section: the check prompt, reference values); past the recipe's bounds is the result's `failure`."""
+def check(cfg: ZooConfig, loaded: Loaded, gate: GateResult, path: Path) -> Checked:
+    """The flatbuffer against the PyTorch model on the same inputs (what its kind compares, from its gate's
+    result: the inputs, reference values); past the recipe's bounds is the result's `failure`."""
     from zoo.check import check_failures, kl_bound
 
     with timed("check") as clock, float64(loaded.model):
-        metrics, positions = loaded.kind.check(path, loaded.model, loaded.weights, gate_section, cfg)
+        metrics, positions = loaded.kind.check(path, loaded.model, loaded.weights, gate, cfg)
     failures = check_failures(metrics, cfg.quant.check)
     bounds = {k: v for k, v in vars(cfg.quant.check).items() if v is not None}
     if "kl" in metrics:
@@ -249,13 +202,13 @@ def check(cfg: ZooConfig, loaded: Loaded, gate_section: dict, path: Path) -> Che
     return Checked(metrics, positions, bounds, failures, failure if failures else None, clock.timing)
 
 
-def debug(cfg: ZooConfig, loaded: Loaded, gate_section: dict, path: Path, run_dir: Path) -> Debugged:
+def debug(cfg: ZooConfig, loaded: Loaded, gate: GateResult, path: Path, run_dir: Path) -> Debugged:
     """The divergence finder (zoo/debug/) on the flatbuffer at `path`: its table printed, debug.json written in
     `run_dir`, and report.json's `debug` section (first node past the bounds, the node adding most error)."""
     from zoo.debug.run import run_finder
 
     with timed("debug") as clock:
-        section = run_finder(cfg, loaded.kind, whole(loaded), gate_section["prompts"], path, run_dir)
+        section = run_finder(cfg, loaded.kind, whole(loaded), list(gate.inputs), path, run_dir)
     return Debugged(section, clock.timing)
 
 
@@ -314,9 +267,9 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None, debug_anyw
             if cfg.export.enabled:
                 with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
                     exported = report.add(export(cfg, loaded, artifact_path(cfg, run_dir)))
-                    checked = report.add(check(cfg, loaded, gate.section, exported.path))
+                    checked = report.add(check(cfg, loaded, gate.result, exported.path))
                     if debug_anyway or (checked.failure and cfg.debug.on_fail):
-                        report.add(debug(cfg, loaded, gate.section, exported.path, run_dir))
+                        report.add(debug(cfg, loaded, gate.result, exported.path, run_dir))
                     if debug_anyway:
                         return report
                     if checked.failure:

@@ -71,6 +71,7 @@ class Report:
             "machine": machine(),
             "timings": {},
         }
+        self.results: dict[type, Result] = {}  # the last result of each stage type, as the stage returned it
         if cfg is not None:
             self.data["variant"] = cfg.variant.value
             self.data["config"] = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
@@ -82,6 +83,7 @@ class Report:
         """A stage's timings and sections, recorded; `result` passed through."""
         self.data["timings"] |= {name: asdict(timing) for name, timing in result.timings().items()}
         self.data |= result.sections()
+        self.results[type(result)] = result
         return result
 
     def finish(self, error: BaseException | None, reused: list[str] | None = None) -> Path:

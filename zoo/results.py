@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from zoo.checkpoint import Checkpoint, Weights
+    from zoo.golden import GateResult
     from zoo.kinds.base import ModelKind
     from zoo.schema import ZooConfig
 
@@ -68,9 +69,9 @@ class Loaded:
 
 @dataclass(frozen=True)
 class Gate:
-    """The golden gate: the kind's figures (`section`, as report.json's `golden`), `failure` on a miss."""
+    """The golden gate: the kind's GateResult (its `to_report()` is report.json's `golden`), `failure` on a miss."""
 
-    section: dict
+    result: GateResult
     failure: str | None
     timing: Timing
 
@@ -78,7 +79,7 @@ class Gate:
         return {"golden": self.timing}
 
     def sections(self) -> dict[str, Any]:
-        return {"golden": self.section}
+        return {"golden": self.result.to_report()}
 
 
 @dataclass(frozen=True)

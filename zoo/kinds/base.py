@@ -48,18 +48,19 @@ class ModelKind(ABC):
 
     # --- the golden gate (its gate.py, over zoo/golden.py) ---
     @abstractmethod
-    def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list[list[int]]:
-        """The fixed inputs of the gate and of golden/ files."""
+    def golden_inputs(self, cfg: ZooConfig, tokenizer) -> list:
+        """The fixed inputs of the gate and of golden/ files, in the kind's own type (token ids for the text kinds;
+        anything its gate, check and programs take)."""
 
     @abstractmethod
     def gate(
-        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list, cfg: ZooConfig, tokenizer
     ) -> GateResult:
         """Ours against the transformers reference on the golden inputs (`weights`: ours by name, for a streamed
-        model)."""
+        model), as the kind's own GateResult: what its check reads and the line it says."""
 
     @abstractmethod
-    def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict[str, np.ndarray]:
+    def reference_arrays(self, hf: nn.Module, inputs: list, cfg: ZooConfig) -> dict[str, np.ndarray]:
         """What golden/ stores, from transformers only."""
 
     @abstractmethod
@@ -83,12 +84,12 @@ class ModelKind(ABC):
 
     @abstractmethod
     def check(
-        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+        self, path: Path, model: nn.Module, weights: Weights, gate: GateResult, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
-        """The flatbuffer against our model on the same inputs (`gate_section`: the gate's report section): metrics
-        named as zoo/check.py's check_failures bounds them, and how many steps or inputs were compared."""
+        """The flatbuffer against our model on the gate's inputs (`gate`: this kind's GateResult): metrics named as
+        zoo/check.py's check_failures bounds them, and how many steps or inputs were compared."""
 
-    def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list[Program]:
+    def debug_programs(self, model: nn.Module, inputs: list, cfg: ZooConfig) -> list[Program]:
         """The signature calls the divergence finder (zoo/debug/) compares, each a Program whose `args` are the real
         inputs of one call on the first of `inputs` (the golden inputs)."""
         raise NotImplementedError(f"kind {self.name}: give the signature calls the finder compares (debug_programs)")

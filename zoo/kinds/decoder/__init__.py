@@ -12,9 +12,9 @@ from torch import nn
 from zoo.architectures.decoder import Decoder
 from zoo.checkpoint import Weights
 from zoo.errors import ConfigError, GateFailed
-from zoo.golden import GateResult, prompt_ids
+from zoo.golden import prompt_ids
 from zoo.kinds.base import ModelKind, check_kv_cache
-from zoo.kinds.decoder.gate import compare_to_golden, decoder_gate, reference_arrays
+from zoo.kinds.decoder.gate import DecoderGate, compare_to_golden, decoder_gate, greedy_answer, reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
@@ -39,13 +39,18 @@ class DecoderKind(ModelKind):
         return prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, cfg.model.tokenizer.chat_template)
 
     def gate(
-        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
-    ) -> GateResult:
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig, tokenizer
+    ) -> DecoderGate:
         kv_max = cfg.export.kv_cache_max
         longest = max(len(p) for p in inputs) + max(cfg.golden.new_tokens, cfg.golden.answer_tokens)
         if longest > kv_max:
             raise GateFailed(f"golden prompts need {longest} cache slots but export.kv_cache_max={kv_max}")
-        return decoder_gate(model, weights.get, hf, inputs, cfg.golden, kv_max)
+        result = decoder_gate(model, weights.get, hf, inputs, cfg.golden, kv_max)
+        expect = cfg.model.expect_answer
+        if not expect or tokenizer is None:
+            return result
+        answer = greedy_answer(model, weights.get, tokenizer, inputs[0], cfg.golden.answer_tokens, kv_max)
+        return result.answered(answer, expect)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
         return reference_arrays(hf, inputs, cfg.golden.new_tokens)
@@ -72,14 +77,14 @@ class DecoderKind(ModelKind):
         return [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
 
     def check(
-        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+        self, path: Path, model: nn.Module, weights: Weights, gate: DecoderGate, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
         from zoo.check import logit_metrics
         from zoo.export.simulate import roundings
         from zoo.kinds.decoder.check import run_check
 
         rounds = roundings(model, cfg.quant, self.components)
-        logits = run_check(path, model, weights.get, gate_section["check_prompt"], cfg.export, cfg.threads, rounds)
+        logits = run_check(path, model, weights.get, list(gate.inputs[0]), cfg.export, cfg.threads, rounds)
         metrics = logit_metrics(logits["torch"], logits["tflite"])
         if "simulated" in logits:
             metrics["simulated_kl"] = logit_metrics(logits["torch"], logits["simulated"])["kl"]

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from zoo.errors import GateFailed
-from zoo.golden import TOP_K, GateResult, golden_positions
+from zoo.golden import TOP_K, GateFigures, GateResult, golden_positions
 from zoo.schema import GoldenConfig
-from zoo.stream import Source, is_streamed, reading
+from zoo.stream import Source, is_streamed, reading, streamed
 
 
 @torch.no_grad()
@@ -167,15 +167,67 @@ def our_runs(
     return runs, stepped
 
 
+@dataclass(frozen=True)
+class DecoderGate(GateResult):
+    """The decoder's verdict. With the entry's `expect_answer`, also our greedy answer to the first prompt, which
+    must contain the expected text."""
+
+    answer: str | None = None
+    expect: str | None = None
+
+    @property
+    def answer_ok(self) -> bool:
+        return self.answer is None or self.expect in self.answer
+
+    @property
+    def passed(self) -> bool:
+        return self.figures.passed and self.answer_ok
+
+    def line(self) -> str:
+        f, worst = self.figures, self.figures.worst
+        line = (
+            f"golden {'PASS' if self.passed else 'FAIL'}: max |logit diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e}; "
+            f"worst at prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), "
+            f"greedy {f.greedy_equal}/{f.greedy_total}, cached decode vs full forward "
+            f"{f.decode_vs_full_max_abs_diff:.2e} (atol {f.decode_atol:.0e})"
+        )
+        off = f.first_layer_off
+        if off is not None:
+            last = len(f.layers) - 1
+            where = "the embeddings" if off == 0 else "the final norm" if off == last else f"layer {off - 1}"
+            line += f"; first hidden state that differs: after {where} (relative diff {f.layers[off]:.2e})"
+        if self.answer is not None:
+            line += f"\nanswer: {self.answer!r} ({'contains' if self.answer_ok else 'MISSING'} {self.expect!r})"
+        return line
+
+    def to_report(self) -> dict:
+        out = super().to_report()
+        if self.answer is not None:
+            out |= {"answer": self.answer, "expect": self.expect, "answer_ok": self.answer_ok}
+        return out
+
+    def answered(self, answer: str, expect: str) -> DecoderGate:
+        return replace(self, answer=answer, expect=expect)
+
+
+def greedy_answer(model: nn.Module, source: Source, tokenizer, ids: list[int], tokens: int, kv_max: int) -> str:
+    """Our model's greedy answer, cut at the end-of-sequence token (a streamed model reads each layer per step; its
+    embedding table, which a tied head also reads outside the table's own forward, for the whole answer)."""
+    with reading(model.model.embed_tokens, source, "model.embed_tokens"), streamed(model, source):
+        out = our_greedy(model, ids, tokens, kv_max)
+    eos = tokenizer.eos_token_id
+    return tokenizer.decode(out[: out.index(eos)] if eos in out else out, skip_special_tokens=True)
+
+
 def decoder_gate(
     model: nn.Module, weights: Source, hf: nn.Module, prompts: list[list[int]], golden: GoldenConfig, kv_max: int
-) -> GateResult:
+) -> DecoderGate:
     """Ours vs transformers layer by layer: the hidden state after every layer and the logits at every position of
     each prompt and its greedy continuation, the greedy tokens (ours, teacher-forced on transformers' continuation,
     must pick the same token at every step: then a free-running greedy gives the same tokens), and our cached calls
     (the prompt in one call, then a token per call, as prefill and decode run) vs our full forward. Holds one
     layer's weights at a time when the models are streamed (zoo/stream.py)."""
-    result = GateResult(atol=golden.atol, decode_atol=golden.decode_atol)
+    result = GateFigures(atol=golden.atol, decode_atol=golden.decode_atol)
     greedy, ref_runs = reference_runs(hf, prompts, golden.new_tokens)
     sequences = [p + g[:-1] for p, g in zip(prompts, greedy)]
     runs, stepped = our_runs(model, weights, sequences, kv_max, [len(p) for p in prompts])
@@ -201,7 +253,7 @@ def decoder_gate(
         picks = ours.logits[len(ids) - 1 :].argmax(-1).tolist()
         result.greedy_equal += sum(a == b for a, b in zip(picks, greedy[p]))
         result.greedy_total += len(greedy[p])
-    return result
+    return DecoderGate(result, tuple(prompts))
 
 
 def reference_arrays(hf: nn.Module, prompts: list[list[int]], new_tokens: int) -> dict[str, np.ndarray]:

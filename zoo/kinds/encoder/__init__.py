@@ -9,9 +9,8 @@ from torch import nn
 
 from zoo.architectures.encoder import Encoder
 from zoo.checkpoint import Weights
-from zoo.golden import GateResult
 from zoo.kinds.base import ModelKind, check_fixed_length
-from zoo.kinds.encoder.gate import encoder_compare, encoder_gate, encoder_inputs, encoder_reference_arrays
+from zoo.kinds.encoder.gate import EncoderGate, encoder_compare, encoder_gate, encoder_inputs, encoder_reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
@@ -29,8 +28,8 @@ class EncoderKind(ModelKind):
         return encoder_inputs(cfg, tokenizer)
 
     def gate(
-        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
-    ) -> GateResult:
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig, tokenizer
+    ) -> EncoderGate:
         return encoder_gate(model, hf, inputs, cfg)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
@@ -45,11 +44,11 @@ class EncoderKind(ModelKind):
         return encoder_programs(model, cfg.export.encoder_len)
 
     def check(
-        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+        self, path: Path, model: nn.Module, weights: Weights, gate: EncoderGate, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
         from zoo.kinds.encoder.check import run_encoder_check
 
-        return run_encoder_check(path, model, gate_section, cfg)
+        return run_encoder_check(path, model, gate, cfg)
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
         from zoo.kinds.encoder.programs import encoder_debug_programs

@@ -3,11 +3,13 @@ transformers with sentence-transformers' pooling."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
-from zoo.golden import GateResult, prompt_ids, worst_at
+from zoo.golden import GateFigures, GateResult, prompt_ids, worst_at
 from zoo.schema import Pooling, PoolingConfig, ZooConfig
 
 
@@ -41,10 +43,41 @@ def our_embedding(model: nn.Module, ids: list[int], length: int | None = None) -
     return model.hidden(tokens, mask)[0, : len(ids)], model(tokens, mask)[0]
 
 
-def encoder_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> GateResult:
+@dataclass(frozen=True)
+class EncoderGate(GateResult):
+    """The encoder's verdict, with transformers' cosine similarities between the inputs' embeddings (the check
+    compares the flatbuffer's to them) and how far ours are from them; `encoder_len` padded vs unpadded is the
+    figures' decode_vs_full."""
+
+    similarities: tuple[tuple[float, ...], ...] = ()
+    similarity_max_abs_diff: float = 0.0
+    encoder_len: int = 0
+
+    def summary(self) -> str:
+        f = self.figures
+        return (
+            f"max |hidden or embedding diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e}; worst "
+            f"{f.worst.get('output')} of sentence {f.worst.get('prompt')}), cosine similarities "
+            f"max diff {self.similarity_max_abs_diff:.2e}, padded to {self.encoder_len} vs "
+            f"unpadded {f.decode_vs_full_max_abs_diff:.2e} (atol {f.decode_atol:.0e})"
+        )
+
+    def line(self) -> str:
+        return f"golden {'PASS' if self.passed else 'FAIL'}: {self.summary()}"
+
+    def to_report(self) -> dict:
+        return {
+            **super().to_report(),
+            "summary": self.summary(),
+            "similarities": [list(r) for r in self.similarities],
+            "similarity_max_abs_diff": self.similarity_max_abs_diff,
+        }
+
+
+def encoder_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> EncoderGate:
     """Hidden states and embeddings vs transformers, their cosine similarities, and padding (to the export's
     encoder_len, masked) leaving our embedding unchanged (in place of the decoder's cached-decode check)."""
-    result = GateResult(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
+    result = GateFigures(atol=cfg.golden.atol, decode_atol=cfg.golden.decode_atol)
     ours_all, refs_all = [], []
     for p, ids in enumerate(prompts):
         ref_hidden, ref_emb = reference_embedding(hf, ids, cfg.model.arch.pooling)
@@ -56,15 +89,13 @@ def encoder_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg:
         ours_all.append(emb)
         refs_all.append(ref_emb)
     ref_sim, our_sim = cosine_matrix(torch.stack(refs_all)), cosine_matrix(torch.stack(ours_all))
-    result.extra["similarities"] = ref_sim.tolist()
-    result.extra["similarity_max_abs_diff"] = float((ref_sim - our_sim).abs().max())
-    result.summary = (
-        f"max |hidden or embedding diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst "
-        f"{result.worst.get('output')} of sentence {result.worst.get('prompt')}), cosine similarities "
-        f"max diff {result.extra['similarity_max_abs_diff']:.2e}, padded to {cfg.export.encoder_len} vs "
-        f"unpadded {result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})"
+    return EncoderGate(
+        result,
+        tuple(prompts),
+        tuple(map(tuple, ref_sim.tolist())),
+        float((ref_sim - our_sim).abs().max()),
+        cfg.export.encoder_len,
     )
-    return result
 
 
 def encoder_reference_arrays(hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> dict[str, np.ndarray]:

@@ -9,9 +9,9 @@ from torch import nn
 
 from zoo.architectures.encoder_decoder import EncoderDecoder
 from zoo.checkpoint import Weights
-from zoo.golden import GateResult, prompt_ids
+from zoo.golden import prompt_ids
 from zoo.kinds.base import ModelKind, check_fixed_length, check_kv_cache
-from zoo.kinds.encoder_decoder.gate import seq2seq_compare, seq2seq_gate, seq2seq_reference_arrays
+from zoo.kinds.encoder_decoder.gate import Seq2SeqGate, seq2seq_compare, seq2seq_gate, seq2seq_reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
 
@@ -30,8 +30,8 @@ class EncoderDecoderKind(ModelKind):
         return prompt_ids(cfg.golden, tokenizer, cfg.model.arch.vocab_size, cfg.seed, False)
 
     def gate(
-        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig
-    ) -> GateResult:
+        self, model: nn.Module, weights: Weights, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig, tokenizer
+    ) -> Seq2SeqGate:
         return seq2seq_gate(model, hf, inputs, cfg)
 
     def reference_arrays(self, hf: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> dict:
@@ -46,12 +46,12 @@ class EncoderDecoderKind(ModelKind):
         return seq2seq_programs(model, cfg.export.encoder_len, cfg.export.kv_cache_max)
 
     def check(
-        self, path: Path, model: nn.Module, weights: Weights, gate_section: dict, cfg: ZooConfig
+        self, path: Path, model: nn.Module, weights: Weights, gate: Seq2SeqGate, cfg: ZooConfig
     ) -> tuple[dict[str, float], int]:
         from zoo.export.simulate import roundings
         from zoo.kinds.encoder_decoder.check import run_seq2seq_check
 
-        return run_seq2seq_check(path, model, gate_section, cfg, roundings(model, cfg.quant, self.components))
+        return run_seq2seq_check(path, model, gate, cfg, roundings(model, cfg.quant, self.components))
 
     def debug_programs(self, model: nn.Module, inputs: list[list[int]], cfg: ZooConfig) -> list:
         from zoo.kinds.encoder_decoder.programs import seq2seq_debug_programs

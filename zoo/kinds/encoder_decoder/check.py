@@ -11,23 +11,24 @@ from torch import nn
 
 from zoo.check import as_torch, cache_names, logit_metrics, padded
 from zoo.export.simulate import Rounding
+from zoo.kinds.encoder_decoder.gate import Seq2SeqGate
 
 
 @torch.no_grad()
 def run_seq2seq_check(
-    path: Path, model: nn.Module, golden: dict, cfg, rounds: dict[str, Rounding]
+    path: Path, model: nn.Module, gate: Seq2SeqGate, cfg, rounds: dict[str, Rounding]
 ) -> tuple[dict[str, float], int]:
     """`encode` of the check prompt (padded, masked) vs our encoder; `decode` steps teacher-forced by the PyTorch
     model's greedy tokens, each side with its own caches, and the PyTorch steps again with the recipe's rounding
     (`rounds`, zoo/export/simulate.py) for the KL bound; then a free-running greedy generation through the
-    flatbuffer alone against transformers' greedy tokens (`golden["reference_greedy"]`)."""
+    flatbuffer alone against transformers' greedy tokens (`gate.reference_greedy`)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from zoo.export.simulate import simulated
 
     interpreter = Interpreter(model_path=str(path), num_threads=cfg.threads)
     names = [f"cross_{kind}_{i}" for i in range(model.arch.num_layers) for kind in ("k", "v")]
-    feed = padded(golden["check_prompt"], cfg.export.encoder_len)
+    feed = padded(list(gate.inputs[0]), cfg.export.encoder_len)
     mask = torch.from_numpy(feed["attention_mask"]).long()
     lite = interpreter.get_signature_runner("encode")(**feed)
     lite_cross = {n: lite[n] for n in names}
@@ -70,7 +71,7 @@ def run_seq2seq_check(
     if rounds:
         with simulated(model, rounds):
             metrics["simulated_kl"] = logit_metrics(want, reference(fed)[2])["kl"]
-    reference_greedy, tokens, cache, token = golden["reference_greedy"], [], empty, start
+    reference_greedy, tokens, cache, token = list(gate.reference_greedy), [], empty, start
     for pos in range(len(reference_greedy)):
         logits, cache = lite_step(token, pos, cache)
         token = int(logits.argmax())

@@ -3,11 +3,13 @@ cached decode steps against transformers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
-from zoo.golden import TOP_K, GateResult, golden_positions, worst_at
+from zoo.golden import TOP_K, GateFigures, GateResult, golden_positions, worst_at
 from zoo.schema import ZooConfig
 
 
@@ -67,10 +69,33 @@ def our_seq2seq_steps(
     return tokens, torch.stack(rows)
 
 
-def seq2seq_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> GateResult:
+@dataclass(frozen=True)
+class Seq2SeqGate(GateResult):
+    """The encoder-decoder's verdict, with transformers' greedy tokens for the first prompt: what the flatbuffer's
+    own greedy generation must give (zoo/kinds/encoder_decoder/check.py)."""
+
+    reference_greedy: tuple[int, ...] = ()
+
+    def line(self) -> str:
+        return f"golden {'PASS' if self.passed else 'FAIL'}: {self.summary()}"
+
+    def summary(self) -> str:
+        f, worst = self.figures, self.figures.worst
+        return (
+            f"max |diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e}; worst in {worst.get('output')} of "
+            f"prompt {worst.get('prompt')} position {worst.get('position')}), greedy seq2seq "
+            f"{f.greedy_equal}/{f.greedy_total}, cached decode vs one call "
+            f"{f.decode_vs_full_max_abs_diff:.2e} (atol {f.decode_atol:.0e})"
+        )
+
+    def to_report(self) -> dict:
+        return {**super().to_report(), "summary": self.summary(), "reference_greedy": list(self.reference_greedy)}
+
+
+def seq2seq_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> Seq2SeqGate:
     """Encoder states and teacher-forced logits vs transformers, greedy tokens, our cached decode vs one call."""
     golden, kv_max, start = cfg.golden, cfg.export.kv_cache_max, cfg.model.arch.decoder_start_token
-    result = GateResult(atol=golden.atol, decode_atol=golden.decode_atol)
+    result, first_greedy = GateFigures(atol=golden.atol, decode_atol=golden.decode_atol), []
     for p, (ids, dec) in enumerate(zip(prompts, decoder_inputs(cfg, len(prompts)))):
         ref_states, ref_logits = reference_seq2seq(hf, ids, dec)
         states, logits = our_seq2seq(model, ids, dec, kv_max)
@@ -85,15 +110,8 @@ def seq2seq_gate(model: nn.Module, hf: nn.Module, prompts: list[list[int]], cfg:
         result.greedy_equal += sum(a == b for a, b in zip(ref_tokens, our_tokens))
         result.greedy_total += len(ref_tokens)
         if p == 0:
-            result.extra["reference_greedy"] = ref_tokens  # what the flatbuffer's greedy generation must give
-    worst = result.worst
-    result.summary = (
-        f"max |diff| {result.max_abs_diff:.2e} (atol {result.atol:.0e}; worst in {worst.get('output')} of "
-        f"prompt {worst.get('prompt')} position {worst.get('position')}), greedy seq2seq "
-        f"{result.greedy_equal}/{result.greedy_total}, cached decode vs one call "
-        f"{result.decode_vs_full_max_abs_diff:.2e} (atol {result.decode_atol:.0e})"
-    )
-    return result
+            first_greedy = ref_tokens
+    return Seq2SeqGate(result, tuple(prompts), tuple(first_greedy))
 
 
 def seq2seq_reference_arrays(hf: nn.Module, prompts: list[list[int]], cfg: ZooConfig) -> dict[str, np.ndarray]:
