@@ -160,7 +160,7 @@ def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
 def validate(cfg: ZooConfig, source: str = "model") -> None:
     """Checks that need several fields at once; raises one ConfigError with every problem found (each naming its
     field, and for the architecture `source`, the file)."""
-    from zoo.kinds import kind_of  # here: the kinds import the stages, which import this module
+    from zoo.kinds import kind_of  # when validating: the kinds bring torch, which composing alone does not need
 
     problems = arch_problems(cfg.model.arch, source)
     try:
