@@ -14,10 +14,12 @@ from tensorflow.python.eager.polymorphic_function.concrete_function import Concr
 from torch.export import ExportedProgram
 
 from zoo.architectures.layers import attention_mask
-from zoo.export.convert import export_tflite, op_counts
+from zoo.export.convert import op_counts
 from zoo.export.lower import LoweringError, lower
 from zoo.export.private import SavedModelConverter
+from zoo.export.programs import export_model
 from zoo.kinds import KINDS
+from zoo.kinds.decoder.programs import decoder_programs
 from zoo.schema import (
     Activation,
     ArchConfig,
@@ -37,6 +39,15 @@ from zoo.schema import (
 )
 
 KV = 32
+
+
+def export_tflite(model, path, kv, prefill_lens, prefill_logits="last", mask_as_input=False, recipe=None) -> Path:
+    """A decoder exported as its kind exports it (zero points, programs, the one export path), from arguments."""
+    programs = lambda m: decoder_programs(m, kv, list(prefill_lens), prefill_logits, mask_as_input)  # noqa: E731
+    export_model(model, programs, Path(path), recipe or QuantConfig(), KINDS["decoder"].components)
+    return Path(path)
+
+
 PREFILL = 8
 DECODE_STEPS = 16
 

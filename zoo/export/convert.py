@@ -1,4 +1,4 @@
-"""PyTorch decoder -> multi-signature .tflite: torch.export per signature, our lowering to TF, the TFLite converter.
+"""A kind's programs -> multi-signature .tflite: our lowering of each torch.export to TF, the TFLite converter.
 
 The converter converts the graph only: weights are signature inputs until zoo/export/bake.py makes them constants,
 one buffer each shared by every signature, so N prefill lengths cost no extra weight bytes. Only TFLite builtin
@@ -10,27 +10,19 @@ read one weight at a time as the quantizer or the writer needs it: memory is the
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
 from torch import nn
 from torch.export import ExportedProgram
 
-from zoo.export.asymmetric import with_zero_points
 from zoo.export.bake import bake, write
 from zoo.export.private import SavedModelConverter, keep_mul_and_fc_apart, schema
-from zoo.export.quantize import quantize, zero_point_blocks
+from zoo.export.quantize import quantize
 from zoo.export.signatures import (
-    Logits,
-    Step,
-    export_step,
-    io_names,
-    plan,
     tf_signature,
 )
 from zoo.export.weights import ModuleWeights, WeightSource, state_arrays, state_tensors
@@ -38,7 +30,7 @@ from zoo.files import scratch
 from zoo.resources import release_memory
 from zoo.schema import QuantConfig, QuantMode
 
-__all__ = ["export_signatures", "export_tflite", "op_counts", "state_arrays"]
+__all__ = ["export_signatures", "op_counts", "state_arrays"]
 
 
 def converter_for(saved_model: str, names: Sequence[str]) -> tf.lite.TFLiteConverter:
@@ -114,35 +106,3 @@ def op_counts(flatbuffer: bytes, signature: str | None = None) -> Counter[str]:
         for graph in (model.Subgraphs(i) for i in graphs)
         for j in range(graph.OperatorsLength())
     )
-
-
-def export_tflite(
-    model: nn.Module,
-    path: str | os.PathLike,
-    kv_cache_max: int,
-    prefill_lens: Sequence[int],
-    prefill_logits: Logits = "last",
-    mask_as_input: bool = False,
-    recipe: QuantConfig | None = None,
-    components: Mapping[str, str] = MappingProxyType({}),
-    weights: WeightSource | Mapping[str, np.ndarray] | None = None,
-) -> Path:
-    """Exports `model` (a zoo Decoder) with signatures prefill_{T} and decode, quantized by `recipe` (fp32 if None)
-    over the decoder kind's `components` (none: every weight takes the recipe's mode). `weights`: the values of
-    `model`'s meta parameters by state name (zoo/export/weights.py), each read once (twice for zero points with
-    `outliers`); None: the model's own tensors."""
-    recipe = recipe or QuantConfig()
-    source = ModuleWeights(model, weights)
-    model, source = with_zero_points(model, zero_point_blocks(model, recipe, components), source)
-    steps = [(signature, Step(model, signature.logits)) for signature in plan(prefill_lens, prefill_logits)]
-    programs = (
-        (
-            signature.name,
-            export_step(step, signature, kv_cache_max, mask_as_input),
-            *io_names(model.arch.num_layers, signature.logits, mask_as_input),
-        )
-        for signature, step in steps
-    )
-    step = steps[-1][1]
-    export_signatures(step, programs, Path(path), recipe, components, ModuleWeights(step, source, inner=model))
-    return Path(path)

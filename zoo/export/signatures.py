@@ -43,6 +43,11 @@ class Step(nn.Module):
         super().__init__()
         self.decoder, self.logits = decoder, logits
 
+    @property
+    def model(self) -> nn.Module:
+        """The decoder, under the name every kind's step gives its model (its module path stays `decoder`)."""
+        return self.decoder
+
     def forward(self, tokens, input_pos, caches: list[torch.Tensor], mask=None) -> tuple[torch.Tensor, ...]:
         kv = list(zip(caches[0::2], caches[1::2]))
         hidden, kv = self.decoder.hidden(tokens, input_pos, kv, mask)
@@ -58,16 +63,6 @@ def io_names(num_layers: int, logits: Logits, mask_as_input: bool) -> tuple[list
     caches = [f"kv_cache_{kind}_{i}" for i in range(num_layers) for kind in ("k", "v")]
     inputs = ["tokens", "input_pos", *caches] + (["mask"] if mask_as_input else [])
     return inputs, ([] if logits == "none" else ["logits"]) + caches
-
-
-def export_step(step: Step, signature: Signature, kv_cache_max: int, mask_as_input: bool) -> ExportedProgram:
-    """torch.export of one signature on example inputs of its static shapes."""
-    decoder, t = step.decoder, signature.length
-    caches = [c for pair in decoder.empty_cache(kv_cache_max) for c in pair]
-    kwargs = {"mask": torch.zeros(1, 1, t, kv_cache_max)} if mask_as_input else {}
-    args = (torch.zeros(1, t, dtype=torch.int64), torch.arange(t), caches)
-    with torch.no_grad(), traceable(step):
-        return torch.export.export(step, args, kwargs, strict=False)
 
 
 def input_specs(program: ExportedProgram, names: Sequence[str]) -> list[tf.TensorSpec]:
@@ -104,13 +99,10 @@ def tf_signature(
     return fn.get_concrete_function()
 
 
-# --- encoder kinds: fixed-length `encode` / `embed` with an attention-mask input, and the T5 `decode` step ----------
-
-
 @dataclass(frozen=True)
 class Program:
-    """One signature of an encoder kind: a step over the model (held as `.model`, so every signature names a weight
-    the same), example inputs of its static shapes, and the conventional names of its flat inputs and outputs."""
+    """One signature of a kind: a step over the model (reachable as `.model`, so every signature names a weight the
+    same), example inputs of its static shapes, and the conventional names of its flat inputs and outputs."""
 
     name: str
     step: nn.Module

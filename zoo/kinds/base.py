@@ -78,9 +78,9 @@ class ModelKind(ABC):
         """The multi-signature flatbuffer at `path`, quantized by cfg.quant; returns its signature names. `weights`:
         the values of `model`'s meta parameters by state name, each read once (zoo/export/weights.py's
         WeightSource); None: the model's own tensors."""
-        from zoo.export.programs import export_programs
+        from zoo.export.programs import export_model
 
-        return export_programs(self.programs(model, cfg), path, cfg.quant, self.components, weights)
+        return export_model(model, lambda m: self.programs(m, cfg), path, cfg.quant, self.components, weights)
 
     @abstractmethod
     def check(

@@ -3,10 +3,8 @@ cache, the signatures zoo's runtime, LiteRT-LM and the web bundle run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from zoo.architectures.decoder import Decoder
@@ -58,23 +56,13 @@ class DecoderKind(ModelKind):
     def compare(self, model: nn.Module, arrays: dict, cfg: ZooConfig) -> dict:
         return compare_to_golden(model, arrays, cfg.export.kv_cache_max)
 
-    def export(
-        self, model: nn.Module, path: Path, cfg: ZooConfig, weights: Mapping[str, np.ndarray] | None = None
-    ) -> list[str]:
-        from zoo.export.convert import export_tflite
+    def programs(self, model: nn.Module, cfg: ZooConfig) -> list:
+        from zoo.kinds.decoder.programs import decoder_programs
 
-        export_tflite(
-            model,
-            path,
-            cfg.export.kv_cache_max,
-            list(cfg.export.prefill_lens),
-            cfg.export.prefill_logits.value,
-            cfg.export.mask_as_input,
-            cfg.quant,
-            self.components,
-            weights,
+        export = cfg.export
+        return decoder_programs(
+            model, export.kv_cache_max, list(export.prefill_lens), export.prefill_logits.value, export.mask_as_input
         )
-        return [f"prefill_{t}" for t in cfg.export.prefill_lens] + ["decode"]
 
     def check(
         self, path: Path, model: nn.Module, weights: Weights, gate: DecoderGate, cfg: ZooConfig

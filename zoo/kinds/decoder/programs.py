@@ -1,6 +1,6 @@
-"""The decoder's signature calls for the divergence finder (zoo/debug/): each a `Program` whose `args` are the
-real inputs of one call, so the step module (whose module paths are the flatbuffer's name scopes) and the signature
-get exactly the same values."""
+"""The decoder's programs: the `prefill_{T}` and `decode` signatures it exports, and the finder's calls of them
+(zoo/debug/), each a `Program` whose `args` are the real inputs of one call, so the step module (whose module
+paths are the flatbuffer's name scopes) and the signature get exactly the same values."""
 
 from __future__ import annotations
 
@@ -8,9 +8,25 @@ import torch
 from torch import nn
 
 from zoo.architectures.layers import attention_mask
-from zoo.export.signatures import Program, Step, io_names
+from zoo.export.signatures import Logits, Program, Step, io_names, plan
 from zoo.kinds.decoder.check import prefill_length
 from zoo.schema import ExportConfig
+
+
+def decoder_programs(
+    model: nn.Module, kv_cache_max: int, prefill_lens: list[int], prefill_logits: Logits, mask_as_input: bool
+) -> list[Program]:
+    """`prefill_{T}` for each length, then `decode`, on example inputs of their static shapes (zeros, an empty
+    cache; the mask input last with `mask_as_input`)."""
+    layers, programs = model.arch.num_layers, []
+    for signature in plan(prefill_lens, prefill_logits):
+        t = signature.length
+        caches = [c for pair in model.empty_cache(kv_cache_max) for c in pair]
+        mask = (torch.zeros(1, 1, t, kv_cache_max),) if mask_as_input else ()
+        args = (torch.zeros(1, t, dtype=torch.int64), torch.arange(t), caches, *mask)
+        step = Step(model, signature.logits)
+        programs.append(Program(signature.name, step, args, *io_names(layers, signature.logits, mask_as_input)))
+    return programs
 
 
 def _mask(positions: torch.Tensor, export: ExportConfig) -> torch.Tensor | None:
