@@ -205,10 +205,11 @@ _QUANTIZED_FIRST = (
 # Weight algorithms whose parameters are per output row (channel) or per block within a row (a Hadamard rotation
 # mixes the columns of each row, OCTAV clips per channel), so a matrix gives the same parameters in row blocks as
 # whole; their transients are several float copies of the matrix (the zero-point recovery's abs/sort/diff/where,
-# its validation's float64 dequantization, a rotated copy and OCTAV's masks): Mistral-7B's 14336x4096 int4 MLP
-# matrices took the export's peak from the file's +3 GiB to +5.6 GiB, Gemma's rotated 256k-row table in int8 from
-# 2.4 to 6.0 GiB. ROW_BLOCKED's materializers carry their get_tensor_quant_params as a partial's first argument; the
-# decomposed Hadamard rotation's call it by its module-level name (StreamedParams._op_results swaps that).
+# its validation's float64 dequantization, a rotated copy and OCTAV's masks). Mistral-7B's 14336x4096 int4 MLP
+# matrices took the export's peak from the file's +3 GiB to +5.6 GiB; Gemma-2B int8's 256k-row table, rotated and
+# clipped whole, took its export to 5.62 GiB (4.52 in row blocks). ROW_BLOCKED's materializers carry their
+# get_tensor_quant_params as a partial's first argument; the decomposed Hadamard rotation's call it by its
+# module-level name (StreamedParams._op_results swaps that).
 ROW_BLOCKED = (
     algorithm_manager.AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY,
     algorithm_manager.AlgorithmName.MIN_MAX_UNIFORM_QUANT,
