@@ -120,3 +120,20 @@ def test_kinds_sit_below_the_stages():
         kind = module.split(".")[2]
         others = sorted(t for t in targets if t.startswith("zoo.kinds.") and t.split(".")[2] not in (kind, "base"))
         assert not others, f"{module} imports another kind's code: {others}"
+
+
+def test_every_import_of_zoo_names_something_that_exists():
+    """`from zoo.x import y` anywhere in zoo/, inside functions too, names a module or an attribute that exists:
+    a lazy import of a name that moved fails here, not in the one run that reaches it."""
+    import importlib.util
+
+    missing = []
+    for path in sorted((ROOT / "zoo").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("zoo")):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
+                    missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}")
+    assert not missing, "imports of names that do not exist:\n" + "\n".join(missing)
