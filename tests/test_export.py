@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zoo import golden, pipeline
+from zoo.golden import GateFigures
+from zoo.kinds.decoder.gate import DecoderGate
 
 from conftest import compose_cfg
 
@@ -35,7 +37,8 @@ def test_every_entry_exports_int8_dynamic(decoder_entry, tmp_path):
     loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
     prompt = golden.prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, chat=False)[0]
     exported = pipeline.export(cfg, loaded, pipeline.artifact_path(cfg, tmp_path))
-    checked = pipeline.check(cfg, loaded, {"check_prompt": prompt}, exported.path)
+    gate = DecoderGate(GateFigures(), (prompt,))  # the check's inputs, without running the gate
+    checked = pipeline.check(cfg, loaded, gate, exported.path)
     assert checked.failure is None and checked.metrics["kl"] <= 0.01, checked.metrics
 
 

@@ -14,6 +14,8 @@ from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tenso
 from zoo.check import check_failures, kl_bound
 from zoo.export.rotation import hadamard
 from zoo.export.simulate import Rounding, _rotated, roundings
+from zoo.golden import GateFigures
+from zoo.kinds.decoder.gate import DecoderGate
 from zoo.pipeline import check, load_model, resolve_checkpoint
 from zoo.schema import QuantCheck, QuantMode
 
@@ -117,7 +119,7 @@ def test_a_good_file_passes_near_its_simulation_and_a_broken_one_fails(recipe, t
     simulation unchanged."""
     cfg = compose_cfg([f"quant={recipe}", "variant=small", "export.prefill_lens=[32]", "export.kv_cache_max=64"])
     loaded = load_model(cfg, resolve_checkpoint(cfg).checkpoint)
-    section = {"check_prompt": loaded.kind.golden_inputs(cfg, loaded.tokenizer)[0]}
+    gate = DecoderGate(GateFigures(), (loaded.kind.golden_inputs(cfg, loaded.tokenizer)[0],))  # the check's input
     broken = copy.deepcopy(loaded.model)
     with torch.no_grad():
         first, second = (broken.model.layers[i].mlp.down_proj.weight for i in (0, 1))
@@ -128,7 +130,7 @@ def test_a_good_file_passes_near_its_simulation_and_a_broken_one_fails(recipe, t
     for name, exported in (("good", loaded.model), ("broken", broken)):
         path = tmp_path / f"{name}.tflite"
         loaded.kind.export(exported, path, cfg)
-        results[name] = check(cfg, loaded, section, path)
+        results[name] = check(cfg, loaded, gate, path)
     good, bad = results["good"], results["broken"]
     assert good.failure is None and 0.5 <= good.metrics["kl"] / good.metrics["simulated_kl"] <= 2, good.metrics
     assert bad.metrics["simulated_kl"] == good.metrics["simulated_kl"]
