@@ -138,10 +138,13 @@ class GateResult:
     def passed(self) -> bool:
         return self.figures.passed
 
-    def line(self) -> str:
-        """One line: PASS or FAIL and the figures that decide it."""
+    def summary(self) -> str:
+        """The figures that decide the verdict (each kind says its own)."""
         f = self.figures
-        return f"golden {'PASS' if self.passed else 'FAIL'}: max |diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e})"
+        return f"max |diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e})"
+
+    def line(self) -> str:
+        return f"golden {'PASS' if self.passed else 'FAIL'}: {self.summary()}"
 
     def inputs_report(self) -> list:
         """The inputs as report.json holds them (token lists as they are)."""
@@ -152,18 +155,17 @@ class GateResult:
         return {**self.figures.report(), "check_prompt": prompts[0], "prompts": prompts, "dtype": "float64"}
 
 
-# --- encoder_decoder (T5): encoder states, teacher-forced decoder logits, greedy seq2seq tokens ----------------------
-
-
-def worst_at(result: GateFigures, diff: torch.Tensor, ours: torch.Tensor, ref: torch.Tensor, **where) -> None:
-    """Record diff's maximum in result when it is the worst so far (row, column of a 2-D diff)."""
+def worst_at(
+    result: GateFigures, diff: torch.Tensor, ours: torch.Tensor, ref: torch.Tensor, column: str = "index", **where
+) -> None:
+    """Record diff's maximum in result when it is the worst so far (row, and column named `column`, of a 2-D diff)."""
     if float(diff.max()) >= result.max_abs_diff:
         row, col = divmod(int(diff.argmax()), diff.shape[-1])
         result.max_abs_diff = float(diff.max())
         result.worst = {
             **where,
             "position": row,
-            "index": col,
+            column: col,
             "ours": float(ours[row, col]),
             "reference": float(ref[row, col]),
         }

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from zoo.errors import GateFailed
-from zoo.golden import TOP_K, GateFigures, GateResult, golden_positions
+from zoo.golden import TOP_K, GateFigures, GateResult, golden_positions, worst_at
 from zoo.schema import GoldenConfig
 from zoo.stream import Source, is_streamed, reading, streamed
 
@@ -183,22 +183,25 @@ class DecoderGate(GateResult):
     def passed(self) -> bool:
         return self.figures.passed and self.answer_ok
 
-    def line(self) -> str:
+    def summary(self) -> str:
         f, worst = self.figures, self.figures.worst
-        line = (
-            f"golden {'PASS' if self.passed else 'FAIL'}: max |logit diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e}; "
-            f"worst at prompt {worst.get('prompt')} position {worst.get('position')} token {worst.get('token')}), "
-            f"greedy {f.greedy_equal}/{f.greedy_total}, cached decode vs full forward "
-            f"{f.decode_vs_full_max_abs_diff:.2e} (atol {f.decode_atol:.0e})"
+        text = (
+            f"max |logit diff| {f.max_abs_diff:.2e} (atol {f.atol:.0e}; worst at prompt {worst.get('prompt')} "
+            f"position {worst.get('position')} token {worst.get('token')}), greedy {f.greedy_equal}/{f.greedy_total}, "
+            f"cached decode vs full forward {f.decode_vs_full_max_abs_diff:.2e} (atol {f.decode_atol:.0e})"
         )
         off = f.first_layer_off
         if off is not None:
             last = len(f.layers) - 1
             where = "the embeddings" if off == 0 else "the final norm" if off == last else f"layer {off - 1}"
-            line += f"; first hidden state that differs: after {where} (relative diff {f.layers[off]:.2e})"
-        if self.answer is not None:
-            line += f"\nanswer: {self.answer!r} ({'contains' if self.answer_ok else 'MISSING'} {self.expect!r})"
-        return line
+            text += f"; first hidden state that differs: after {where} (relative diff {f.layers[off]:.2e})"
+        return text
+
+    def line(self) -> str:
+        if self.answer is None:
+            return super().line()
+        verdict = "contains" if self.answer_ok else "MISSING"
+        return f"{super().line()}\nanswer: {self.answer!r} ({verdict} {self.expect!r})"
 
     def to_report(self) -> dict:
         out = super().to_report()
@@ -233,17 +236,7 @@ def decoder_gate(
     runs, stepped = our_runs(model, weights, sequences, kv_max, [len(p) for p in prompts])
     result.layers = [0.0] * len(runs[0].hidden)
     for p, (ids, ours, ref, steps) in enumerate(zip(prompts, runs, ref_runs, stepped)):
-        diff = (ours.logits - ref.logits).abs()
-        if float(diff.max()) >= result.max_abs_diff:
-            pos, tok = divmod(int(diff.argmax()), diff.shape[-1])
-            result.max_abs_diff = float(diff.max())
-            result.worst = {
-                "prompt": p,
-                "position": pos,
-                "token": tok,
-                "ours": float(ours.logits[pos, tok]),
-                "reference": float(ref.logits[pos, tok]),
-            }
+        worst_at(result, (ours.logits - ref.logits).abs(), ours.logits, ref.logits, column="token", prompt=p)
         for i, (h, h_ref) in enumerate(zip(ours.hidden, ref.hidden)):
             rel = float((h - h_ref).abs().max()) / max(1.0, float(h_ref.abs().max()))
             result.layers[i] = max(result.layers[i], rel)

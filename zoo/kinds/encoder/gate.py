@@ -62,9 +62,6 @@ class EncoderGate(GateResult):
             f"unpadded {f.decode_vs_full_max_abs_diff:.2e} (atol {f.decode_atol:.0e})"
         )
 
-    def line(self) -> str:
-        return f"golden {'PASS' if self.passed else 'FAIL'}: {self.summary()}"
-
     def to_report(self) -> dict:
         return {
             **super().to_report(),

@@ -76,9 +76,6 @@ class Seq2SeqGate(GateResult):
 
     reference_greedy: tuple[int, ...] = ()
 
-    def line(self) -> str:
-        return f"golden {'PASS' if self.passed else 'FAIL'}: {self.summary()}"
-
     def summary(self) -> str:
         f, worst = self.figures, self.figures.worst
         return (
