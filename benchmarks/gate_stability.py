@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,13 +36,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from zoo import pipeline
-    from zoo.report import Report
+    from zoo.kinds import kind_of
 
     from conftest import compose_cfg
 
-    cfg = compose_cfg([])
-    report = Report(Path(os.devnull))
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg, report), report)
+    cfg = compose_cfg(["resident_gib=2"])  # held in memory, so a fault put into a weight reaches the gate
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     stop = multiprocessing.Event()
     loaders = [multiprocessing.Process(target=busy, args=(stop,), daemon=True)]
     for p in loaders:

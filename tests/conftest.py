@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo import kinds
 from zoo.config import CONF_DIR as CONF
 from zoo.config import composition_error, load
 from zoo.schema import ZooConfig
@@ -37,7 +38,7 @@ def compose_cfg(overrides: list[str], search_path: Path | None = None) -> ZooCon
             raise composition_error(err, overrides) from None
     choices = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("model", "quant", "export"))
     choices.setdefault("model", "smollm2_135m")
-    return load(raw, choices)
+    return load(raw, choices, kinds.problems)
 
 
 @pytest.fixture(params=ENTRIES)

@@ -80,7 +80,7 @@ def test_outlier_columns_are_exact():
 
 def test_zero_points_only_where_the_recipe_puts_int4():
     cfg = compose_cfg(["variant=small", "quant=int4_block32", "quant.components.attention=int8_dynamic"])
-    model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint).model
+    model = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint).model
     blocks = zero_point_blocks(model, cfg.quant, kind_of(cfg).components)
     assert blocks and all(".mlp." in name for name in blocks) and set(blocks.values()) == {(BLOCK, 0.0)}
     clone, weights = with_zero_points(model, blocks)
@@ -97,7 +97,7 @@ def test_zero_point_weights_are_the_eager_modules_read_once():
     """With a weight source, the asymmetric modules are meta and the source computes both of a Linear's matrices
     from one read of its weight, equal to the eager module's; outlier columns are read up front."""
     cfg = compose_cfg(["variant=small", "quant=int4_block32"])
-    model = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint).model
+    model = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint).model
     blocks = {name: (BLOCK, 3.0) for name in zero_point_blocks(model, cfg.quant, kind_of(cfg).components)}
     eager, _ = with_zero_points(model, blocks)
     counting = CountingWeights(state_arrays(model))

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from zoo import golden, pipeline
-from zoo.checkpoint import CheckpointError, MappingError, check_config, load, resolve
+from zoo.checkpoint import CheckpointError, MappingError, load, resolve, validate_checkpoint
 from zoo.checkpoint.lazy import InMemory
 from zoo.checkpoint.mapping import Weights, plan
+from zoo.kinds import kind_of
 from zoo.schema import MappingConfig, MappingRule
 
 from conftest import compose_cfg
@@ -115,7 +116,7 @@ def test_arch_mismatch_with_checkpoint_config_names_both_values(small):
     _, ckpt = small
     cfg = compose_cfg(["model=tinyllama", "variant=small", "model.arch.norm.eps=1e-6"])
     with pytest.raises(CheckpointError, match=r"rms_norm_eps: the entry says 1e-06 but the checkpoint .* has 1e-05"):
-        check_config(cfg.model.reference, ckpt)
+        validate_checkpoint(cfg.model.reference, ckpt)
 
 
 def save_hf(small, folder, **kwargs):
@@ -131,7 +132,7 @@ def test_hf_folder_safetensors_passes_gate(small, tmp_path, kwargs):
     cfg = save_hf(small, tmp_path, **kwargs)
     assert (tmp_path / ("model.safetensors.index.json" if kwargs else "model.safetensors")).exists()
     cfg.model.checkpoint = str(tmp_path)
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     assert pipeline.verify(cfg, loaded).result.passed
 
 

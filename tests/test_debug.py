@@ -24,7 +24,7 @@ SMALL = ["variant=small", "export.prefill_lens=[16]", "export.kv_cache_max=64", 
 
 def loaded_model(overrides: list[str]):
     cfg = compose_cfg(overrides)
-    return cfg, load_model(cfg, resolve_checkpoint(cfg).checkpoint).model
+    return cfg, load_model(cfg, kind_of(cfg), resolve_checkpoint(cfg).checkpoint).model
 
 
 def finding_of(cfg, model, exported, tmp_path):

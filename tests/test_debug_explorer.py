@@ -36,7 +36,7 @@ def free_port() -> int:
 def test_model_explorer_shows_both_graphs_with_their_overlays(tmp_path):
     port = free_port()
     cfg = compose_cfg(["model=smollm2_135m", *SMALL, f"debug.port={port}"])
-    model = load_model(cfg, resolve_checkpoint(cfg).checkpoint).model
+    model = load_model(cfg, kind_of(cfg), resolve_checkpoint(cfg).checkpoint).model
     broken = copy.deepcopy(model)  # a fault in layer 1, so the overlay has colours to show
     with torch.no_grad():
         broken.model.layers[1].mlp.gate_up_proj.weight[5, 7] += 3.0

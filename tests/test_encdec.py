@@ -124,7 +124,7 @@ def test_relative_buckets_match_transformers(bidirectional, buckets, distance):
 def test_gate_catches_a_wrong_max_distance():
     """A relative-position slip that keeps every shape is caught by the numbers."""
     cfg = compose_cfg(["model=t5_small", "variant=small"])
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     cfg.model.arch.relative.max_distance = 64
     wrong = kind_of(cfg).build(cfg.model.arch, cfg.export)
     load(wrong, loaded.checkpoint.tensors, cfg.model.mapping, cfg.model.arch.num_layers)
@@ -143,7 +143,7 @@ def test_untied_head_checkpoint_passes_gate(tmp_path):
     save_file(tensors, tmp_path / "model.safetensors")
     checkpoint.config.save_pretrained(tmp_path)
     cfg.model.checkpoint = str(tmp_path)
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     assert torch.equal(loaded.model.lm_head.weight, tensors["lm_head.weight"])
     assert pipeline.verify(cfg, loaded).result.passed
 

@@ -21,6 +21,7 @@ from zoo.eval import eval_line
 from zoo.eval.metrics import score, summarize
 from zoo.eval.stage import eval_failures
 from zoo.eval.text import load_text, sentences, windows
+from zoo.kinds import kind_of
 from zoo.schema import EvalBounds, EvalConfig
 
 from conftest import ROOT, compose_cfg
@@ -141,7 +142,7 @@ def test_decoder_eval_matches_transformers_on_the_same_windows(small):
     section = report["eval"]
     assert report["status"] == "ok" and section["passed"] and section["windows"] == 3
     assert section["tokens"] == 3 * (64 // 2 - 1) and section["peak_rss_bytes"] > 0
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     hf = golden.reference_model(cfg.model.reference, loaded.checkpoint)
     ids = loaded.tokenizer(load_text(cfg.eval), add_special_tokens=False)["input_ids"]
     nll = []

@@ -6,6 +6,7 @@ import pytest
 
 from zoo import golden, pipeline
 from zoo.golden import GateFigures
+from zoo.kinds import kind_of
 from zoo.kinds.decoder.gate import DecoderGate
 
 from conftest import compose_cfg
@@ -34,7 +35,7 @@ def test_every_entry_exports_fp32_within_1e4(decoder_entry, tmp_path):
 def test_every_entry_exports_int8_dynamic(decoder_entry, tmp_path):
     """Every entry's int8_dynamic flatbuffer passes the post-export check (the golden gate is test_golden's)."""
     cfg = compose_cfg([f"model={decoder_entry}", *SMALL_EXPORT, "quant=int8_dynamic"])
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     prompt = golden.prompt_ids(cfg.golden, None, cfg.model.arch.vocab_size, cfg.seed, chat=False)[0]
     exported = pipeline.export(cfg, loaded, pipeline.artifact_path(cfg, tmp_path))
     gate = DecoderGate(GateFigures(), (prompt,))  # the check's inputs, without running the gate

@@ -14,6 +14,7 @@ from zoo.artifacts import artifact_dir
 from zoo.cache import ensure_export, open_generator
 from zoo.errors import InputError
 from zoo.files import cache_root
+from zoo.kinds import kind_of
 from zoo.kinds.decoder.gate import our_greedy, our_prefill
 from zoo.runtime import LiteModel, stream
 from zoo.schema import SamplingConfig
@@ -40,7 +41,7 @@ def small(tmp_path_factory):
     ]
     cfg = compose_cfg(overrides)
     path = ensure_export(cfg, log=lambda s: None)
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     return cfg, path, loaded.model, overrides
 
 

@@ -76,7 +76,7 @@ def test_ours_matches_golden(case):
     stored = dict(np.load(golden_path(case)))
     assert all(a.dtype == np.float64 for k, a in stored.items() if k.endswith("_value")), "regenerate: float64 values"
     assert [stored[f"p{i}_ids"].tolist() for i in range(len(prompts))] == prompts
-    model = pipeline.whole(pipeline.load_model(cfg, checkpoint))
+    model = pipeline.whole(pipeline.load_model(cfg, kind_of(cfg), checkpoint))
     with float64(model):
         result = kind_of(cfg).compare(model, stored, cfg)
     assert result["max_abs_diff"] <= cfg.golden.atol, result
@@ -87,7 +87,7 @@ def test_ours_matches_golden(case):
 def test_live_gate(case):
     """The run's own gate: ours vs transformers live, greedy tokens, cached decode vs full forward."""
     cfg, checkpoint, _prompts = setup(case)
-    section = pipeline.verify(cfg, pipeline.load_model(cfg, checkpoint)).result.to_report()
+    section = pipeline.verify(cfg, pipeline.load_model(cfg, kind_of(cfg), checkpoint)).result.to_report()
     assert section["passed"] and section["max_abs_diff"] <= cfg.golden.atol, section
     if cfg.model.expect_answer and case[1] == "full":
         assert section["answer_ok"], section["answer"]
@@ -101,10 +101,12 @@ def test_streamed_gate_equals_resident(entry):
     compares the hidden state after every layer and gives the resident run's figures."""
     cfg = compose_cfg([f"model={entry}", "variant=small", "resident_gib=0"])
     checkpoint = pipeline.resolve_checkpoint(cfg).checkpoint
-    loaded = pipeline.load_model(cfg, checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), checkpoint)
     assert all(p.is_meta for p in loaded.model.parameters())
     streamed = pipeline.verify(cfg, loaded).result.to_report()
-    resident = pipeline.verify(cfg, pipeline.load_model(replace(cfg, resident_gib=2.0), checkpoint)).result.to_report()
+    resident = pipeline.verify(
+        cfg, pipeline.load_model(replace(cfg, resident_gib=2.0), kind_of(replace(cfg, resident_gib=2.0)), checkpoint)
+    ).result.to_report()
     assert streamed["passed"], streamed
     assert len(streamed["layers_max_rel_diff"]) == cfg.model.arch.num_layers + 1
     assert max(streamed["layers_max_rel_diff"]) <= cfg.golden.atol
@@ -119,7 +121,7 @@ def test_streamed_gate_with_tables_kept_bf16(entry, monkeypatch):
     from zoo import exact
 
     cfg = compose_cfg([f"model={entry}", "variant=small", "resident_gib=0"])
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     table = cfg.model.arch.vocab_size * cfg.model.arch.dim
     monkeypatch.setattr(exact, "WIDEN_BLOCK", table // 4)  # larger than any layer's matrix, smaller than the table
     section = pipeline.verify(cfg, loaded).result.to_report()
@@ -130,7 +132,7 @@ def test_streamed_gate_names_the_first_layer_that_differs():
     """A wrong weight in layer 0's MLP, read through the streamed path: the gate fails and names hidden state 1
     (after layer 0) as the first that differs."""
     cfg = compose_cfg(["model=tinyllama", "variant=small", "resident_gib=0"])
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
 
     class Wrong(Weights):
         def get(self, name, dtype=torch.float32):
@@ -148,7 +150,7 @@ def test_streamed_gate_names_the_first_layer_that_differs():
 def test_gate_catches_a_wrong_weight():
     """A single perturbed weight (a copy: our params share storage with the reference) fails the gate."""
     cfg, checkpoint, _ = setup(("tinyllama", "small"))
-    loaded = pipeline.load_model(cfg, checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), checkpoint)
     weight = loaded.model.model.layers[1].mlp.down_proj.weight
     weight.data = weight.data.clone()
     weight.data[0, 0] += 0.05
@@ -159,7 +161,7 @@ def test_gate_catches_a_wrong_weight():
 def test_gate_catches_a_wrong_rope_theta():
     """An architecture slip that keeps every shape (RoPE theta) is caught by the numbers, not by loading."""
     cfg = compose_cfg(["model=tinyllama", "variant=small"])
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     cfg.model.arch.rope.theta = 500000.0
     from zoo.checkpoint import load
 

@@ -122,6 +122,18 @@ def test_kinds_sit_below_the_stages():
         assert not others, f"{module} imports another kind's code: {others}"
 
 
+def test_nothing_below_the_kinds_imports_them():
+    """The schema, its composition and the rooms the kinds build on (checkpoint, architectures, export, runtime,
+    the gate's and the check's shared parts) never import zoo.kinds, lazily or not: only the stages and the
+    commands above look a kind up."""
+    below = ("zoo.schema", "zoo.config", "zoo.golden", "zoo.check", "zoo.checkpoint", "zoo.architectures")
+    below += ("zoo.export", "zoo.runtime", "zoo.stream", "zoo.files", "zoo.errors")
+    for module, targets in _imports().items():
+        if module.startswith(below):
+            up = sorted(t for t in targets if t.startswith("zoo.kinds"))
+            assert not up, f"{module} imports {up}: a kind belongs above it"
+
+
 def test_every_import_of_zoo_names_something_that_exists():
     """`from zoo.x import y` anywhere in zoo/, inside functions too, names a module or an attribute that exists:
     a lazy import of a name that moved fails here, not in the one run that reaches it."""

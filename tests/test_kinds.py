@@ -19,8 +19,8 @@ from zoo.check import padded
 from zoo.errors import ConfigError
 from zoo.exact import float64
 from zoo.export.signatures import Program
-from zoo.kinds import KINDS, register
-from zoo.kinds.base import ModelKind, check_fixed_length
+from zoo.kinds import KINDS, kind_of, register
+from zoo.kinds.base import ModelKind, fixed_length_problems
 from zoo.results import Gate
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
@@ -67,8 +67,8 @@ class TokenStates(ModelKind):
     name = "token_states"
     components = {"embedding": r"word_embeddings"}
 
-    def validate(self, cfg: ZooConfig) -> None:
-        check_fixed_length(cfg)
+    def problems(self, cfg: ZooConfig) -> list[str]:
+        return fixed_length_problems(cfg)
 
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
         return Encoder(arch).eval()
@@ -144,7 +144,7 @@ def test_a_registered_kind_compares_to_its_golden_arrays(token_states):
     """The golden-file functions of the kind: transformers' arrays, then ours against them."""
     cfg = compose_cfg(TOY)
     checkpoint = pipeline.resolve_checkpoint(cfg).checkpoint
-    loaded = pipeline.load_model(cfg, checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), checkpoint)
     hf = golden.reference_model(cfg.model.reference, checkpoint)
     with float64(loaded.model, hf):
         arrays = token_states.reference_arrays(hf, token_states.golden_inputs(cfg, None), cfg)
@@ -206,8 +206,8 @@ class FeatureStates(ModelKind):
     name = "feature_states"
     components = {"attention": r"attention"}
 
-    def validate(self, cfg: ZooConfig) -> None:
-        check_fixed_length(cfg)
+    def problems(self, cfg: ZooConfig) -> list[str]:
+        return fixed_length_problems(cfg)
 
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
         return Encoder(arch).eval()

@@ -10,6 +10,7 @@ import transformers
 
 from zoo import pipeline
 from zoo.errors import ConfigError
+from zoo.kinds import kind_of
 from zoo.new import hf_type, main
 
 from conftest import ROOT, compose_cfg
@@ -36,7 +37,7 @@ def drafts_and_passes(config, tmp_path, conf) -> None:
     assert (full.model.arch.dim, full.model.arch.num_layers) == (config.hidden_size, config.num_hidden_layers)
     assert full.model.reference.hf_class == hf_type(config.model_type, conf).hf_class
     cfg = compose_cfg(["model=drafted", "variant=small"], search_path=conf)
-    loaded = pipeline.load_model(cfg, pipeline.resolve_checkpoint(cfg).checkpoint)
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
     result = pipeline.verify(cfg, loaded).result.to_report()
     assert result["passed"] and result["max_abs_diff"] <= cfg.golden.atol
 

@@ -22,14 +22,14 @@ def test_pins_are_pyproject_pins():
 
 
 def test_another_version_is_a_one_line_error(monkeypatch):
-    private.check_versions()  # the installed versions pass
+    private.validate_versions()  # the installed versions pass
     monkeypatch.setattr(
         importlib.metadata,
         "version",
         lambda package: "0.9.0" if package == "ai-edge-quantizer" else private.PINS[package],
     )
     with pytest.raises(VersionError) as err:
-        private.check_versions()
+        private.validate_versions()
     line, status = error_line("zoo", err.value)
     assert status == 2 and "\n" not in line
     assert line == (
@@ -44,4 +44,4 @@ def test_a_missing_package_is_named(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "version", version)
     with pytest.raises(VersionError, match=r"^tensorflow-cpu is not installed, .*pip install tensorflow-cpu==2\.21\.0"):
-        private.check_versions()
+        private.validate_versions()

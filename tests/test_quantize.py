@@ -22,7 +22,7 @@ from zoo.config import CONF_DIR
 from zoo.errors import ConfigError
 from zoo.export.bake import write
 from zoo.export.quantize import _plan, quantize
-from zoo.export.recipe import check_recipe
+from zoo.export.recipe import validate_recipe
 from zoo.kinds import KINDS, kind_of
 from zoo.schema import ComponentModes, ModeOverride, QuantCheck, QuantConfig, QuantMode
 
@@ -351,7 +351,7 @@ def test_recipes_are_checked_against_the_models_weight_names():
     model = _meta_model("tinyllama")
 
     def check(**fields) -> None:
-        check_recipe(QuantConfig(mode=QuantMode.int8_dynamic, **fields), DECODER, model, "tinyllama")
+        validate_recipe(QuantConfig(mode=QuantMode.int8_dynamic, **fields), DECODER, model, "tinyllama")
 
     with pytest.raises(ConfigError, match="hadamard pattern '\\(' is not a regex"):
         check(hadamard=["("])
@@ -364,7 +364,7 @@ def test_recipes_are_checked_against_the_models_weight_names():
     with pytest.raises(ConfigError, match=r"\['SelfAttention'\] match no weight of tinyllama"):
         check(hadamard=["SelfAttention"])
     with pytest.raises(ConfigError, match="components.lm_head selects no weight of minilm_l6"):
-        check_recipe(
+        validate_recipe(
             QuantConfig(mode=QuantMode.int8_dynamic, components=ComponentModes(lm_head=QuantMode.fp16)),
             KINDS["encoder"].components,
             _meta_model("minilm_l6"),

@@ -15,6 +15,7 @@ from zoo.check import check_failures, kl_bound
 from zoo.export.rotation import hadamard
 from zoo.export.simulate import Rounding, _rotated, roundings
 from zoo.golden import GateFigures
+from zoo.kinds import kind_of
 from zoo.kinds.decoder.gate import DecoderGate
 from zoo.pipeline import check, load_model, resolve_checkpoint
 from zoo.schema import QuantCheck, QuantMode
@@ -90,7 +91,7 @@ def test_the_modes_follow_the_recipe():
     """The int4_block32 recipe on SmolLM2's modules: MLP int4 with zero points, attention int8 Hadamard-rotated, the
     tied table int8 per row for the lookup and the lm_head alike."""
     cfg = compose_cfg(["quant=int4_block32", "variant=small"])
-    loaded = load_model(cfg, resolve_checkpoint(cfg).checkpoint)
+    loaded = load_model(cfg, kind_of(cfg), resolve_checkpoint(cfg).checkpoint)
     rounds = roundings(loaded.model, cfg.quant, loaded.kind.components)
     assert rounds["model.layers.0.mlp.down_proj"] == Rounding(
         QuantMode.int4_block32, 0, QuantMode.none, cfg.quant.outliers
@@ -118,7 +119,7 @@ def test_a_good_file_passes_near_its_simulation_and_a_broken_one_fails(recipe, t
     passes; the same export with layer 0's and 1's down_proj swapped (a mapping mistake) fails on KL, its
     simulation unchanged."""
     cfg = compose_cfg([f"quant={recipe}", "variant=small", "export.prefill_lens=[32]", "export.kv_cache_max=64"])
-    loaded = load_model(cfg, resolve_checkpoint(cfg).checkpoint)
+    loaded = load_model(cfg, kind_of(cfg), resolve_checkpoint(cfg).checkpoint)
     gate = DecoderGate(GateFigures(), (loaded.kind.golden_inputs(cfg, loaded.tokenizer)[0],))  # the check's input
     broken = copy.deepcopy(loaded.model)
     with torch.no_grad():

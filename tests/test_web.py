@@ -22,7 +22,7 @@ from zoo.runtime.generate import Generator, stream
 from zoo.runtime.model import LiteModel
 from zoo.runtime.tokenizer import encode_prompt
 from zoo.schema import SamplingConfig
-from zoo.web.bundle import HEAP_LIMIT, check_heap
+from zoo.web.bundle import HEAP_LIMIT, validate_heap
 from zoo.web.files import MANIFEST, VENDOR
 
 from conftest import ROOT, compose_cfg
@@ -276,7 +276,7 @@ def test_a_model_too_large_for_the_wasm_heap_is_refused_in_one_line(tiny, tmp_pa
     with open(big, "wb") as f:
         f.truncate(800_000_000)  # sparse: 800 MB + 3 packed copies pass 2 GiB
     with pytest.raises(BundleError, match=r"big.tflite: a web bundle would need ~[0-9.]+ GiB of WASM heap") as err:
-        check_heap(cfg, big)
+        validate_heap(cfg, big)
     assert "\n" not in str(err.value)
 
 

@@ -28,6 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo import kinds
 from zoo.config import composition_error, load
 from zoo.errors import ConfigError, ResourceError, as_user_error
 from zoo.eval import eval_line
@@ -51,7 +52,7 @@ def main(cfg: DictConfig) -> str:
     run_dir = Path(hc.runtime.output_dir)
     quiet_python_logs()
     try:
-        zoo_cfg = load(cfg, dict(hc.runtime.choices))
+        zoo_cfg = load(cfg, dict(hc.runtime.choices), kinds.problems)
         preflight(zoo_cfg)
     except (ConfigError, ResourceError) as err:
         if hc.mode != RunMode.MULTIRUN:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from zoo.schema import (
     rotary_dim,
     sampling_problem,
 )
+
+KindProblems = Callable[[ZooConfig], list[str]]  # zoo.kinds.problems: what the entry's kind finds wrong
 
 
 def hf_layer_types(pattern, num_layers: int) -> list[str]:
@@ -67,11 +70,12 @@ def job_dirname(override_dirname: str, limit: int = 160) -> str:
 OmegaConf.register_new_resolver("zoo_job_dirname", job_dirname, replace=True)  # conf/config.yaml hydra.sweep.subdir
 
 
-def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
+def load(cfg: DictConfig, choices: dict[str, str], kind_problems: KindProblems) -> ZooConfig:
     """The composed (schema-typed) config shrunk if `variant=small`, resolved to dataclasses and validated.
 
     `choices` maps each config group to the option Hydra picked (e.g. model -> smollm2_135m), so an error can name
-    the file it came from.
+    the file it came from; `kind_problems` (zoo.kinds.problems, given by the entry point: the schema sits below the
+    kinds) adds what the entry's kind finds wrong to the same error.
     """
     from zoo.variants import shrink
 
@@ -86,7 +90,7 @@ def load(cfg: DictConfig, choices: dict[str, str]) -> ZooConfig:
         raise ConfigError(f"{extra[0]}: not a field of the schema (zoo/schema.py): remove it or fix its name")
     if obj.eval.enabled or obj.quant.candidates:  # the eval scores every prefill position (zoo/kinds/decoder/eval.py)
         obj.export.prefill_logits = PrefillLogits.all
-    validate(obj, source_file("model", choices))
+    validate(obj, source_file("model", choices), kind_problems)
     if obj.generate.prompt_file is not None:
         obj.generate.prompt = read_prompt_file(obj.generate)
     return obj
@@ -157,18 +161,10 @@ def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
     return ConfigError(describe(err, choices))
 
 
-def validate(cfg: ZooConfig, source: str = "model") -> None:
+def validate(cfg: ZooConfig, source: str, kind_problems: KindProblems) -> None:
     """Checks that need several fields at once; raises one ConfigError with every problem found (each naming its
-    field, and for the architecture `source`, the file)."""
-    from zoo.kinds import kind_of  # when validating: the kinds bring torch, which composing alone does not need
-
-    problems = arch_problems(cfg.model.arch, source)
-    try:
-        kind = kind_of(cfg)
-        kind.validate(cfg)
-    except ConfigError as err:
-        kind = None
-        problems += err.details or [str(err)]
+    field, and for the architecture `source`, the file), the kind's (`kind_problems(cfg)`) included."""
+    problems = arch_problems(cfg.model.arch, source) + kind_problems(cfg)
     if cfg.export.kv_read_multiple < 0:  # above kv_cache_max it reads every slot, like 0 with a run-time size
         problems.append(
             f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be >= 0 (0 reads every cache slot)"
@@ -191,8 +187,6 @@ def validate(cfg: ZooConfig, source: str = "model") -> None:
             "export.bundles: litertlm needs export.kv_layout=transposed and export.mask_as_input=true "
             "(use export=litertlm)"
         )
-    if Bundle.web in cfg.export.bundles and kind is not None and not kind.generates:
-        problems.append(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.name}")
     if cfg.export.bundles and cfg.model.tokenizer.source == "none":
         problems.append("export.bundles: a bundle needs the entry's tokenizer but model.tokenizer.source is none")
     if cfg.debug.top < 1 or cfg.debug.blame < 0:
@@ -252,7 +246,7 @@ def arch_problems(arch: ArchConfig, source: str) -> list[str]:
     return problems
 
 
-def compose_config(overrides: list[str]) -> ZooConfig:
+def compose_config(overrides: list[str], kind_problems: KindProblems) -> ZooConfig:
     """The config `python -m zoo overrides` would run, validated: for the commands that compose outside Hydra's main
     (zoo.generate, zoo.debug)."""
     from hydra import compose, initialize_config_dir
@@ -265,4 +259,4 @@ def compose_config(overrides: list[str]) -> ZooConfig:
             raise composition_error(err, overrides) from None
     choices = dict(a.split("=", 1) for a in overrides if a.split("=", 1)[0] in GROUPS)
     choices.setdefault("model", "smollm2_135m")
-    return load(raw, choices)
+    return load(raw, choices, kind_problems)

@@ -26,7 +26,9 @@ def overrides(argv: list[str]) -> list[str]:
 
 def compose_config(argv: list[str]) -> ZooConfig:
     """The job's config from the command line (`prompt=...` and the sampling keys are generate's)."""
-    return config.compose_config(overrides(argv))
+    from zoo import kinds  # not at the top: --help needs no torch
+
+    return config.compose_config(overrides(argv), kinds.problems)
 
 
 def main(argv: list[str]) -> int:

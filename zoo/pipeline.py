@@ -17,7 +17,7 @@ from torch import nn
 
 from zoo import golden
 from zoo.bundle import bundle
-from zoo.checkpoint import Checkpoint, check_config, materialize, resolve, weights_for
+from zoo.checkpoint import Checkpoint, materialize, resolve, validate_checkpoint, weights_for
 from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.errors import CheckFailed, ConfigError, EvalFailed, GateFailed, ResourceError
 from zoo.eval import run_eval
@@ -62,12 +62,12 @@ def memory_estimate(cfg: ZooConfig, kind: ModelKind, model: nn.Module) -> tuple[
 def preflight(cfg: ZooConfig) -> None:
     """What can be refused before any file is read or written: the quant recipe against the entry's weight names,
     and a model too large for the memory (the model built on the meta device: nothing allocated)."""
-    from zoo.export.recipe import check_recipe
+    from zoo.export.recipe import validate_recipe
 
     kind = kind_of(cfg)
     with torch.device("meta"):
         model = kind.build(cfg.model.arch, cfg.export)
-    check_recipe(cfg.quant, kind.components, model, cfg.model.name)
+    validate_recipe(cfg.quant, kind.components, model, cfg.model.name)
     need, how = memory_estimate(cfg, kind, model)
     params = sum(p.numel() for p in model.parameters())
     limit = cfg.memory_limit_gib if cfg.memory_limit_gib is not None else psutil.virtual_memory().available / 2**30
@@ -87,7 +87,7 @@ def resolve_checkpoint(cfg: ZooConfig, cache: JobCache | None = None) -> Resolve
         from zoo.files import cache_root
 
         checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed, cache_root(cfg.cache_dir))
-        check_config(cfg.model.reference, checkpoint)
+        validate_checkpoint(cfg.model.reference, checkpoint)
         return checkpoint
 
     with timed("checkpoint") as clock:
@@ -95,7 +95,7 @@ def resolve_checkpoint(cfg: ZooConfig, cache: JobCache | None = None) -> Resolve
     return Resolved(checkpoint, clock.timing)
 
 
-def load_model(cfg: ZooConfig, checkpoint: Checkpoint) -> Loaded:
+def load_model(cfg: ZooConfig, kind: ModelKind, checkpoint: Checkpoint) -> Loaded:
     """Build our module from the entry and map it strictly onto the checkpoint (nothing read yet); read it into
     memory when it is at most `resident_gib` of float32 or its kind cannot stream (zoo/stream.py)."""
     tokenizer = load_tokenizer(cfg.model.tokenizer, checkpoint)
@@ -104,7 +104,6 @@ def load_model(cfg: ZooConfig, checkpoint: Checkpoint) -> Loaded:
             f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
             f"{cfg.model.arch.vocab_size} (model.arch.vocab_size): give the entry's own tokenizer"
         )
-    kind = kind_of(cfg)
     with timed("build") as building, torch.device("meta"):  # no init of weights the checkpoint replaces
         model = kind.build(cfg.model.arch, cfg.export)
     with timed("load") as loading:
@@ -255,7 +254,8 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None, debug_anyw
     error = None
     try:
         with stage_bar(stages, f"zoo {cfg.model.name}"):
-            loaded = report.add(load_model(cfg, report.add(resolve_checkpoint(cfg, cache)).checkpoint))
+            kind = kind_of(cfg)  # the one lookup: every stage after load_model asks `loaded.kind`
+            loaded = report.add(load_model(cfg, kind, report.add(resolve_checkpoint(cfg, cache)).checkpoint))
             gate = report.add(verify(cfg, loaded, cache))
             if gate.failure:
                 raise GateFailed(gate.failure)

@@ -2,16 +2,16 @@
 engine."""
 
 from zoo.checkpoint.mapping import MappingError, Weights, load, materialize, weights_for
-from zoo.checkpoint.sources import Checkpoint, CheckpointError, check_config, resolve
+from zoo.checkpoint.sources import Checkpoint, CheckpointError, resolve, validate_checkpoint
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
     "MappingError",
     "Weights",
-    "check_config",
     "load",
     "materialize",
     "resolve",
+    "validate_checkpoint",
     "weights_for",
 ]

@@ -195,7 +195,7 @@ def gguf_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(InMemory(tensors), config, str(path), path)
 
 
-def check_config(reference: ReferenceConfig, checkpoint: Checkpoint) -> None:
+def validate_checkpoint(reference: ReferenceConfig, checkpoint: Checkpoint) -> None:
     """Every field the entry states about the architecture must agree with the checkpoint's own config."""
     ours = reference_config(reference).to_dict()
     theirs = checkpoint.config.to_dict()

@@ -22,9 +22,9 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
-    from zoo import pipeline
+    from zoo import kinds, pipeline
 
-    cfg = compose_config(argv)
+    cfg = compose_config(argv, kinds.problems)
     pipeline.preflight(cfg)
     run_dir = Path(cfg.debug.dir or f"runs/{cfg.model.name}/debug-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     report = pipeline.run(cfg, run_dir, debug_anyway=True)

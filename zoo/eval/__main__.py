@@ -21,7 +21,7 @@ from zoo.config import validate
 from zoo.errors import ConfigError, EvalError, EvalFailed
 from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
-from zoo.kinds import kind_of
+from zoo.kinds import kind_of, problems
 from zoo.quiet import exit_quietly, guarded
 from zoo.schema import ZooConfig
 
@@ -41,7 +41,7 @@ def run_config(path: Path, overrides: list[str]) -> tuple[ZooConfig, dict]:
         cfg: ZooConfig = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(f"override: {str(err).splitlines()[0]}") from None
-    validate(cfg, str(report_path))
+    validate(cfg, str(report_path), problems)
     return cfg, report
 
 

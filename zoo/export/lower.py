@@ -403,7 +403,7 @@ def _lower_node(node: torch.fx.Node, env: dict[str, Any]) -> Any:
         raise LoweringError(f"{e} (from module {_module_path(node)})") from None
 
 
-def check_supported(program: ExportedProgram) -> None:
+def validate_ops(program: ExportedProgram) -> None:
     """Raises LoweringError for the first op without a lowering, before any TF tracing is spent on the graph."""
     for node in program.graph.nodes:
         if node.op == "call_function":
@@ -432,7 +432,7 @@ def lower(program: ExportedProgram, state: Mapping[str, tf.Variable | tf.Tensor]
     `state` holds every parameter and buffer by torch state name; lifted constants (small literals such as
     `torch.tensor(scale)`) become TF constants.
     """
-    check_supported(program)
+    validate_ops(program)
     signature = program.graph_signature
     if {spec.kind for spec in signature.output_specs} - {OutputKind.USER_OUTPUT}:
         raise LoweringError("exported program mutates buffers; the lowering expects a functional program")

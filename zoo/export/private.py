@@ -61,7 +61,6 @@ __all__ = [
     "InMemoryQuantizer",
     "SavedModelConverter",
     "StreamedParams",
-    "check_versions",
     "dynamic_update_slice",
     "flatbuffer_utils",
     "hadamard_matrix",
@@ -69,11 +68,12 @@ __all__ = [
     "schema",
     "tfl_utils",
     "transformation_utils",
+    "validate_versions",
 ]
 PINS = {"tensorflow-cpu": "2.21.0", "ai-edge-litert": "2.3.0", "ai-edge-quantizer": "0.10.0"}
 
 
-def check_versions() -> None:
+def validate_versions() -> None:
     """A VersionError naming the first package installed at another version than its pin, and the fix."""
     for package, pin in PINS.items():
         try:
@@ -88,7 +88,7 @@ def check_versions() -> None:
 
 
 log = logging.getLogger(__name__)
-check_versions()  # before the imports below, which a moved private module would fail with a less useful error
+validate_versions()  # before the imports below, which a moved private module would fail with a less useful error
 
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402

@@ -34,7 +34,7 @@ def weight_names(model: nn.Module) -> list[str]:
     return names + (["lm_head"] if hasattr(model, "lm_head") and model.lm_head is None else [])
 
 
-def check_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.Module, model_name: str) -> None:
+def validate_recipe(recipe: QuantConfig, components: Mapping[str, str], model: nn.Module, model_name: str) -> None:
     """Raises ConfigError for a malformed recipe or a pattern that selects no weight of `model` (`components`: its
     kind's)."""
     where = f"conf/quant/{recipe.name}.yaml"

@@ -14,7 +14,7 @@ from zoo.kinds.base import ModelKind
 from zoo.kinds.decoder import DecoderKind
 from zoo.kinds.encoder import EncoderKind
 from zoo.kinds.encoder_decoder import EncoderDecoderKind
-from zoo.schema import ZooConfig
+from zoo.schema import Bundle, ZooConfig
 
 KINDS: dict[str, ModelKind] = {}
 
@@ -25,12 +25,22 @@ def register(kind: ModelKind) -> ModelKind:
     return kind
 
 
-def kind_of(cfg: ZooConfig) -> ModelKind:
-    """The kind of the entry; ConfigError for a name no module registered."""
+def problems(cfg: ZooConfig) -> list[str]:
+    """What the entry's kind finds wrong with `cfg` (config.validate lists them with the kind-neutral ones)."""
     if cfg.model.kind not in KINDS:
-        raise ConfigError(
-            f"model.kind: {cfg.model.kind!r} is not a registered model kind ({', '.join(KINDS)}; zoo/kinds/)"
-        )
+        return [f"model.kind: {cfg.model.kind!r} is not a registered model kind ({', '.join(KINDS)}; zoo/kinds/)"]
+    kind = KINDS[cfg.model.kind]
+    found = kind.problems(cfg)
+    if Bundle.web in cfg.export.bundles and not kind.generates:
+        found.append(f"export.bundles: web runs a decoder's prefill/decode loop; {cfg.model.name} is {kind.name}")
+    return found
+
+
+def kind_of(cfg: ZooConfig) -> ModelKind:
+    """The kind of the entry; ConfigError for a config it does not suit (for callers that built `cfg` without
+    config.load)."""
+    if found := problems(cfg):
+        raise ConfigError.of(found)
     return KINDS[cfg.model.kind]
 
 

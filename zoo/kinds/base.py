@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from torch import nn
 
-from zoo.errors import ConfigError
 from zoo.schema import ArchConfig, ExportConfig, KVLayout, ZooConfig
 
 if TYPE_CHECKING:  # both import torch and TensorFlow machinery a config check does not need
@@ -39,8 +38,9 @@ class ModelKind(ABC):
     # (zoo/stream.py); other kinds always get the whole model in memory.
     streams: ClassVar[bool] = False
 
-    def validate(self, cfg: ZooConfig) -> None:  # noqa: B027 - an optional hook: most kinds add no checks
-        """Config checks only this kind needs; raises ConfigError."""
+    def problems(self, cfg: ZooConfig) -> list[str]:
+        """What is wrong with `cfg` for this kind only (one line each); `kind_of` reports them all at once."""
+        return []
 
     @abstractmethod
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
@@ -102,22 +102,25 @@ class ModelKind(ABC):
         raise EvalError(f"kind {self.name} has no eval on text")
 
 
-def check_fixed_length(cfg: ZooConfig) -> None:
+def fixed_length_problems(cfg: ZooConfig) -> list[str]:
     """Kinds whose signatures take a fixed-length, masked input (`export.encoder_len`) and no decoder cache
     layout other than btnh."""
+    problems = []
     if cfg.export.kv_layout is not KVLayout.btnh:
-        raise ConfigError(f"export.kv_layout={cfg.export.kv_layout.value} is for decoder entries; use btnh")
+        problems.append(f"export.kv_layout={cfg.export.kv_layout.value} is for decoder entries; use btnh")
     if not 0 < cfg.export.encoder_len <= cfg.model.arch.max_positions:
-        raise ConfigError(
+        problems.append(
             f"export.encoder_len={cfg.export.encoder_len} must be in 1..model.arch.max_positions="
             f"{cfg.model.arch.max_positions}"
         )
+    return problems
 
 
-def check_kv_cache(cfg: ZooConfig) -> None:
+def kv_cache_problems(cfg: ZooConfig) -> list[str]:
     """Kinds with a KV cache: every slot must be a position the model has."""
     if cfg.export.kv_cache_max > cfg.model.arch.max_positions:
-        raise ConfigError(
+        return [
             f"export.kv_cache_max={cfg.export.kv_cache_max} exceeds model.arch.max_positions="
             f"{cfg.model.arch.max_positions}"
-        )
+        ]
+    return []

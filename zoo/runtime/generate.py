@@ -47,7 +47,7 @@ class Result:
     stats: Stats = field(default_factory=Stats)
 
 
-def check_prompt(ids: Sequence[int], max_new_tokens: int, model: LiteModel) -> None:
+def validate_prompt(ids: Sequence[int], max_new_tokens: int, model: LiteModel) -> None:
     """Refuse up front what cannot run: nothing is wrapped or truncated."""
     if not ids:
         raise InputError("empty prompt: give some text (generate.prompt=...) or token ids")
@@ -76,7 +76,7 @@ def stream(
     stats: Stats | None = None,
 ) -> Iterator[int]:
     """New token ids as they are chosen, up to a stop token (not yielded) or max_new_tokens; `stats` is filled in."""
-    check_prompt(ids, max_new_tokens, model)
+    validate_prompt(ids, max_new_tokens, model)
     stats = stats if stats is not None else Stats()
     stats.prompt_tokens = len(ids)
     sample, stops, clock = Sampler(sampling), set(stop_ids), time.perf_counter

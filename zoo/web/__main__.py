@@ -8,7 +8,7 @@ from pathlib import Path
 
 from zoo.errors import InputError
 from zoo.quiet import guarded
-from zoo.web.serve import check_bundle, server, url
+from zoo.web.serve import server, url, validate_bundle
 
 
 def main(argv: list[str]) -> int:
@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("bundle", type=Path, help="the web/ folder next to an exported flatbuffer")
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)")
     args = parser.parse_args(argv)
-    manifest = check_bundle(args.bundle)
+    manifest = validate_bundle(args.bundle)
     try:
         httpd = server(args.bundle, args.port)
     except OSError as err:

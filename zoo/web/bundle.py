@@ -43,7 +43,7 @@ def cache_bytes(cfg: ZooConfig) -> int:
     return 2 * cfg.model.arch.num_layers * cfg.export.kv_cache_max * att.num_kv_heads * att.head_dim * 4
 
 
-def check_heap(cfg: ZooConfig, tflite: Path) -> int:
+def validate_heap(cfg: ZooConfig, tflite: Path) -> int:
     signatures, size = len(cfg.export.prefill_lens) + 1, tflite.stat().st_size
     estimate = heap_estimate(size, signatures, cache_bytes(cfg))
     if estimate > HEAP_LIMIT:
@@ -94,7 +94,7 @@ def web(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     """`out/` (a folder) from the flatbuffer and the tokenizer, written via a temp folder and renamed."""
     if tokenizer is None:
         raise BundleError(f"{cfg.model.name}: a web bundle needs a tokenizer (model.tokenizer.source)")
-    heap = check_heap(cfg, tflite)
+    heap = validate_heap(cfg, tflite)
     if missing := missing_vendor():
         raise BundleError(
             f"LiteRT.js is not installed ({NODE_MODULES / missing[0]} is missing): run "

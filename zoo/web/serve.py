@@ -14,7 +14,7 @@ from zoo.web.files import MANIFEST, TOKENIZER, VENDOR
 HOST = "127.0.0.1"
 
 
-def check_bundle(folder: Path) -> dict:
+def validate_bundle(folder: Path) -> dict:
     """The bundle's manifest, once every file the page loads is there."""
     if not folder.is_dir():
         raise BundleError(

@@ -9,9 +9,9 @@ from torch import nn
 
 from zoo.architectures.decoder import Decoder
 from zoo.checkpoint import Weights
-from zoo.errors import ConfigError, GateFailed
+from zoo.errors import GateFailed
 from zoo.golden import prompt_ids
-from zoo.kinds.base import ModelKind, check_kv_cache
+from zoo.kinds.base import ModelKind, kv_cache_problems
 from zoo.kinds.decoder.gate import DecoderGate, compare_to_golden, decoder_gate, greedy_answer, reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
@@ -22,13 +22,12 @@ class DecoderKind(ModelKind):
     generates = True
     streams = True
 
-    def validate(self, cfg: ZooConfig) -> None:
-        for prefill in cfg.export.prefill_lens:
-            if not 0 < prefill <= cfg.export.kv_cache_max:
-                raise ConfigError(
-                    f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}"
-                )
-        check_kv_cache(cfg)
+    def problems(self, cfg: ZooConfig) -> list[str]:
+        return [
+            f"export: prefill length {prefill} must be in 1..kv_cache_max={cfg.export.kv_cache_max}"
+            for prefill in cfg.export.prefill_lens
+            if not 0 < prefill <= cfg.export.kv_cache_max
+        ] + kv_cache_problems(cfg)
 
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
         return Decoder(arch, export.kv_layout, export.kv_read_multiple).eval()

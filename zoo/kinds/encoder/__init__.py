@@ -9,7 +9,7 @@ from torch import nn
 
 from zoo.architectures.encoder import Encoder
 from zoo.checkpoint import Weights
-from zoo.kinds.base import ModelKind, check_fixed_length
+from zoo.kinds.base import ModelKind, fixed_length_problems
 from zoo.kinds.encoder.gate import EncoderGate, encoder_compare, encoder_gate, encoder_inputs, encoder_reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
@@ -18,8 +18,8 @@ class EncoderKind(ModelKind):
     name = "encoder"
     components = {"embedding": r"word_embeddings"}
 
-    def validate(self, cfg: ZooConfig) -> None:
-        check_fixed_length(cfg)
+    def problems(self, cfg: ZooConfig) -> list[str]:
+        return fixed_length_problems(cfg)
 
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
         return Encoder(arch).eval()

@@ -10,7 +10,7 @@ from torch import nn
 from zoo.architectures.encoder_decoder import EncoderDecoder
 from zoo.checkpoint import Weights
 from zoo.golden import prompt_ids
-from zoo.kinds.base import ModelKind, check_fixed_length, check_kv_cache
+from zoo.kinds.base import ModelKind, fixed_length_problems, kv_cache_problems
 from zoo.kinds.encoder_decoder.gate import Seq2SeqGate, seq2seq_compare, seq2seq_gate, seq2seq_reference_arrays
 from zoo.schema import ArchConfig, ExportConfig, ZooConfig
 
@@ -19,9 +19,8 @@ class EncoderDecoderKind(ModelKind):
     name = "encoder_decoder"
     components = {"lm_head": r"lm_head", "embedding": r"\bshared\b"}
 
-    def validate(self, cfg: ZooConfig) -> None:
-        check_fixed_length(cfg)  # its cache is always btnh
-        check_kv_cache(cfg)
+    def problems(self, cfg: ZooConfig) -> list[str]:
+        return fixed_length_problems(cfg) + kv_cache_problems(cfg)  # its cache is always btnh
 
     def build(self, arch: ArchConfig, export: ExportConfig) -> nn.Module:
         return EncoderDecoder(arch, export.kv_read_multiple).eval()
