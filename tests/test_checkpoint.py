@@ -10,7 +10,7 @@ import torch
 
 from zoo import golden, pipeline
 from zoo.checkpoint import CheckpointError, MappingError, load, resolve, validate_checkpoint
-from zoo.checkpoint.lazy import InMemory
+from zoo.checkpoint.lazy import InMemory, Meta
 from zoo.checkpoint.mapping import Weights, plan
 from zoo.kinds import kind_of
 from zoo.schema import MappingConfig, MappingRule
@@ -171,3 +171,28 @@ def test_bad_sources_are_clear(small, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(CheckpointError, match="has no model.safetensors"):
         resolve(str(tmp_path), cfg.model.reference, 0)
+
+
+def test_gguf_tensors_are_dequantized_one_at_a_time_as_transformers_reads_them(monkeypatch):
+    """SmolLM2's Q4_1 GGUF: opening it dequantizes nothing; each tensor asked for equals, in name, shape, dtype and
+    value, what transformers' `load_gguf_checkpoint` gives for the whole file (llama.cpp's q/k row order undone)."""
+    import gguf
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    calls = []
+    dequantize = gguf.dequantize
+    monkeypatch.setattr(gguf, "dequantize", lambda *a: calls.append(1) or dequantize(*a))
+    cfg = compose_cfg([])
+    checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
+    assert not calls
+    q = checkpoint.tensors["model.layers.3.self_attn.q_proj.weight"]
+    assert len(calls) == 1
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(checkpoint.config)
+    whole = load_gguf_checkpoint(str(checkpoint.path), return_tensors=True, model_to_load=skeleton)["tensors"]
+    assert sorted(whole) == sorted(checkpoint.tensors)
+    assert torch.equal(q, whole["model.layers.3.self_attn.q_proj.weight"])
+    for name, tensor in whole.items():
+        assert checkpoint.tensors.meta[name] == Meta(tuple(tensor.shape), tensor.dtype), name
+        assert torch.equal(checkpoint.tensors[name], tensor), name

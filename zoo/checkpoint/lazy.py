@@ -2,8 +2,8 @@
 read (and widened to float32) only when asked for, so no stage needs the whole checkpoint in memory.
 
 Safetensors files are checked by safetensors once, then each tensor is read by plain file reads (no memory map
-whose pages would stay resident beside the converted copy). Formats whose readers only give everything at once
-(pytorch_model.bin, GGUF through transformers) are held as read: they are the small checkpoints here.
+whose pages would stay resident beside the converted copy). A GGUF file's tensors are dequantized one at a time.
+pytorch_model.bin, whose reader only gives everything at once, is held as read: old and small checkpoints only.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class LazyTensors(Mapping[str, torch.Tensor]):
 
 
 class InMemory(LazyTensors):
-    """Tensors a reader already gave whole (pytorch_model.bin, GGUF)."""
+    """Tensors a reader already gave whole (pytorch_model.bin)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
         super().__init__({k: Meta(tuple(v.shape), v.dtype) for k, v in tensors.items()})
@@ -124,6 +124,52 @@ class Safetensors(LazyTensors):
                     _read_into(f, part, path, name)
                     flat[start : start + part.numel()] = part
         return out
+
+
+class GGUF(LazyTensors):
+    """A .gguf file read tensor by tensor: gguf's reader maps the file, and a tensor asked for is dequantized by gguf
+    and put in transformers' layout by transformers' processor for the architecture (llama.cpp's q/k row
+    permutation undone): what transformers' `load_gguf_checkpoint` does to every tensor at once, one at a time.
+    `skeleton` (the transformers model on the meta device) names the tensors as transformers does."""
+
+    # Processors that merge several GGUF tensors into one (mixture-of-experts) need them all at once.
+    MERGED = ("Qwen2MoeTensorProcessor", "GptOssTensorProcessor", "MiniMaxM2TensorProcessor")
+
+    def __init__(self, path: Path, config: dict, skeleton: torch.nn.Module):
+        from gguf import GGUFReader
+        from transformers.modeling_gguf_pytorch_utils import (
+            TENSOR_PROCESSORS,
+            TensorProcessor,
+            get_gguf_hf_weights_map,
+            read_field,
+        )
+
+        with unreadable(path, "a GGUF file of an architecture transformers reads"):
+            reader = GGUFReader(path)
+            architecture = read_field(reader, "general.architecture")[0]
+            self.processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config)
+            if type(self.processor).__name__ in self.MERGED:
+                raise CheckpointError(
+                    f"{path}: GGUF of architecture {architecture} (mixture of experts) merges tensors on reading, "
+                    "which zoo does not do one tensor at a time: convert it to safetensors"
+                )
+            names = get_gguf_hf_weights_map(skeleton, self.processor)
+        self.path, self.tensors = path, {names[t.name]: t for t in reader.tensors if t.name in names}
+        super().__init__(
+            {k: Meta(tuple(int(d) for d in reversed(t.shape)), torch.float32) for k, t in self.tensors.items()}
+        )
+
+    def read(self, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+        from gguf import dequantize
+
+        tensor = self.tensors[name]
+        with unreadable(self.path, f"GGUF (tensor {tensor.name})"):
+            weights = self.processor.process(weights=dequantize(tensor.data, tensor.tensor_type), name=tensor.name)
+        return (
+            torch.from_numpy(np.array(weights.weights, dtype=np.float32))
+            .reshape(self.meta[name].shape)
+            .to(dtype or torch.float32)
+        )
 
 
 def _read_into(f, tensor: torch.Tensor, path: Path, name: str) -> None:

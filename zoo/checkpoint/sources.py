@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from zoo.checkpoint.lazy import InMemory, LazyTensors, Safetensors, unreadable, write_random
+from zoo.checkpoint.lazy import GGUF, InMemory, LazyTensors, Safetensors, unreadable, write_random
 from zoo.errors import CheckpointError, ResourceError
 from zoo.files import atomic_path
 from zoo.schema import ReferenceConfig
@@ -182,7 +182,7 @@ def load_bin(path: Path) -> dict[str, torch.Tensor]:
 
 
 def gguf_checkpoint(path: Path) -> Checkpoint:
-    """Tensors dequantized by transformers' GGUF reader, which also undoes llama.cpp's q/k row permutation."""
+    """The config transformers' GGUF reader parses; the tensors dequantized one at a time as it would (lazy.GGUF)."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
@@ -191,8 +191,7 @@ def gguf_checkpoint(path: Path) -> Checkpoint:
         config = AutoConfig.for_model(**parsed["config"])
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config)
-        tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)["tensors"]
-    return Checkpoint(InMemory(tensors), config, str(path), path)
+    return Checkpoint(GGUF(path, parsed["config"], skeleton), config, str(path), path)
 
 
 def validate_checkpoint(reference: ReferenceConfig, checkpoint: Checkpoint) -> None:
