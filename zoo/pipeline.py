@@ -30,7 +30,7 @@ from zoo.kinds import ModelKind, kind_of
 from zoo.progress import stage_bar
 from zoo.quiet import native_logs_captured
 from zoo.report import Report, unfinished
-from zoo.resources import timed
+from zoo.resources import large_blocks_mapped, timed
 from zoo.results import Benched, Checked, Debugged, Exported, Gate, Loaded, Resolved
 from zoo.schema import Variant, ZooConfig
 from zoo.stream import is_streamed, streamed
@@ -248,6 +248,7 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None, debug_anyw
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    large_blocks_mapped()
     stages = 4 + 2 * cfg.export.enabled + cfg.export.enabled * (cfg.bench.enabled + cfg.eval.enabled)
     report = Report(run_dir / "report.json", cfg)
     hits = dict(cache.hits) if cache else {}
