@@ -52,6 +52,7 @@ import importlib.metadata
 import logging
 from collections.abc import Callable, Collection
 
+import ml_dtypes
 import numpy as np
 
 from zoo.errors import VersionError
@@ -162,10 +163,19 @@ class InMemoryQuantizer(quantizer.Quantizer):
 
 def _packed(params) -> np.ndarray:
     """The params' sub-byte values packed as QUANTIZE_TENSOR packs them (the quantizer's own pack_data); the params
-    then hold a zero view of their shape instead (`.size` is all that is read of them afterwards)."""
+    then hold a zero view of their shape instead (`.size` is all that is read of them afterwards).
+
+    Blockwise params are held as the file keeps them too: QUANTIZE_TENSOR writes the scales as bfloat16 (then
+    float16) and no zero points, so float32 scales and int32 zeros (two thirds of the packed values' bytes again,
+    1.3 GB for Mistral-7B int4) become bfloat16 scales, the same bytes once written, and a zero view."""
     data = params.quantized_data
     packed = transformation_utils.pack_data(params.num_bits, np.ravel(np.asarray(data)).view(np.uint8))
     object.__setattr__(params, "quantized_data", np.broadcast_to(np.zeros((), data.dtype), data.shape))
+    if params.block_size:
+        object.__setattr__(params, "scale", np.asarray(params.scale).astype(ml_dtypes.bfloat16))
+        zero_point = params.zero_point
+        if zero_point is not None and not np.any(zero_point):
+            object.__setattr__(params, "zero_point", np.broadcast_to(np.zeros((), zero_point.dtype), zero_point.shape))
     return packed
 
 
