@@ -1,95 +1,57 @@
-"""`python -m zoo` as a user runs it: exit codes, one-line errors, the run directory and nothing else."""
+"""The `zoo` console command as a user runs it: its help, version, subcommands and a wrong command."""
 
 from __future__ import annotations
 
-import json
-import re
+import importlib.metadata
 import subprocess
 import sys
+from pathlib import Path
 
-import pytest
-import yaml
+from zoo.cli import COMMANDS, GROUPS
 
 from conftest import ROOT
 
-
-def zoo(*args, cwd):
-    home = cwd.parent / "home"  # TF/Keras write ~/.keras: keep HOME out of the directory under test
-    home.mkdir(exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", "zoo", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(home)},
-    )
+ZOO = Path(sys.executable).parent / "zoo"  # the console script `pip install` made (pyproject's [project.scripts])
 
 
-@pytest.mark.slow
-def test_run_writes_report_and_config_only_into_run_dir(tmp_path):
-    run_dir = tmp_path / "run"
-    work = tmp_path / "cwd"
-    work.mkdir()
-    result = zoo(
-        "model=tinyllama",
-        "variant=small",
-        "export.prefill_lens=[16]",
-        "export.kv_cache_max=64",
-        f"hydra.run.dir={run_dir}",
-        cwd=work,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "golden PASS" in result.stdout
-    library_logs = re.compile(
-        r"^([IWE]\d{4} |WARNING: All log messages|INFO: |\[.*\]\[(absl|tensorflow)\])|absl|"
-        r"tensorflow|Sanitizing|Assets written",
-        re.M,
-    )
-    assert not library_logs.search(result.stdout + result.stderr), result.stdout + result.stderr  # zoo/quiet.py
-    # zoo's own lines only: the stages' verdicts on stdout, the progress bar (tqdm, carriage returns) on stderr
-    assert [line.split(" ", 1)[0] for line in result.stdout.splitlines()] == [
-        "tinyllama:",
-        "golden",
-        "export:",
-        "check",
-        "report:",
-    ], result.stdout
-    assert all(
-        re.fullmatch(r"zoo tinyllama: .*", part.strip()) for part in re.split(r"[\r\n]", result.stderr) if part.strip()
-    ), result.stderr
-    report = json.loads((run_dir / "report.json").read_text())
-    for key in ("model", "checkpoint", "num_params", "golden", "timings", "versions"):
-        assert key in report
-    assert report["golden"]["passed"] and report["golden"]["greedy_match"]
-    assert report["golden"]["max_abs_diff"] <= 1e-6
-    assert {"checkpoint", "build", "load", "golden", "export", "check"} <= set(report["timings"])
-    assert "check PASS" in result.stdout and report["check"]["max_abs_diff"] <= 1e-4
-    assert (run_dir / "tinyllama_none_kv64.tflite").exists()
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["arch"]["dim"] == 64
-    assert list(work.iterdir()) == []
+def zoo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    assert ZOO.is_file(), f"{ZOO} missing: install zoo with pip (pip install -e .)"
+    return subprocess.run([str(ZOO), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_bad_config_is_one_line_and_exit_2(tmp_path):
-    result = zoo("model.arch.attention.num_kv_heads=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "zoo: error [config]: conf/model/smollm2_135m.yaml: "
-        "model.arch.attention.num_kv_heads: 2 does not divide num_heads=9"
+def test_help_lists_every_command_and_every_packaged_option():
+    done = zoo("--help")
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    assert "Hydra" not in done.stdout
+    for command in COMMANDS:
+        assert f"\n  {command} " in done.stdout, command
+    for group in GROUPS:
+        for path in (ROOT / "zoo" / "conf" / group).glob("*.yaml"):
+            assert f"\n    {path.stem} " in done.stdout, f"{group}={path.stem}"
+
+
+def test_version_names_zoo_and_the_libraries_its_files_depend_on():
+    done = zoo("--version")
+    assert done.returncode == 0
+    line = done.stdout.strip()
+    assert line.startswith(f"zoo {importlib.metadata.version('zoo')} (")
+    for name in ("torch", "ai-edge-litert", "ai-edge-quantizer", "transformers"):
+        assert f"{name} {importlib.metadata.version(name)}" in line
+
+
+def test_an_unknown_command_is_one_line_and_exit_2():
+    done = zoo("convrt", "model=gemma_2b")
+    assert done.returncode == 2 and not done.stdout
+    assert done.stderr.strip().splitlines() == [
+        "zoo: error [input]: unknown command 'convrt': use one of " + ", ".join(COMMANDS) + " (zoo --help)"
     ]
-    assert not (tmp_path / "run").exists()
 
 
-def test_unknown_field_is_one_line(tmp_path):
-    result = zoo("model.arch.dimm=3", cwd=tmp_path)
-    assert result.returncode == 2
-    assert (
-        result.stderr.strip()
-        == "zoo: error [config]: command line override: model.arch.dimm: Key 'dimm' not in 'ArchConfig'"
-    )
-
-
-def test_cfg_job_prints_composed_config(tmp_path):
-    result = zoo("--cfg", "job", "model=tinyllama", cwd=tmp_path)
-    assert result.returncode == 0
-    assert yaml.safe_load(result.stdout)["model"]["arch"]["num_layers"] == 22
+def test_subcommands_run_their_modules(tmp_path):
+    """`zoo convert` is `python -m zoo` (Hydra's config, job name zoo); `zoo generate --help` is zoo.generate's."""
+    done = zoo("convert", "quant=int8_dynamic", "--cfg", "job", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "name: smollm2_135m" in done.stdout and "name: int8_dynamic" in done.stdout
+    done = zoo("generate", "--help", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("`python -m zoo.generate")
+    assert not list(tmp_path.iterdir())  # printing a config or a help writes nothing

@@ -28,5 +28,5 @@ def test_mid_size_entry_streams_within_its_budget(tmp_path):
     size = report["export"]["size_bytes"]
     peaks = {stage: t["peak_rss_bytes"] for stage, t in report["timings"].items()}
     assert max(peaks.values()) <= size + 3 * 2**30, {k: round(v / 2**30, 2) for k, v in peaks.items()}
-    log = (run_dir / "__main__.log").read_text()
+    log = (run_dir / "zoo.log").read_text()
     assert "golden: started" in log and "export: started" in log  # stage lines reach the job's log as they run
