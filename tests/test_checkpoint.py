@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,3 +199,36 @@ def test_gguf_tensors_are_dequantized_one_at_a_time_as_transformers_reads_them(m
     for name, tensor in whole.items():
         assert checkpoint.tensors.meta[name] == Meta(tuple(tensor.shape), tensor.dtype), name
         assert torch.equal(checkpoint.tensors[name], tensor), name
+
+
+def hub_cache(root: Path, repo: str, folder: Path, revision: str = "main") -> Path:
+    """`folder`'s files as huggingface_hub caches a download of `repo` at `revision` (refs/<revision> names a
+    snapshot), in `root`: what `hf download` leaves, built without a network."""
+    commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+    storage = root / f"models--{repo.replace('/', '--')}"
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / revision).write_text(commit)
+    shutil.copytree(folder, storage / "snapshots" / commit)
+    return storage / "snapshots" / commit
+
+
+def test_a_hub_id_resolves_from_the_local_hf_cache_offline(tmp_path, monkeypatch):
+    """`model.checkpoint=<org>/<name>[@revision]` is read from huggingface_hub's cache with the Hub unreachable
+    (HF_HUB_OFFLINE), the revision's own snapshot; an id not cached is one line that says how to fetch it."""
+    from huggingface_hub import constants
+
+    cfg = compose_cfg(["variant=small"])
+    resolve("random", cfg.model.reference, cfg.seed, tmp_path / "zoo")  # a HF folder: the small random snapshot
+    (snapshot,) = (tmp_path / "zoo" / "random").iterdir()
+    main = hub_cache(tmp_path / "hub", "zoo-test/tiny", snapshot)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cfg.model.checkpoint = "zoo-test/tiny"
+    loaded = pipeline.load_model(cfg, kind_of(cfg), pipeline.resolve_checkpoint(cfg).checkpoint)
+    assert loaded.checkpoint.path == main
+    assert pipeline.verify(cfg, loaded).result.passed
+    tagged = hub_cache(tmp_path / "hub", "zoo-test/tiny", snapshot, revision="v1")
+    assert resolve("zoo-test/tiny@v1", cfg.model.reference, cfg.seed).path == tagged != main
+    with pytest.raises(CheckpointError) as err:
+        resolve("zoo-test/absent", cfg.model.reference, cfg.seed)
+    assert "not in the local Hugging Face cache" in str(err.value) and "`hf download zoo-test/absent`" in str(err.value)

@@ -3,6 +3,7 @@ line naming the file or tensor, exit status 2, before any export."""
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import shutil
@@ -277,3 +278,10 @@ def test_bad_gguf_is_one_line(tmp_path, make, fragments):
 )
 def test_missing_checkpoint_is_one_line(tmp_path, spec, fragments):
     assert_user_error(zoo_on(spec, tmp_path), "checkpoint", *fragments)
+
+
+def test_a_hub_id_that_is_not_cached_offline_is_one_line(tmp_path):
+    """HF_HUB_OFFLINE=1 and an empty HF cache: the run stops at once, saying how to fetch the model."""
+    offline = functools.partial(run, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    result = zoo_on("zoo-test/absent@v2", tmp_path, runner=offline)
+    assert_user_error(result, "checkpoint", "zoo-test/absent@v2", "`hf download zoo-test/absent --revision v2`")

