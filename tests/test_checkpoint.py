@@ -13,7 +13,7 @@ import torch
 
 from zoo import golden, pipeline
 from zoo.checkpoint import CheckpointError, MappingError, load, resolve, validate_checkpoint
-from zoo.checkpoint.lazy import InMemory, Meta
+from zoo.checkpoint.lazy import GGUF, InMemory, Meta, Safetensors
 from zoo.checkpoint.mapping import Weights, plan
 from zoo.kinds import kind_of
 from zoo.schema import MappingConfig, MappingRule
@@ -176,9 +176,10 @@ def test_bad_sources_are_clear(small, tmp_path):
         resolve(str(tmp_path), cfg.model.reference, 0)
 
 
-def test_gguf_tensors_are_dequantized_one_at_a_time_as_transformers_reads_them(monkeypatch):
-    """SmolLM2's Q4_1 GGUF: opening it dequantizes nothing; each tensor asked for equals, in name, shape, dtype and
-    value, what transformers' `load_gguf_checkpoint` gives for the whole file (llama.cpp's q/k row order undone)."""
+def test_gguf_is_read_as_transformers_reads_it_through_a_float32_snapshot_made_once(tmp_path, monkeypatch):
+    """SmolLM2's Q4_1 GGUF: opening the lazy reader dequantizes nothing; the checkpoint is a float32 snapshot made
+    a tensor at a time, once (a second resolve dequantizes nothing), and each of its tensors equals, in name, shape,
+    dtype and value, what transformers' `load_gguf_checkpoint` gives for the whole file (q/k row order undone)."""
     import gguf
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
@@ -187,18 +188,21 @@ def test_gguf_tensors_are_dequantized_one_at_a_time_as_transformers_reads_them(m
     dequantize = gguf.dequantize
     monkeypatch.setattr(gguf, "dequantize", lambda *a: calls.append(1) or dequantize(*a))
     cfg = compose_cfg([])
-    checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)
-    assert not calls
-    q = checkpoint.tensors["model.layers.3.self_attn.q_proj.weight"]
-    assert len(calls) == 1
+    checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed, tmp_path)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(checkpoint.config)
+    lazy = GGUF(checkpoint.path, checkpoint.config.to_dict(), skeleton)
+    assert len(calls) == len(lazy.meta) == len(checkpoint.tensors)  # the snapshot's, one each; opening: none
+    calls.clear()
+    assert isinstance(resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed, tmp_path).tensors, Safetensors)
+    assert not calls
     whole = load_gguf_checkpoint(str(checkpoint.path), return_tensors=True, model_to_load=skeleton)["tensors"]
-    assert sorted(whole) == sorted(checkpoint.tensors)
-    assert torch.equal(q, whole["model.layers.3.self_attn.q_proj.weight"])
+    assert sorted(whole) == sorted(checkpoint.tensors) == sorted(lazy)
     for name, tensor in whole.items():
-        assert checkpoint.tensors.meta[name] == Meta(tuple(tensor.shape), tensor.dtype), name
+        assert checkpoint.tensors.meta[name] == lazy.meta[name] == Meta(tuple(tensor.shape), tensor.dtype), name
         assert torch.equal(checkpoint.tensors[name], tensor), name
+    name = "model.layers.3.self_attn.q_proj.weight"
+    assert torch.equal(lazy[name], whole[name])
 
 
 def hub_cache(root: Path, repo: str, folder: Path, revision: str = "main") -> Path:

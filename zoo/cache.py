@@ -78,10 +78,13 @@ def open_generator(cfg: ZooConfig, path: Path) -> Generator:
     return Generator(model, tokenizer, stops, cfg.model.tokenizer.chat_template)
 
 
+# folders of weight snapshots (zoo/checkpoint/sources.py), not exports: shown and cleared with the entries
+SNAPSHOTS = {"random": "weight snapshots of model.checkpoint=random", "gguf": "float32 snapshots of GGUF checkpoints"}
+
+
 def entries(root: Path) -> list[Path]:
-    """The export entries under `root`; its random/ folder holds the snapshots of `model.checkpoint=random`
-    (zoo/checkpoint/sources.py), not exports."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != "random") if root.is_dir() else []
+    """The export entries under `root`."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name not in SNAPSHOTS) if root.is_dir() else []
 
 
 def size_of(folder: Path) -> int:
@@ -98,10 +101,10 @@ def main(argv: list[str]) -> int:
     root = cache_root(args.dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: not a folder; give the cache folder (or set ZOO_CACHE)")
-    snapshots = root / "random"  # shown and cleared with the entries
     found = entries(root)
     if args.clear:
-        remove(snapshots)
+        for name in SNAPSHOTS:
+            remove(root / name)
         for entry in found:
             with locked(entry, log=lambda s: print(s, file=sys.stderr)):
                 remove(entry / "report.json")  # first: an interrupted clear leaves entries that read as unfinished
@@ -117,10 +120,11 @@ def main(argv: list[str]) -> int:
         total += size
         why = unfinished(entry)
         print(f"{size / 2**20:10.1f} MiB  {entry.name}  {'ok' if why is None else 'unfinished'}")
-    if snapshots.is_dir():
-        size = size_of(snapshots)
-        total += size
-        print(f"{size / 2**20:10.1f} MiB  random/  weight snapshots of model.checkpoint=random")
+    for name, what in SNAPSHOTS.items():
+        if (root / name).is_dir():
+            size = size_of(root / name)
+            total += size
+            print(f"{size / 2**20:10.1f} MiB  {name}/  {what}")
     print(f"{total / 2**20:10.1f} MiB  {root} ({len(found)} entries; clear: python -m zoo.cache --clear)")
     return 0
 

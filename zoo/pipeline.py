@@ -165,7 +165,7 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
 def export(cfg: ZooConfig, loaded: Loaded, path: Path) -> Exported:
     """The multi-signature flatbuffer of the verified model (its kind's signatures), quantized by the recipe,
     written atomically; a streamed model's weights read one at a time as they are written."""
-    with timed("export") as clock:
+    with timed("export") as clock, large_blocks_mapped():
         weights = loaded.weights.arrays() if is_streamed(loaded.model) else None
         signatures = loaded.kind.export(loaded.model, path, cfg, weights)
     record = digest(path)
@@ -248,7 +248,6 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None, debug_anyw
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    large_blocks_mapped()
     stages = 4 + 2 * cfg.export.enabled + cfg.export.enabled * (cfg.bench.enabled + cfg.eval.enabled)
     report = Report(run_dir / "report.json", cfg)
     hits = dict(cache.hits) if cache else {}

@@ -45,18 +45,27 @@ def release_memory() -> None:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-LARGE_BLOCK = 128 * 1024
+LARGE_BLOCK, DYNAMIC_MAX = 128 * 1024, 32 * 1024 * 1024  # glibc's default threshold and its dynamic ceiling
 
 
-def large_blocks_mapped() -> None:
-    """Every allocation of 128 KiB or more gets a mapping of its own, handed back to the kernel when freed. By default
-    glibc raises that threshold (up to 32 MiB) each time such a block is freed, and the weight-sized arrays that follow
-    are carved from its heaps, whose freed holes stay resident: Gemma-2B int4's export peaked 0.3 GiB higher,
-    Mistral-7B int4's 0.7 (docs/notes/full-size.md). Setting it also stops the adjusting."""
+@contextlib.contextmanager
+def large_blocks_mapped() -> Iterator[None]:
+    """For the block: every allocation of 128 KiB or more gets a mapping of its own, handed back to the kernel when
+    freed. By default glibc raises that threshold (up to 32 MiB) each time such a block is freed, and the weight-sized
+    arrays of the export that follow are carved from its heaps, whose freed holes stay resident (Gemma-2B int4's
+    export peaked 0.3 GiB higher, Mistral-7B int4's 0.7). Not for the whole run: the gate's many small float64
+    temporaries, each a mapping of its own, ran 3x slower. After the block the threshold stays at glibc's ceiling."""
+    libc = None
     with contextlib.suppress(OSError, AttributeError):  # not glibc: its own allocator's policy
         libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)
         libc.mallopt(M_TRIM_THRESHOLD, LARGE_BLOCK)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(M_MMAP_THRESHOLD, DYNAMIC_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, 2 * DYNAMIC_MAX)
 
 
 def reset_peak_rss() -> bool:

@@ -2,7 +2,8 @@
 read (and widened to float32) only when asked for, so no stage needs the whole checkpoint in memory.
 
 Safetensors files are checked by safetensors once, then each tensor is read by plain file reads (no memory map
-whose pages would stay resident beside the converted copy). A GGUF file's tensors are dequantized one at a time.
+whose pages would stay resident beside the converted copy). A GGUF file's tensors are dequantized one at a time
+(into a float32 snapshot, zoo/checkpoint/sources.py).
 pytorch_model.bin, whose reader only gives everything at once, is held as read: old and small checkpoints only.
 """
 
@@ -12,7 +13,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,24 +239,28 @@ def random_tensor(
 
 
 def write_random(folder: Path, names: Mapping[str, tuple[int, ...]], skeleton, seed: int) -> None:
-    """A HF snapshot of random weights for `skeleton` (the transformers model on the meta device) in `folder`:
-    config.json and bf16 safetensors shards of about a layer each (with their index), written one shard at a time."""
+    """A HF snapshot of random weights for `skeleton` (the transformers model on the meta device) in `folder`."""
+    std = float(getattr(skeleton.config, "initializer_range", 0.02) or 0.02)
+
+    def make(n: str) -> torch.Tensor:
+        return random_tensor(n, names[n], seed, std, initial(skeleton, n) if len(names[n]) < 2 else None)
+
+    write_snapshot(folder, list(names), make, skeleton.config)
+
+
+def write_snapshot(folder: Path, names: list[str], make: Callable[[str], torch.Tensor], config) -> None:
+    """A HF snapshot in `folder`: config.json and safetensors shards of about a layer each (with their index), each
+    shard's tensors made (`make(name)`) and written before the next: never the whole model at once."""
     from safetensors.torch import save_file
 
-    config = skeleton.config
-    std = float(getattr(config, "initializer_range", 0.02) or 0.02)
     shards: dict[str, list[str]] = {}
     for name in names:
         shards.setdefault(_shard_key(name), []).append(name)
     weight_map = {}
     for i, (_, members) in enumerate(sorted(shards.items())):
         shard = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        tensors = {
-            n: random_tensor(n, names[n], seed, std, initial(skeleton, n) if len(names[n]) < 2 else None)
-            for n in members
-        }
         try:
-            save_file(tensors, folder / shard)
+            save_file({n: make(n) for n in members}, folder / shard)
         except Exception as err:  # safetensors gives the OS's refusal (a full disk) as text: make it an OSError again
             if code := re.search(r"os error (\d+)", str(err)):
                 raise OSError(int(code[1]), os.strerror(int(code[1]))) from None

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from zoo.checkpoint.lazy import GGUF, InMemory, LazyTensors, Safetensors, unreadable, write_random
+from zoo.checkpoint.lazy import GGUF, InMemory, LazyTensors, Safetensors, unreadable, write_random, write_snapshot
 from zoo.errors import CheckpointError, ResourceError
 from zoo.files import atomic_path
 from zoo.schema import ReferenceConfig
@@ -61,7 +61,7 @@ def resolve(spec: str, reference: ReferenceConfig, seed: int, cache: Path | None
     if spec == "random":
         return random_checkpoint(reference, seed, cache)
     if spec.startswith("package:"):
-        return from_path(package_file(spec))
+        return from_path(package_file(spec), cache)
     path = Path(spec).expanduser()
     if not path.exists() and HUB_ID.match(spec):
         path = hub_snapshot(spec)
@@ -70,7 +70,7 @@ def resolve(spec: str, reference: ReferenceConfig, seed: int, cache: Path | None
             f"model.checkpoint: {spec} does not exist (give a HF folder, a Hub id <org>/<name>[@revision], a .gguf "
             f"file, package:<module>/<file> or random)"
         )
-    return from_path(path)
+    return from_path(path, cache)
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")  # <org>/<name>[@revision], not a path here
@@ -113,9 +113,9 @@ def package_file(spec: str) -> Path:
     return path
 
 
-def from_path(path: Path) -> Checkpoint:
+def from_path(path: Path, cache: Path | None) -> Checkpoint:
     if path.is_file() and path.suffix == ".gguf":
-        return gguf_checkpoint(path)
+        return gguf_checkpoint(path, cache)
     if path.is_dir():
         return folder_checkpoint(path)
     raise CheckpointError(f"model.checkpoint: {path} is neither a HF snapshot folder nor a .gguf file")
@@ -158,13 +158,13 @@ def random_checkpoint(reference: ReferenceConfig, seed: int, cache: Path | None)
     return Checkpoint(checkpoint.tensors, checkpoint.config, f"random (seed {seed}, bf16, {folder})")
 
 
-def room_for(parent: Path, nbytes: int) -> None:
+def room_for(parent: Path, nbytes: int, what: str = "model.checkpoint=random: the bf16") -> None:
     """Refuse a snapshot that its disk cannot take, before a minute of writing fills it."""
     parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(parent).free
     if nbytes > free:
         raise ResourceError(
-            f"model.checkpoint=random: the bf16 snapshot needs {nbytes / 1e6:,.1f} MB in {parent} but its disk has "
+            f"{what} snapshot needs {nbytes / 1e6:,.1f} MB in {parent} but its disk has "
             f"{free / 1e6:,.1f} MB free: free some space or set cache_dir= (or $ZOO_CACHE) to a larger disk"
         )
 
@@ -212,17 +212,33 @@ def load_bin(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def gguf_checkpoint(path: Path) -> Checkpoint:
-    """The config transformers' GGUF reader parses; the tensors dequantized one at a time as it would (lazy.GGUF)."""
+def gguf_checkpoint(path: Path, cache: Path | None) -> Checkpoint:
+    """A GGUF file as transformers reads it, converted once into a float32 snapshot under `cache`/gguf/ (a tensor at
+    a time, lazy.GGUF: gguf's dequantization and transformers' processor) and then read like a HF folder: a streamed
+    model reads its weights on every pass, and dequantizing the blocks again each time made SmolLM2's gate 7x slower.
+    The snapshot is named by the file's path, size and modification time."""
+    import hashlib
+
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from zoo.files import cache_root
 
     with unreadable(path, "a GGUF file of an architecture transformers reads"):
         parsed = load_gguf_checkpoint(str(path), return_tensors=False)
         config = AutoConfig.for_model(**parsed["config"])
+    stat = path.stat()
+    key = json.dumps([1, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    folder = (cache or cache_root(None)) / "gguf" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if not (folder / "config.json").exists():
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config)
-    return Checkpoint(GGUF(path, parsed["config"], skeleton), config, str(path), path)
+        tensors = GGUF(path, parsed["config"], skeleton)
+        room_for(folder.parent, sum(4 * math.prod(m.shape) for m in tensors.meta.values()), f"{path.name}'s float32")
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            write_snapshot(tmp, list(tensors), tensors.__getitem__, config)
+    return Checkpoint(folder_checkpoint(folder).tensors, config, str(path), path)
 
 
 def validate_checkpoint(reference: ReferenceConfig, checkpoint: Checkpoint) -> None:
