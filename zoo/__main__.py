@@ -141,6 +141,8 @@ def compose_and_run() -> None:
     except ValueError as err:  # Hydra's log file refused (read-only run dir): logging's "Unable to configure handler"
         if isinstance(err.__cause__, OSError):
             raise err.__cause__ from None
+        if str(err).startswith("Only one of --run"):  # Hydra's own check of its flags (e.g. -m with --cfg)
+            raise ConfigError(f"command line: {err}") from None
         raise
     if FAILURE:
         raise FAILURE.pop()

@@ -15,7 +15,6 @@ it (`tokenizer/`) so later runs skip the slow GGUF tokenizer conversion.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from omegaconf import OmegaConf
 
 from zoo.artifacts import artifact_dir
 from zoo.checkpoint.tokenizer import checkpoint_file, tokenizer_from
-from zoo.errors import InputError
+from zoo.errors import Arguments, InputError
 from zoo.files import atomic_path, cache_root, locked, remove, remove_stale, write_atomic
 from zoo.quiet import exit_quietly, guarded, stages_logged_to
 from zoo.report import unfinished
@@ -92,7 +91,7 @@ def size_of(folder: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.cache", description=__doc__.splitlines()[0])
+    parser = Arguments(prog="python -m zoo.cache", description=__doc__.splitlines()[0])
     parser.add_argument(
         "dir", nargs="?", help="the cache root (default: $ZOO_CACHE, $XDG_CACHE_HOME/zoo, ~/.cache/zoo)"
     )

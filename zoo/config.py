@@ -151,6 +151,9 @@ def describe(err: BaseException, choices: dict[str, str]) -> str:
         source = source_file(key.split(".")[0], choices)
     options = re.findall(r"^\t(\S+)$", text, flags=re.M)  # Hydra lists a group's options after a bad choice
     hint = f" (available: {', '.join(options)})" if options else ""
+    if missing := re.search(r"Could not find '(\w+)/([^']+)'", text):  # a group option no file provides
+        group, name = missing.groups()
+        return f"{group}={name}: no such option in zoo's conf/{group}/ nor in ./conf/{group}/{hint}"
     return f"{source}: {key or 'config'}: {lines[0] if lines else type(err).__name__}{hint}"
 
 

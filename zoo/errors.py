@@ -9,6 +9,7 @@ their temp files (zoo/files.py).
 
 from __future__ import annotations
 
+import argparse
 import errno
 
 
@@ -70,6 +71,14 @@ class InputError(ZooError, ValueError):
     """Bad input to a runtime: token ids, prompts, sampling values, a file that is not the expected flatbuffer."""
 
     code = "input"
+
+
+class Arguments(argparse.ArgumentParser):
+    """argparse for zoo's flag-style commands: a bad command line is an InputError, so `guarded` prints it in the
+    one error form (`<command>: error [input]: ...`, exit 2) instead of argparse's usage and message."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 class EvalError(ZooError, ValueError):

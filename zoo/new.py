@@ -17,7 +17,6 @@ for all model_types alike.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import json
 import re
@@ -31,7 +30,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.config import CONF_DIR
-from zoo.errors import ConfigError
+from zoo.errors import Arguments, ConfigError
 from zoo.files import write_atomic
 from zoo.quiet import guarded
 
@@ -268,7 +267,7 @@ def write(config_path: Path, name: str | None, conf: Path, force: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.new", description=__doc__.splitlines()[0])
+    parser = Arguments(prog="python -m zoo.new", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="a HF config.json")
     parser.add_argument("--name", help="entry name (default: the config's folder name)")
     parser.add_argument(

@@ -244,9 +244,13 @@ class SummaryCallback(Callback):
 
 
 def main(argv: list[str]) -> None:
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: python -m zoo.summary <sweep dir>: rebuild its summary.csv, summary.md and plots")
+        return
     if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python -m zoo.summary <sweep dir>  (e.g. multirun/2026-01-01_12-00-00)", file=sys.stderr)
-        sys.exit(2)
+        raise InputError(
+            f"{' '.join(argv) or 'no folder given'}: give one sweep folder (e.g. multirun/2026-01-01_12-00-00)"
+        )
     written = write_summary(Path(argv[0]))
     print(written["md"].read_text())
     print("summary: " + ", ".join(str(p) for p in written.values()))

@@ -11,7 +11,6 @@ ships nor builds llama.cpp: give the path of a `llama-bench` you built (docs/ben
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -19,7 +18,7 @@ import sys
 from pathlib import Path
 
 from zoo.bench import bench_child, bench_spec, read_bandwidth
-from zoo.errors import InputError
+from zoo.errors import Arguments, InputError
 from zoo.files import write_atomic
 from zoo.progress import progress
 from zoo.quiet import exit_quietly, guarded
@@ -130,7 +129,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo.versus", description=__doc__.split("\n\n")[0])
+    parser = Arguments(prog="python -m zoo.versus", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", help="zoo flatbuffers (.tflite) to time")
     parser.add_argument("--llama-bench", help="path of a llama.cpp llama-bench binary (to time --gguf files)")
     parser.add_argument("--gguf", action="append", default=[], help="a GGUF file for llama-bench (repeatable)")

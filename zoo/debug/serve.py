@@ -9,13 +9,13 @@ already set"): here loads take turns.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import threading
 
 import torch
 
 import zoo.architectures.layers  # noqa: F401  registers torch.ops.zoo.filled_slots for torch.export.load
+from zoo.errors import Arguments
 
 
 def _one_at_a_time(load):
@@ -32,7 +32,7 @@ def _one_at_a_time(load):
 def main(argv: list[str] | None = None) -> None:
     import model_explorer
 
-    parser = argparse.ArgumentParser(prog="python -m zoo.debug.serve", description=__doc__.splitlines()[0])
+    parser = Arguments(prog="python -m zoo.debug.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
     args = parser.parse_args(argv)
     torch.export.load = _one_at_a_time(torch.export.load)  # what Model Explorer's PyTorch adapter calls
@@ -40,4 +40,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from zoo.quiet import guarded
+
+    sys.exit(guarded("zoo.debug.serve", lambda: main(sys.argv[1:]), sys.argv[1:]))

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo.checkpoint import resolve
 from zoo.checkpoint.tokenizer import load_tokenizer
 from zoo.config import validate
-from zoo.errors import ConfigError, EvalError, EvalFailed
+from zoo.errors import ConfigError, EvalError, EvalFailed, InputError
 from zoo.eval.stage import eval_line, run_eval
 from zoo.files import write_atomic
 from zoo.kinds import kind_of, problems
@@ -46,9 +46,13 @@ def run_config(path: Path, overrides: list[str]) -> tuple[ZooConfig, dict]:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
     if not argv or argv[0].startswith("-"):
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        return 2
+        raise InputError(
+            f"{argv[0] if argv else 'no flatbuffer given'}: usage: python -m zoo.eval FILE.tflite [key=value ...]"
+        )
     path = Path(argv[0])
     cfg, saved = run_config(path, argv[1:])
     checkpoint = resolve(cfg.model.checkpoint, cfg.model.reference, cfg.seed)

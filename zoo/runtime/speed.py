@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import InputError
+from zoo.errors import Arguments, InputError
 from zoo.progress import progress
 from zoo.runtime.model import LiteModel
 from zoo.schema import KVLayout
@@ -102,9 +102,8 @@ def litert_lm_compare(
 
 
 def main(argv: list[str]) -> None:
-    import argparse
 
-    parser = argparse.ArgumentParser(
+    parser = Arguments(
         prog="python -m zoo.runtime.speed",
         description=(
             "FILE.tflite LAYOUT: our loop against the bare runs (prefill and decode). "

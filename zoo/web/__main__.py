@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from zoo.errors import InputError
+from zoo.errors import Arguments, InputError
 from zoo.quiet import guarded
 from zoo.web.serve import server, url, validate_bundle
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.web", description=__doc__.split(": ", 1)[1])
+    parser = Arguments(prog="python -m zoo.web", description=__doc__.split(": ", 1)[1])
     parser.add_argument("bundle", type=Path, help="the web/ folder next to an exported flatbuffer")
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)")
     args = parser.parse_args(argv)
