@@ -55,3 +55,13 @@ def test_subcommands_run_their_modules(tmp_path):
     done = zoo("generate", "--help", cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.startswith("`python -m zoo.generate")
     assert not list(tmp_path.iterdir())  # printing a config or a help writes nothing
+
+
+def test_python_m_zoo_help_and_version_are_zoos(tmp_path):
+    """`python -m zoo` (= `zoo convert`) answers --help with zoo's text and --version with zoo's versions."""
+    run = [sys.executable, "-m", "zoo"]
+    done = subprocess.run([*run, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("zoo convert (python -m zoo)") and "Hydra" not in done.stdout
+    done = subprocess.run([*run, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith(f"zoo {importlib.metadata.version('zoo')} (")
+    assert not list(tmp_path.iterdir())

@@ -133,6 +133,11 @@ def job_failed(run_dir: Path, err: Exception) -> str:
 
 def compose_and_run() -> None:
     """Hydra re-raises composition errors (HYDRA_FULL_ERROR) so they can be shown as one line."""
+    if "--version" in sys.argv[1:]:  # zoo's, not Hydra's
+        from zoo.cli import version
+
+        print(version())
+        return
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         main()

@@ -8,6 +8,9 @@ import runpy
 import sys
 from pathlib import Path
 
+from zoo.errors import InputError
+from zoo.quiet import exit_quietly, guarded
+
 # command -> (the module it runs, what it does); `sweep` is `convert -m`
 COMMANDS = {
     "convert": ("zoo", "gate an entry against transformers, export it to LiteRT, check the file (the main job)"),
@@ -80,11 +83,7 @@ def main(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(
-            f"zoo: error [input]: unknown command {command!r}: use one of {', '.join(COMMANDS)} (zoo --help)",
-            file=sys.stderr,
-        )
-        return 2
+        raise InputError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)} (zoo --help)")
     module = COMMANDS[command][0]
     sys.argv = [f"zoo {command}", *(["-m"] if command == "sweep" else []), *rest]
     runpy.run_module(module, run_name="__main__", alter_sys=True)  # exits with the command's own status
@@ -92,4 +91,4 @@ def main(argv: list[str]) -> int:
 
 
 def cli() -> None:
-    sys.exit(main(sys.argv[1:]))
+    exit_quietly(guarded("zoo", lambda: main(sys.argv[1:]), sys.argv[1:]))

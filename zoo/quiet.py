@@ -119,6 +119,9 @@ def guarded(prog: str, main: Callable[[], int | None], argv: list[str]) -> int:
         return main() or 0
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else 1
+    except BrokenPipeError:  # the reader left (`| head`): nothing more to say, and nothing to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as err:
         line, status = error_line(prog, err)
         if verbose_requested(argv) and status != 130:
