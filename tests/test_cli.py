@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from zoo.cli import COMMANDS, GROUPS
 
@@ -65,3 +68,16 @@ def test_python_m_zoo_help_and_version_are_zoos(tmp_path):
     done = subprocess.run([*run, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith(f"zoo {importlib.metadata.version('zoo')} (")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_convert_writes_the_flatbuffer_where_o_says(tmp_path):
+    """`zoo convert -o PATH` (= export.output=PATH): the checked file there, its folder made; the report in the
+    run folder names it."""
+    out = tmp_path / "out" / "small.tflite"
+    done = zoo("convert", "variant=small", "-o", str(out), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["export"]["path"] == str(out) and report["check"]["passed"]
+    assert out.stat().st_size == report["export"]["size_bytes"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["small.tflite"]

@@ -105,8 +105,12 @@ def remove_hydra_record(run_dir: Path, job_name: str) -> None:
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for name in (f"{job_name}.log", "config.yaml"):
         (run_dir / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()
+    cwd = Path.cwd().resolve()
+    for folder in [run_dir.resolve(), *run_dir.resolve().parents]:  # and the default's runs/<model>/ it made
+        if folder == cwd or cwd not in folder.parents:
+            break
+        with contextlib.suppress(OSError):  # not empty: someone's
+            folder.rmdir()
 
 
 def job_reused(run_dir: Path, cfg) -> bool:

@@ -57,6 +57,7 @@ def usage() -> str:
         "",
         "usage: zoo <command> [group=option ...] [key=value ...]      zoo --version",
         "       zoo convert model=gemma_2b quant=int8_dynamic         (python -m zoo ... is the same)",
+        "       zoo convert quant=int8_dynamic -o out/smollm2.tflite  (-o: export.output, where the file goes)",
         "",
         "commands:",
         *(f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()),
@@ -85,6 +86,9 @@ def main(argv: list[str]) -> int:
     if command not in COMMANDS:
         raise InputError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)} (zoo --help)")
     module = COMMANDS[command][0]
+    if module == "zoo" and "-o" in rest[:-1]:  # `-o PATH`: where the flatbuffer goes
+        at = rest.index("-o")
+        rest = [*rest[:at], f"export.output={rest[at + 1]}", *rest[at + 2 :]]
     sys.argv = [f"zoo {command}", *(["-m"] if command == "sweep" else []), *rest]
     runpy.run_module(module, run_name="__main__", alter_sys=True)  # exits with the command's own status
     return 0

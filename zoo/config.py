@@ -168,6 +168,8 @@ def validate(cfg: ZooConfig, source: str, kind_problems: KindProblems) -> None:
     """Checks that need several fields at once; raises one ConfigError with every problem found (each naming its
     field, and for the architecture `source`, the file), the kind's (`kind_problems(cfg)`) included."""
     problems = arch_problems(cfg.model.arch, source) + kind_problems(cfg)
+    if cfg.export.output is not None and not cfg.export.output.endswith(".tflite"):
+        problems.append(f"export.output={cfg.export.output}: give a path ending in .tflite")
     if cfg.export.kv_read_multiple < 0:  # above kv_cache_max it reads every slot, like 0 with a run-time size
         problems.append(
             f"export.kv_read_multiple={cfg.export.kv_read_multiple} must be >= 0 (0 reads every cache slot)"

@@ -162,6 +162,15 @@ def artifact_path(cfg: ZooConfig, run_dir: Path) -> Path:
     return run_dir / f"{cfg.model.name}_{cfg.quant.name}_kv{cfg.export.kv_cache_max}.tflite"
 
 
+def output_path(cfg: ZooConfig, run_dir: Path) -> Path:
+    """The run's flatbuffer: `export.output` (its folder made) or the run folder's artifact_path."""
+    if cfg.export.output is None:
+        return artifact_path(cfg, run_dir)
+    path = Path(cfg.export.output).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def export(cfg: ZooConfig, loaded: Loaded, path: Path) -> Exported:
     """The multi-signature flatbuffer of the verified model (its kind's signatures), quantized by the recipe,
     written atomically; a streamed model's weights read one at a time as they are written."""
@@ -266,7 +275,7 @@ def run(cfg: ZooConfig, run_dir: Path, cache: JobCache | None = None, debug_anyw
                 cfg = chosen.cfg
             if cfg.export.enabled:
                 with native_logs_captured():  # TensorFlow's and LiteRT's C++ logs (zoo/quiet.py)
-                    exported = report.add(export(cfg, loaded, artifact_path(cfg, run_dir)))
+                    exported = report.add(export(cfg, loaded, output_path(cfg, run_dir)))
                     checked = report.add(check(cfg, loaded, gate.result, exported.path))
                     if debug_anyway or (checked.failure and cfg.debug.on_fail):
                         report.add(debug(cfg, loaded, gate.result, exported.path, run_dir))

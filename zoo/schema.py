@@ -330,6 +330,9 @@ class Bundle(enum.Enum):
 class ExportConfig:
     name: str = "default"
     enabled: bool = True  # false: stop after the golden gate
+    # Where the flatbuffer goes (a .tflite path, its folder made if missing; bundles go next to it). None: the run
+    # folder, as <model>_<quant>_kv<N>.tflite. In a sweep, give each job its own, e.g. out/${quant.name}.tflite.
+    output: Optional[str] = None
     kv_cache_max: int = 1024
     kv_layout: KVLayout = KVLayout.btnh
     mask_as_input: bool = False  # a `mask` [1,1,T,kv_max] input instead of the mask computed from input_pos

@@ -11,6 +11,7 @@ BAD = [
     ("zoo", ["model=nope"], "config", ["model=nope: no such option", "smollm2_135m"]),
     ("zoo", ["quant=int3"], "config", ["quant=int3: no such option", "int8_dynamic"]),
     ("zoo", ["-m", "quant=int8_dynamic", "--cfg", "job"], "config", ["command line", "only one of"]),
+    ("zoo", ["export.output=model.bin"], "config", ["export.output=model.bin", "ending in .tflite"]),
     ("zoo.generate", ["model=nope"], "config", ["model=nope"]),
     ("zoo.debug", ["quant=int3"], "config", ["quant=int3"]),
     ("zoo.eval", [], "input", ["no flatbuffer given", "python -m zoo.eval FILE.tflite"]),

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow  # each case a real command (in a forked, warm chi
 CASES = user_error_cases(
     ("wrong_type", ["model.arch.dim=abc"], "config", ["model.arch.dim"]),
     ("unknown_field", ["model.arch.dimm=3"], "config", ["dimm", "ArchConfig"]),
-    ("unknown_entry", ["model=nope"], "config", ["model/nope", "available", "smollm2_135m"]),
+    ("unknown_entry", ["model=nope"], "config", ["model=nope: no such option", "available", "smollm2_135m"]),
     ("bad_enum", ["export.kv_layout=sideways"], "config", ["kv_layout", "sideways"]),
     ("kv_heads", ["model.arch.attention.num_kv_heads=2"], "config", ["num_kv_heads", "does not divide"]),
     ("negative_dim", ["model.arch.dim=-8"], "config", ["dim"]),
