@@ -81,3 +81,10 @@ def test_convert_writes_the_flatbuffer_where_o_says(tmp_path):
     assert report["export"]["path"] == str(out) and report["check"]["passed"]
     assert out.stat().st_size == report["export"]["size_bytes"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["small.tflite"]
+
+
+def test_readme_and_the_errors_doc_name_every_command():
+    readme, errors = (ROOT / "README.md").read_text(), (ROOT / "docs" / "errors.md").read_text()
+    for command, (module, _) in COMMANDS.items():
+        assert f"zoo {command}" in readme or f"python -m {module}" in readme, command
+        assert f"`{module}`" in errors or f"`python -m {module}`" in errors, module

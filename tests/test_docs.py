@@ -283,3 +283,13 @@ def test_readme_lists_every_entry():
     readme = (ROOT / "README.md").read_text()
     missing = [p.stem for p in (CONF_DIR / "model").glob("*.yaml") if f"| `{p.stem}`" not in readme]
     assert not missing, missing
+
+
+def test_the_errors_table_has_every_code():
+    """docs/errors.md's table names every error code zoo/errors.py defines, and no other."""
+    from zoo import errors
+
+    codes = {c.code for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.ZooError)}
+    table = (ROOT / "docs" / "errors.md").read_text().split("| code | what it means |")[1].split("\n\n")[0]
+    documented = {code for row in table.splitlines()[2:] for code in re.findall(r"`(\w+)`", row.split(" | ")[0])}
+    assert documented == codes - {"error"}, (sorted(codes - documented), sorted(documented - codes))
