@@ -1,6 +1,6 @@
 """Debian's Chromium driven by Playwright for the web bundle's tests: no browser download, no network but 127.0.0.1.
 
-A missing browser fails the test (setup.sh installs it), it never skips."""
+A missing browser fails the test (setup.sh --with-web installs it), it never skips."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ LOAD_TIMEOUT_MS = 600_000
 
 def chromium_path() -> str:
     path = shutil.which("chromium")
-    assert path, "chromium is not installed: ./setup.sh installs it (apt-get install chromium)"
+    assert path, "chromium is not installed: ./setup.sh --with-web installs it (apt-get install chromium)"
     return path
 
 

@@ -3,8 +3,8 @@
 It holds the checked flatbuffer, the tokenizer (tokenizer.json + config + chat template, read in the page by
 @huggingface/tokenizers), `zoo-web.json` (model, recipe, size, cache layout, start / stop ids, the chat template as
 the (prefix, suffix) of one user turn), the page (`page/`) and LiteRT.js' module and wasm files copied from the
-npm packages pinned in `zoo/web/package.json` (`npm ci --prefix zoo/web`, run by setup.sh). Nothing is fetched
-from anywhere else.
+npm packages pinned in `zoo/web/package.json` (`npm ci --prefix zoo/web`, run by `setup.sh --with-web`). Nothing is
+fetched from anywhere else.
 
 LiteRT.js runs in a 32-bit WASM heap (at most 2 GiB) that holds the model bytes and XNNPACK's packed weights, one
 packed copy per signature it delegates; a bundle whose estimate passes the heap is refused in one line.
@@ -98,7 +98,7 @@ def web(cfg: ZooConfig, tflite: Path, tokenizer, out: Path) -> Path:
     if missing := missing_vendor():
         raise BundleError(
             f"LiteRT.js is not installed ({NODE_MODULES / missing[0]} is missing): run "
-            f"`npm ci --prefix {NODE_MODULES.parent}` (setup.sh does)"
+            f"`npm ci --prefix {NODE_MODULES.parent}` (./setup.sh --with-web does)"
         )
     tmp = temp_path(out)  # zoo/files.py's temp name: removed on failure, recognised as stale after a SIGKILL
     try:

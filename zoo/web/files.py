@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE / "page"  # index.html and the page's ES modules, copied as they are
-NODE_MODULES = HERE / "node_modules"  # `npm ci --prefix zoo/web` (setup.sh): package.json / package-lock.json
+NODE_MODULES = HERE / "node_modules"  # `npm ci --prefix zoo/web` (setup.sh --with-web): package(-lock).json
 # bundle path -> file of the npm packages (single-threaded wasm: the relaxed-SIMD build and the compat fallback)
 VENDOR = {
     "vendor/litertjs-core.js": "@litertjs/core/dist/index.js",
