@@ -423,3 +423,18 @@ def test_sliding_window_entries_match_transformers_past_their_window(entry, layo
     section = pipeline.run(cfg, tmp_path / "run")["eval"]
     assert section["kld_max"] < 1e-5 and section["same_top"] == 1.0, section
     assert section["ppl"] == pytest.approx(section["ppl_ref"], rel=1e-4)
+
+
+def test_cli_scores_a_file_without_a_report_by_the_entry_named(small, tmp_path):
+    """A flatbuffer alone (no report.json beside it): `model=` and the other overrides say what it is, as for
+    `python -m zoo`; the eval line is printed and nothing is written next to the file."""
+    cfg, run, report = small
+    alone = tmp_path / "alone" / "model.tflite"
+    alone.parent.mkdir()
+    shutil.copy(run / "tinyllama_none_kv128.tflite", alone)
+    overrides = ["model=tinyllama", "variant=small", f"model.tokenizer.source={cfg.model.tokenizer.source}", *SMALL]
+    result = eval_cli(alone, *overrides, "eval.max_windows=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("eval PASS: PPL ") and "93 tokens in 3 windows of 64" in result.stdout
+    assert f"PPL {report['eval']['ppl']:.3f}" in result.stdout  # the run's own eval of the same file
+    assert sorted(p.name for p in alone.parent.iterdir()) == ["model.tflite"]
