@@ -285,3 +285,12 @@ def test_a_hub_id_that_is_not_cached_offline_is_one_line(tmp_path):
     offline = functools.partial(run, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
     result = zoo_on("zoo-test/absent@v2", tmp_path, runner=offline)
     assert_user_error(result, "checkpoint", "zoo-test/absent@v2", "`hf download zoo-test/absent --revision v2`")
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_corrupt_tokenizer_file_of_the_checkpoint_is_one_line(snapshot_folder, tmp_path, name):
+    """The checkpoint's own tokenizer files are the user's input like its weights: corrupt, a [checkpoint] line."""
+    folder = copy(snapshot_folder, tmp_path)
+    (folder / name).write_text("{not json")
+    result = zoo_on(folder, tmp_path, "model.tokenizer.source=checkpoint", runner=run)
+    assert_user_error(result, "checkpoint", str(folder), "tokenizer", "corrupt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.checkpoint import Checkpoint
+from zoo.checkpoint.lazy import unreadable
 from zoo.errors import ConfigError
 from zoo.files import atomic_path
 from zoo.schema import TokenizerConfig
@@ -18,11 +19,14 @@ def load_tokenizer(cfg: TokenizerConfig, checkpoint: Checkpoint):
 
 def checkpoint_file(spec: str) -> Path | None:
     """Where a checkpoint spec's files are, without reading its tensors (None for random weights)."""
-    from zoo.checkpoint.sources import package_file
+    from zoo.checkpoint.sources import HUB_ID, hub_snapshot, package_file
 
     if spec == "random":
         return None
-    return package_file(spec) if spec.startswith("package:") else Path(spec).expanduser()
+    if spec.startswith("package:"):
+        return package_file(spec)
+    path = Path(spec).expanduser()
+    return hub_snapshot(spec) if not path.exists() and HUB_ID.match(spec) else path
 
 
 def tokenizer_from(cfg: TokenizerConfig, checkpoint_path: Path | None):
@@ -46,9 +50,10 @@ def tokenizer_from(cfg: TokenizerConfig, checkpoint_path: Path | None):
             ) from None
     if checkpoint_path is None:
         return None
-    if checkpoint_path.suffix == ".gguf":
-        return AutoTokenizer.from_pretrained(checkpoint_path.parent, gguf_file=checkpoint_path.name)
-    return AutoTokenizer.from_pretrained(checkpoint_path)
+    with unreadable(checkpoint_path, "the checkpoint's tokenizer (tokenizer.json, tokenizer_config.json, ...)"):
+        if checkpoint_path.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(checkpoint_path.parent, gguf_file=checkpoint_path.name)
+        return AutoTokenizer.from_pretrained(checkpoint_path)
 
 
 def save_tokenizer(tokenizer, folder: Path) -> Path:
