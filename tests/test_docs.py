@@ -293,3 +293,17 @@ def test_the_errors_table_has_every_code():
     table = (ROOT / "docs" / "errors.md").read_text().split("| code | what it means |")[1].split("\n\n")[0]
     documented = {code for row in table.splitlines()[2:] for code in re.findall(r"`(\w+)`", row.split(" | ")[0])}
     assert documented == codes - {"error"}, (sorted(codes - documented), sorted(documented - codes))
+
+
+def test_the_architecture_rooms_name_every_module():
+    """docs/architecture.md's rooms table names every module of zoo/ (by path, or by name in its folder's row)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = []
+    for path in sorted((ROOT / "zoo").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if path.name == "__init__.py" or "conf" in rel.parts:
+            continue
+        folders = [f"`{f.as_posix()}/`" for f in rel.parents if f.parts]  # its folder's row, or an enclosing one's
+        if str(rel) not in text and not (any(f in text for f in folders) and f"`{path.name}`" in text):
+            missing.append(str(rel))
+    assert not missing, f"rooms missing from docs/architecture.md: {missing}"
