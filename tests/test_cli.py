@@ -88,3 +88,12 @@ def test_readme_and_the_errors_doc_name_every_command():
     for command, (module, _) in COMMANDS.items():
         assert f"zoo {command}" in readme or f"python -m {module}" in readme, command
         assert f"`{module}`" in errors or f"`python -m {module}`" in errors, module
+
+
+@pytest.mark.slow
+def test_debug_writes_where_hydra_run_dir_says(tmp_path):
+    """`zoo debug ... hydra.run.dir=DIR` puts its run there, as `zoo convert` does; nothing lands in ./runs."""
+    done = zoo("debug", "variant=small", f"hydra.run.dir={tmp_path / 'dbg'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "dbg" / "debug.json").is_file() and (tmp_path / "dbg" / "report.json").is_file()
+    assert not (tmp_path / "runs").exists()

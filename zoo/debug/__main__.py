@@ -1,10 +1,10 @@
 """`python -m zoo.debug [group=option ...] [key=value ...]`: where does the flatbuffer leave PyTorch?
 
 The main command's config and overrides (docs/debug.md). Loads and gates the model, exports the flatbuffer into
-the run folder (`debug.dir`, default runs/<model>/debug-<time>), runs the post-export check (reported, not
-fatal), then the divergence finder: a table of the nodes adding the most error and the first node past the
-recipe's bounds, per-op blame for `debug.blame` suspects, debug.json and report.json in the run folder, Model
-Explorer overlays of the flatbuffer and of the torch.export programs; `debug.serve=true` serves them.
+the run folder (`debug.dir` or `hydra.run.dir`, default runs/<model>/debug-<time>), runs the post-export check
+(reported, not fatal), then the divergence finder: a table of the nodes adding the most error and the first node
+past the recipe's bounds, per-op blame for `debug.blame` suspects, debug.json and report.json in the run folder,
+Model Explorer overlays of the flatbuffer and of the torch.export programs; `debug.serve=true` serves them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def main(argv: list[str]) -> int:
 
     cfg = compose_config(argv, kinds.problems)
     pipeline.preflight(cfg)
-    run_dir = Path(cfg.debug.dir or f"runs/{cfg.model.name}/debug-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    asked = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)  # as python -m zoo
+    run_dir = Path(cfg.debug.dir or asked or f"runs/{cfg.model.name}/debug-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     report = pipeline.run(cfg, run_dir, debug_anyway=True)
     checked = report["check"]
     print(pipeline.check_line(checked) if checked["passed"] else f"check FAIL: {'; '.join(checked['failures'])}")
