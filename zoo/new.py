@@ -267,7 +267,7 @@ def write(config_path: Path, name: str | None, conf: Path, force: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Arguments(prog="python -m zoo.new", description=__doc__.splitlines()[0])
+    parser = Arguments(prog="python -m zoo.new", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="a HF config.json")
     parser.add_argument("--name", help="entry name (default: the config's folder name)")
     parser.add_argument(
