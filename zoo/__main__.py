@@ -105,10 +105,9 @@ def remove_hydra_record(run_dir: Path, job_name: str) -> None:
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for name in (f"{job_name}.log", "config.yaml"):
         (run_dir / name).unlink(missing_ok=True)
-    cwd = Path.cwd().resolve()
-    for folder in [run_dir.resolve(), *run_dir.resolve().parents]:  # and the default's runs/<model>/ it made
-        if folder == cwd or cwd not in folder.parents:
-            break
+    cwd, run_dir = Path.cwd().resolve(), run_dir.resolve()
+    inside = [f for f in run_dir.parents if cwd in f.parents]  # the default's runs/<model>/, made by Hydra too
+    for folder in [run_dir, *inside]:
         with contextlib.suppress(OSError):  # not empty: someone's
             folder.rmdir()
 
