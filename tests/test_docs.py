@@ -210,10 +210,11 @@ def test_documented_command(doc, line, command, tmp_root):
         code, out = in_child(lambda: compose_config(argv), cwd)
         assert code == 0, out
 
-    elif module == "zoo.debug":  # its config composed and validated by its own compose_config, as the command does
+    elif module == "zoo.debug":  # its config composed and validated as the command does it
+        from zoo import kinds
         from zoo.debug.__main__ import compose_config as debug_config
 
-        code, out = in_child(lambda: debug_config(argv), cwd)
+        code, out = in_child(lambda: debug_config(argv, kinds.problems), cwd)
         assert code == 0, out
 
     elif module == "zoo.eval":
