@@ -58,20 +58,25 @@ def plain(value: Any) -> Any:
 
 
 def resolve(spec: str, reference: ReferenceConfig, seed: int, cache: Path | None = None) -> Checkpoint:
-    """`cache`: where random snapshots are kept (zoo/cache.py's root)."""
+    """`cache`: where random and GGUF snapshots are kept (zoo/cache.py's root)."""
     if spec == "random":
         return random_checkpoint(reference, seed, cache)
-    if spec.startswith("package:"):
-        return from_path(package_file(spec), cache)
-    path = Path(spec).expanduser()
-    if not path.exists() and HUB_ID.match(spec):
-        path = hub_snapshot(spec)
+    path = spec_path(spec)
     if not path.exists():
         raise CheckpointError(
             f"model.checkpoint: {spec} does not exist (give a HF folder, a Hub id <org>/<name>[@revision], a .gguf "
             f"file, package:<module>/<file> or random)"
         )
     return from_path(path, cache)
+
+
+def spec_path(spec: str) -> Path:
+    """Where the files of a checkpoint spec other than `random` are, nothing read: a package's file, a local path,
+    or a Hub id's snapshot (when no local path of that name exists)."""
+    if spec.startswith("package:"):
+        return package_file(spec)
+    path = Path(spec).expanduser()
+    return hub_snapshot(spec) if not path.exists() and HUB_ID.match(spec) else path
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")  # <org>/<name>[@revision], not a path here

@@ -19,14 +19,9 @@ def load_tokenizer(cfg: TokenizerConfig, checkpoint: Checkpoint):
 
 def checkpoint_file(spec: str) -> Path | None:
     """Where a checkpoint spec's files are, without reading its tensors (None for random weights)."""
-    from zoo.checkpoint.sources import HUB_ID, hub_snapshot, package_file
+    from zoo.checkpoint.sources import spec_path
 
-    if spec == "random":
-        return None
-    if spec.startswith("package:"):
-        return package_file(spec)
-    path = Path(spec).expanduser()
-    return hub_snapshot(spec) if not path.exists() and HUB_ID.match(spec) else path
+    return None if spec == "random" else spec_path(spec)
 
 
 def tokenizer_from(cfg: TokenizerConfig, checkpoint_path: Path | None):
